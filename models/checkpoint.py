@@ -1,0 +1,179 @@
+"""The checkpoint format: the contract between training and serving.
+
+A checkpoint is a folder `<name>/` holding
+- `model.safetensors`: the weights (safetensors only: loading them never runs code);
+- `config.json`: the model card, everything needed to rebuild, verify and describe the model.
+
+`load_checkpoint` rebuilds the model through the architecture registry, checks the sha256 of the
+weights against the card and refuses, with an error naming the file, anything missing or mismatched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from models.architectures import Architecture, ArchitectureError, build_model
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "config.json"
+TASKS = ("reconstruct", "embed", "denoise", "super-resolve", "vae")
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint folder cannot be used; the message names the file and the reason."""
+
+
+@dataclass
+class InputSpec:
+    channels: int  # 1 grayscale, 3 RGB
+    height: int | None = None  # None: any size (fully convolutional models)
+    width: int | None = None
+    domain: str = "mnist"  # "mnist" (white digit on black, 28x28 frame) or "natural" (photographs)
+
+    @property
+    def any_size(self) -> bool:
+        return self.height is None or self.width is None
+
+
+@dataclass
+class ModelCard:
+    name: str  # folder name and the name clients use
+    tasks: list[str]  # what the service may do with it, a subset of TASKS
+    architecture: str  # a key of models.architectures.ARCHITECTURES
+    architecture_config: dict[str, Any]  # keyword arguments of that architecture's config
+    input: InputSpec
+    normalization: str = "pixels as float32 in [0, 1]; MNIST digits are white on black"
+    scale: int | None = None  # super-resolution factor
+    latent_size: int | None = None  # embedding / latent dimensions
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)  # recipe, data set and licence, duration, device
+    metrics: dict[str, Any] = field(default_factory=dict)  # measured by models.evaluate
+    weights_sha256: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not MODEL_NAME_PATTERN.match(self.name):
+            raise ValueError(f"invalid model name {self.name!r}: use lowercase letters, digits, '.', '_' and '-'")
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if not self.tasks or unknown:
+            raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {self.tasks}")
+        if "super-resolve" in self.tasks and not self.scale:
+            raise ValueError("a super-resolve model needs a scale")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        if not isinstance(data, dict):
+            raise ValueError("the model card must be a JSON object")
+        if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise ValueError(f"unsupported format_version {data.get('format_version')!r}; this code reads {FORMAT_VERSION}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown model card fields {unknown}")
+        values = dict(data)
+        if not isinstance(values.get("input"), dict):
+            raise ValueError("'input' must be an object with channels, height, width, domain")
+        values["input"] = InputSpec(**values["input"])
+        return cls(**values)
+
+    def save(self, directory: Path) -> None:
+        (directory / CARD_FILE).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+
+@dataclass
+class Checkpoint:
+    card: ModelCard
+    model: Architecture
+    directory: Path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(directory: Path) -> ModelCard:
+    """Read and validate `<directory>/config.json`."""
+    path = Path(directory) / CARD_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model card is missing")
+    try:
+        card = ModelCard.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: invalid model card: {exc}") from exc
+    if card.name != Path(directory).name:
+        raise CheckpointError(f"{path}: card name {card.name!r} does not match its folder {Path(directory).name!r}")
+    return card
+
+
+def save_checkpoint(model: Architecture, card: ModelCard, directory: Path) -> ModelCard:
+    """Write the weights and the card (with the weights' sha256 filled in) into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    card.architecture = model.name
+    card.architecture_config = model.config_dict()
+    state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}
+    weights = directory / WEIGHTS_FILE
+    safetensors.torch.save_file(state, str(weights), metadata={"name": card.name, "architecture": card.architecture})
+    card.weights_sha256 = sha256_of(weights)
+    card.save(directory)
+    return card
+
+
+def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify: bool = True) -> Checkpoint:
+    """Rebuild a model from its folder, in eval mode on `device`.
+
+    Raises CheckpointError naming the file for a missing or invalid card, missing or corrupt
+    weights, a sha256 mismatch, an unknown architecture or weights that do not fit it.
+    """
+    directory = Path(directory)
+    card = read_card(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file is missing")
+    data = weights.read_bytes()
+    if verify:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != card.weights_sha256:
+            raise CheckpointError(
+                f"{weights}: sha256 mismatch (card says {card.weights_sha256 or 'nothing'}, file is {actual})"
+            )
+    try:
+        state = safetensors.torch.load(data)
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
+        raise CheckpointError(f"{weights}: not a readable safetensors file: {exc}") from exc
+    try:
+        model = build_model(card.architecture, card.architecture_config)
+    except ArchitectureError as exc:
+        raise CheckpointError(f"{directory / CARD_FILE}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not fit architecture {card.architecture!r}: {exc}") from exc
+    model.to(device).eval()
+    return Checkpoint(card=card, model=model, directory=directory)
+
+
+def update_metrics(directory: Path, metrics: dict[str, Any]) -> ModelCard:
+    """Merge measured metrics into a checkpoint's card (the weights are untouched)."""
+    card = read_card(directory)
+    card.metrics.update(metrics)
+    card.save(Path(directory))
+    return card

@@ -1,0 +1,1 @@
+"""The web service: FastAPI routes over a registry of trained autoencoders."""

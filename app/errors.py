@@ -1,0 +1,92 @@
+"""The service's own errors. Routes and the service layer raise these; `app.main` maps them to HTTP.
+
+Each error knows its HTTP status and a stable `type` string that clients can switch on; the
+response body is always `{"error": {"type", "message", "param"}}`.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+class InvalidRequest(ServiceError):
+    status_code = 400
+    type = "invalid_request"
+
+
+class InvalidImage(InvalidRequest):
+    type = "invalid_image"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    type = "model_not_found"
+
+
+class TaskNotSupported(InvalidRequest):
+    """The model exists but does not do what was asked (e.g. sampling from a plain autoencoder)."""
+
+    type = "task_not_supported"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    type = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    type = "unsupported_media_type"
+
+
+class ValidationFailed(ServiceError):
+    status_code = 422
+    type = "validation_error"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    type = "forbidden"
+
+
+class ModelUnavailable(ServiceError):
+    """The model is known but could not be loaded (broken checkpoint) or is unloaded."""
+
+    status_code = 503
+    type = "model_unavailable"
+
+
+class NotReady(ServiceError):
+    status_code = 503
+    type = "not_ready"
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full; the client should retry after `retry_after` seconds."""
+
+    status_code = 503
+    type = "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0, param: str | None = None) -> None:
+        super().__init__(message, param, headers={"Retry-After": str(max(1, round(retry_after)))})
+
+
+class RequestTimeout(ServiceError):
+    """The request waited for the model longer than its deadline."""
+
+    status_code = 504
+    type = "timeout"

@@ -1,0 +1,146 @@
+"""Training objectives: how a batch of clean digits becomes (inputs, targets), and the loss on them.
+
+A recipe names one objective instance; the training loop only ever calls these methods, so a new
+kind of training is a new class here, not a new branch in the loop. Images are (B, 1, 28, 28) in [0, 1].
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch.nn import functional as F
+
+from models.architectures import Architecture, ConvVAE
+from models.corruptions import blind_gaussian_noise, downscale, gaussian_noise
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A fresh seed for one corruption call, drawn from the run's generator (so runs are reproducible)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+
+class Objective(ABC):
+    """What a recipe trains its model to do."""
+
+    name: ClassVar[str]
+    loss_name: ClassVar[str]  # what the logged loss measures, for the model card
+
+    @abstractmethod
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean digits (B, 1, 28, 28) -> (model inputs, training targets)."""
+
+    @abstractmethod
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """The scalar to minimise, averaged over the batch. `epochs_done` is fractional (for warm-ups)."""
+
+    def validation_loss(
+        self, model: Architecture, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The loss used for model selection on the hold-out (the fully warmed-up objective)."""
+        return self.loss(model, inputs, targets, epochs_done=float("inf"), generator=generator)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly description for the model card."""
+        fields: dict[str, Any] = asdict(self) if is_dataclass(self) else {}
+        return {"objective": self.name, "loss": self.loss_name, **fields}
+
+
+class _PixelCrossEntropy(Objective):
+    """Binary cross-entropy per pixel against grey-level targets in [0, 1].
+
+    Like the squared error it is minimised by the conditional mean (so it serves PSNR), but its gradient
+    does not vanish through the sigmoid output: squared error tends to stall on an all-black image first.
+    """
+
+    loss_name = "binary cross-entropy per pixel (grey-level targets)"
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        return F.binary_cross_entropy(model(inputs), targets)
+
+
+@dataclass(frozen=True)
+class Reconstruction(_PixelCrossEntropy):
+    """Reproduce the input. A little input noise (clipped) regularises the code without using labels."""
+
+    name: ClassVar[str] = "reconstruction"
+    input_noise_sigma: float = 0.0
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.input_noise_sigma == 0.0:
+            return clean, clean
+        return gaussian_noise(clean, self.input_noise_sigma, clip=True, seed=draw_seed(generator)), clean
+
+
+@dataclass(frozen=True)
+class BlindDenoising(_PixelCrossEntropy):
+    """Noisy in, clean out; sigma drawn per image from [0, max_sigma], zero mean, clipped to [0, 1]."""
+
+    name: ClassVar[str] = "blind-denoising"
+    max_sigma: float = 0.6
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy, _ = blind_gaussian_noise(clean, self.max_sigma, seed=draw_seed(generator))
+        return noisy, clean
+
+
+@dataclass(frozen=True)
+class SuperResolution(_PixelCrossEntropy):
+    """Area-downscaled (box-filtered) digit in, full-resolution digit out."""
+
+    name: ClassVar[str] = "super-resolution"
+    scale: int = 2
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return downscale(clean, self.scale, "area"), clean
+
+
+@dataclass(frozen=True)
+class BernoulliElbo(Objective):
+    """VAE negative ELBO on dynamically binarised digits, with the KL weight warmed up linearly from 0 to 1.
+
+    Each batch draws fresh binary pixels ~ Bernoulli(intensity), which regularises far better than a
+    fixed binarisation; the likelihood is scored on those same binary pixels.
+    """
+
+    name: ClassVar[str] = "bernoulli-elbo"
+    loss_name: ClassVar[str] = "negative ELBO in nats per image (KL weighted by the warm-up)"
+    kl_warmup_epochs: float = 0.0
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        binary = torch.bernoulli(clean, generator=generator)
+        return binary, binary
+
+    def kl_weight(self, epochs_done: float) -> float:
+        if self.kl_warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, epochs_done / self.kl_warmup_epochs)
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if not isinstance(model, ConvVAE):
+            raise TypeError(f"{self.name} trains a ConvVAE, got {type(model).__name__}")
+        _, reconstruction, kl = model.loss(inputs, targets, generator=generator)  # (B,), (B,)
+        return (reconstruction + self.kl_weight(epochs_done) * kl).mean()

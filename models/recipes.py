@@ -1,0 +1,102 @@
+"""The training recipes: one entry per checkpoint in `checkpoints/`, looked up by name.
+
+A recipe is data: which architecture (and its config), what the model is trained to do (an
+`Objective`), what the card will promise (tasks, input size) and the optimiser settings.
+`python -m models.train <name>` trains exactly what is written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.objectives import BernoulliElbo, BlindDenoising, Objective, Reconstruction, SuperResolution
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # also the checkpoint folder name
+    description: str
+    tasks: tuple[str, ...]  # what the service may do with the result (see models.checkpoint.TASKS)
+    architecture: str  # a key of models.architectures.ARCHITECTURES
+    architecture_config: dict[str, Any] = field(hash=False)
+    objective: Objective = field(default_factory=Reconstruction)
+    input_size: int = 28  # side of the square input image (the low-resolution side for super-resolution)
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3  # Adam, decayed to zero on a cosine over the whole run
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    @property
+    def scale(self) -> int | None:
+        scale = self.architecture_config.get("scale")
+        return int(scale) if scale is not None else None
+
+    @property
+    def latent_size(self) -> int | None:
+        latent = self.architecture_config.get("latent_size")
+        return int(latent) if latent is not None else None
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            name="mnist-ae",
+            description="Autoencoder with a 32-d dense bottleneck: reconstructions and compact embeddings.",
+            tasks=("reconstruct", "embed"),
+            architecture="conv-autoencoder",
+            architecture_config={"widths": (32, 64, 64), "latent_size": 32},
+            objective=Reconstruction(input_noise_sigma=0.0),
+            epochs=10,
+        ),
+        Recipe(
+            name="mnist-denoise",
+            description="Blind denoiser for MNIST digits: zero-mean Gaussian noise, any sigma up to 0.6, clipped.",
+            tasks=("denoise", "reconstruct"),
+            architecture="conv-autoencoder",
+            architecture_config={"widths": (32, 64, 128), "latent_size": None},
+            objective=BlindDenoising(max_sigma=0.6),
+            epochs=10,
+        ),
+        Recipe(
+            name="mnist-sr-x2",
+            description="Super-resolution x2 for MNIST digits: 14x14 (area-downscaled) -> 28x28.",
+            tasks=("super-resolve",),
+            architecture="sr-autoencoder",
+            architecture_config={"scale": 2, "width": 32, "encoder_layers": 3},
+            objective=SuperResolution(scale=2),
+            input_size=14,
+            epochs=10,
+        ),
+        Recipe(
+            name="mnist-sr-x4",
+            description="Super-resolution x4 for MNIST digits: 7x7 (area-downscaled) -> 28x28.",
+            tasks=("super-resolve",),
+            architecture="sr-autoencoder",
+            architecture_config={"scale": 4, "width": 32, "encoder_layers": 3},
+            objective=SuperResolution(scale=4),
+            input_size=7,
+            epochs=10,
+        ),
+        Recipe(
+            name="mnist-vae-2d",
+            description="Convolutional VAE with a 2-d latent space, to draw the latent map and the decoded manifold.",
+            tasks=("vae", "reconstruct", "embed"),
+            architecture="conv-vae",
+            architecture_config={"latent_size": 2, "widths": (32, 64), "hidden_size": 256},
+            objective=BernoulliElbo(kl_warmup_epochs=2),
+            epochs=20,
+        ),
+        Recipe(
+            name="mnist-vae",
+            description="Convolutional VAE with a 16-d latent space on dynamically binarised MNIST, for sampling.",
+            tasks=("vae", "reconstruct", "embed"),
+            architecture="conv-vae",
+            architecture_config={"latent_size": 16, "widths": (32, 64), "hidden_size": 256},
+            objective=BernoulliElbo(kl_warmup_epochs=5),
+            epochs=50,
+        ),
+    )
+}

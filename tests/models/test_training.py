@@ -1,0 +1,150 @@
+"""Training on tiny generated data: every recipe runs a step and writes a loadable checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from models.checkpoint import load_checkpoint
+from models.data import MNIST_LICENCE, MnistSplit
+from models.recipes import RECIPES, Recipe
+from models.train import TrainingData, TrainOptions, main, run, train
+
+TASK_METHODS = {"reconstruct": "reconstruct", "embed": "embed", "denoise": "denoise", "super-resolve": "super_resolve"}
+
+
+def generated_digits(count: int = 48, seed: int = 0) -> MnistSplit:
+    """Blurry random blobs standing in for digits, with labels 0-9."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, 1, 7, 7, generator=generator)
+    images = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bilinear", align_corners=False)
+    return MnistSplit(images=images, labels=torch.arange(count) % 10)
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    return TrainingData.hold_out(generated_digits(), validation_size=12)
+
+
+def quiet(**kwargs: object) -> TrainOptions:
+    return TrainOptions(stream=io.StringIO(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_trains_one_step_and_writes_a_checkpoint(name: str, data: TrainingData, tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    recipe = RECIPES[name]
+    stream = io.StringIO()
+    card = run(recipe, data, tmp_path, TrainOptions(epochs=1, max_steps_per_epoch=1, stream=stream))
+    directory = tmp_path / name
+
+    checkpoint = load_checkpoint(directory)  # the sha256 and the weights are checked on the way
+    assert checkpoint.card == card
+    assert card.tasks == list(recipe.tasks)
+    assert (card.input.height, card.input.width, card.input.domain) == (recipe.input_size, recipe.input_size, "mnist")
+    assert card.scale == recipe.scale and card.latent_size == recipe.latent_size
+    training = card.training
+    assert training["recipe"] == name and training["dataset"] == "MNIST" and training["licence"] == MNIST_LICENCE
+    assert training["epochs"] == 1 and training["seed"] == recipe.seed and training["device"] == "cpu"
+    assert training["torch_version"] == torch.__version__
+    for key in ("batch_size", "optimiser", "learning_rate", "duration_s", "final_train_loss", "cpu", "validation"):
+        assert key in training, key
+    assert isinstance(training["final_train_loss"], float)
+    assert "img/s" in stream.getvalue() and "loss" in stream.getvalue()
+
+    low = torch.rand(2, 1, recipe.input_size, recipe.input_size)
+    for task in card.tasks:
+        if task in TASK_METHODS:
+            output = getattr(checkpoint.model, TASK_METHODS[task])(low)
+            assert output.shape[0] == 2
+    for figure in ("samples.png", "loss.png"):
+        with Image.open(directory / figure) as image:
+            assert image.format == "PNG" and image.width > 50
+
+
+def test_card_is_plain_json(data: TrainingData, tmp_path: Path) -> None:
+    run(RECIPES["mnist-sr-x4"], data, tmp_path, quiet(epochs=1, max_steps_per_epoch=1))
+    card = json.loads((tmp_path / "mnist-sr-x4" / "config.json").read_text())
+    assert card["input"] == {"channels": 1, "height": 7, "width": 7, "domain": "mnist"}
+    assert card["training"]["objective"] == "super-resolution" and card["training"]["scale"] == 4
+
+
+def small(recipe: Recipe) -> Recipe:
+    return dataclasses.replace(recipe, batch_size=8)
+
+
+def test_training_is_reproducible_and_the_seed_matters(data: TrainingData) -> None:
+    recipe = small(RECIPES["mnist-denoise"])
+    first = train(recipe, data, quiet(epochs=2, max_steps_per_epoch=2))
+    again = train(recipe, data, quiet(epochs=2, max_steps_per_epoch=2))
+    other = train(recipe, data, quiet(epochs=2, max_steps_per_epoch=2, seed=1))
+    for key, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[key]), key
+    assert first.train_curve == again.train_curve
+    assert any(not torch.equal(t, other.model.state_dict()[k]) for k, t in first.model.state_dict().items())
+
+
+def test_vae_training_is_reproducible(data: TrainingData) -> None:
+    recipe = small(RECIPES["mnist-vae-2d"])
+    first = train(recipe, data, quiet(epochs=1, max_steps_per_epoch=2))
+    again = train(recipe, data, quiet(epochs=1, max_steps_per_epoch=2))
+    assert first.validation_losses == again.validation_losses
+    for key, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[key]), key
+
+
+def test_loss_goes_down_and_the_best_epoch_is_kept(data: TrainingData) -> None:
+    recipe = dataclasses.replace(RECIPES["mnist-sr-x2"], batch_size=12, learning_rate=3e-3)
+    result = train(recipe, data, quiet(epochs=6))
+    assert result.train_curve[-1][1] < result.train_curve[0][1]
+    assert result.validation_losses[result.selected_epoch - 1] == min(result.validation_losses)
+
+
+def test_recipes_promise_what_their_models_do() -> None:
+    assert set(RECIPES) == {"mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-sr-x4", "mnist-vae-2d", "mnist-vae"}
+    assert RECIPES["mnist-sr-x2"].input_size == 14 and RECIPES["mnist-sr-x2"].scale == 2
+    assert RECIPES["mnist-sr-x4"].input_size == 7 and RECIPES["mnist-sr-x4"].scale == 4
+    assert RECIPES["mnist-vae-2d"].latent_size == 2
+    assert RECIPES["mnist-vae"].latent_size in (16, 32)
+    for name, recipe in RECIPES.items():
+        assert recipe.name == name
+
+
+def test_hold_out_takes_the_last_digits() -> None:
+    split = generated_digits(20)
+    data = TrainingData.hold_out(split, validation_size=5)
+    assert torch.equal(data.validation_images, split.images[15:]) and torch.equal(data.train_images, split.images[:15])
+    with pytest.raises(ValueError, match="validation_size"):
+        TrainingData.hold_out(split, validation_size=20)
+
+
+def test_cli_lists_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    listing = capsys.readouterr().out
+    for name in RECIPES:
+        assert name in listing
+
+
+def test_cli_says_how_to_pass_the_data(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mnist-ae"])
+    assert exit_info.value.code == 2
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unknown_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["mnist-gan", "--data-dir", "."])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_reports_missing_data_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mnist-ae", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert str(tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

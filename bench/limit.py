@@ -1,0 +1,153 @@
+"""The limit: how many images per second a model runs in-process, with no HTTP and no codecs.
+
+Also measures what the per-image PNG work costs in-process (decode one 28x28 PNG to a tensor and
+encode one back), the other half of a request's cost that no batching can remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from app.batching import Batcher, BatchingConfig
+from models.checkpoint import load_checkpoint, read_card
+
+BATCH_SIZES = (1, 8, 64, 256)
+
+
+@dataclass
+class LimitResult:
+    model: str
+    tasks: list[str]
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    images_per_s: dict[int, float]  # batch size -> images/s
+
+
+def mnist_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Checkpoint folders whose model card says they read MNIST digits."""
+    found = []
+    for directory in sorted(Path(checkpoints_dir).iterdir()):
+        if (directory / "config.json").is_file() and read_card(directory).input.domain == "mnist":
+            found.append(directory)
+    return found
+
+
+def input_shape(directory: Path) -> tuple[int, int, int]:
+    card = read_card(directory)
+    size = 28 // card.scale if "super-resolve" in card.tasks and card.scale else 28
+    return card.input.channels, card.input.height or size, card.input.width or size
+
+
+def throughput(
+    model: torch.nn.Module, shape: tuple[int, int, int], batch_size: int, device: str, seconds: float
+) -> float:
+    """Images/s of model(images) for (batch_size, *shape) inputs, timed for about `seconds`."""
+    images = torch.rand(batch_size, *shape, device=device)
+    with torch.inference_mode():
+        for _ in range(3):  # warm-up: allocator, kernels, caches
+            model(images)
+        synchronize(device)
+        runs = 0
+        started = time.perf_counter()
+        while True:
+            model(images)
+            runs += 1
+            if runs % 5 == 0:
+                synchronize(device)
+                elapsed = time.perf_counter() - started
+                if elapsed >= seconds:
+                    return runs * batch_size / elapsed
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_limits(checkpoints_dir: Path, device: str = "cpu", seconds: float = 0.4) -> list[LimitResult]:
+    results = []
+    for directory in mnist_checkpoints(checkpoints_dir):
+        checkpoint = load_checkpoint(directory, device=device)
+        shape = input_shape(directory)
+        rates = {size: throughput(checkpoint.model, shape, size, device, seconds) for size in BATCH_SIZES}
+        results.append(LimitResult(checkpoint.card.name, checkpoint.card.tasks, shape, rates))
+    return results
+
+
+def codec_seconds_per_image(png_files: list[Path], seconds: float = 0.4) -> float:
+    """In-process cost of decoding one PNG to a (1, 1, H, W) tensor and encoding a PNG back."""
+    blobs = [path.read_bytes() for path in png_files]
+    runs = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        blob = blobs[runs % len(blobs)]
+        pixels = torch.from_numpy(np.asarray(Image.open(io.BytesIO(blob)).convert("L"), dtype=np.float32) / 255.0)
+        array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode="L").save(buffer, format="PNG")
+        runs += 1
+    return (time.perf_counter() - started) / runs
+
+
+def batcher_requests_per_s(clients: int = 32, max_delay_ms: float = 2.0, seconds: float = 0.5) -> float:
+    """Single-image requests/s through `app.batching.Batcher` alone, with a trivial batch function.
+
+    Shows the batcher's own cost per request (queueing, waking the worker, slicing outputs); with a
+    delay, closed-loop clients that cannot fill a batch also wait out the delay on every pass.
+    """
+    return asyncio.run(_batcher_requests_per_s(clients, max_delay_ms, seconds))
+
+
+async def _batcher_requests_per_s(clients: int, max_delay_ms: float, seconds: float) -> float:
+    batcher = Batcher("bench", lambda images: images + 1, BatchingConfig(max_delay_ms=max_delay_ms))
+    image = torch.zeros(1, 1, 28, 28)
+    done = 0
+    end = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            await batcher.submit(image)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    await batcher.close()
+    return done / elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run as its own process so that its thread count and core pinning (by `taskset`) start clean."""
+    parser = argparse.ArgumentParser(description="In-process throughput, as JSON on stdout.")
+    parser.add_argument("--checkpoints", type=Path, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--seconds", type=float, default=0.4, help="timing per measurement")
+    parser.add_argument("--pngs", type=Path, help="also time PNG work on these files and the batcher alone")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    report: dict[str, object] = {
+        "limits": [dataclasses.asdict(result) for result in measure_limits(args.checkpoints, args.device, args.seconds)]
+    }
+    if args.pngs is not None:
+        report["codec_seconds_per_image"] = codec_seconds_per_image(sorted(args.pngs.glob("*.png")), args.seconds)
+        report["batcher_requests_per_s"] = {
+            str(delay): batcher_requests_per_s(32, delay, args.seconds) for delay in (2.0, 0.0)
+        }
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

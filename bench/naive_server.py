@@ -1,0 +1,56 @@
+"""The reference point: one checkpoint behind a minimal FastAPI route, one forward pass per request.
+
+This is what a first version of a model server usually looks like: no batching, no queue, the
+model called directly in the handler. It does the same per-request work as the service's
+`/v1/denoise` for a multipart PNG upload (decode the PNG to a (1, 1, 28, 28) float tensor, run the
+model, encode the output as PNG) so that the difference measured is the serving strategy.
+Kept in `bench/` only; it is not part of the service.
+
+    AE_BENCH_CHECKPOINT=checkpoints/mnist-denoise uvicorn bench.naive_server:app --port 8001
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request, Response
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from models.checkpoint import load_checkpoint
+
+
+def create_app(checkpoint_dir: Path, device: str = "cpu") -> FastAPI:
+    model = load_checkpoint(checkpoint_dir, device=device).model
+    app = FastAPI(title="naive server")
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        """A trivial endpoint: shows what the HTTP stack and the load generator can do alone."""
+        return Response(b"ok", media_type="text/plain")
+
+    @app.post("/v1/denoise")
+    async def denoise(request: Request) -> Response:
+        form = await request.form()
+        upload = form["image"]
+        assert isinstance(upload, UploadFile)
+        image = Image.open(io.BytesIO(await upload.read())).convert("L")
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None, None].to(device)  # (1, 1, H, W)
+        with torch.inference_mode():
+            output = model(pixels)[0, 0].cpu()  # (H, W)
+        array = (output.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode="L").save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    return app
+
+
+torch.set_num_threads(int(os.environ.get("AE_BENCH_TORCH_THREADS", "1")))
+app = create_app(
+    Path(os.environ.get("AE_BENCH_CHECKPOINT", "checkpoints/mnist-denoise")), os.environ.get("AE_BENCH_DEVICE", "cpu")
+)

@@ -1,0 +1,34 @@
+"""`ae-serve`: run the service with uvicorn, configured by the same AE_* settings.
+
+AE_HOST=0.0.0.0 AE_PORT=8000 AE_WORKERS=2 ae-serve
+ae-serve --port 9000   # flags override the environment
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from app.settings import get_settings
+
+
+def serve(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="ae-serve", description="Serve the autoencoder API with uvicorn.")
+    parser.add_argument("--host", default=settings.host, help="AE_HOST (default %(default)s)")
+    parser.add_argument("--port", type=int, default=settings.port, help="AE_PORT (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=settings.workers, help="AE_WORKERS (default %(default)s)")
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        access_log=False,  # the service logs one JSON line per request itself
+    )
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,146 @@
+"""Image codecs: bytes in any common format -> a grayscale or RGB image; arrays -> PNG bytes.
+
+Decoding is deliberate about every step, because the models were trained on one kind of pixel:
+- Formats: PNG, JPEG, WebP, BMP, TIFF and GIF only (Pillow tries no other decoder); for animated
+  GIF/WebP and multi-page TIFF the first frame is used.
+- The pixel count is checked from the header, before any pixel is decoded.
+- EXIF orientation is applied, so a phone photo comes out the way it is shown.
+- Modes are converted to L (grayscale) or RGB, whichever the model reads:
+  * L: as is. 1 (bilevel): 0 -> 0, 1 -> 255.
+  * LA, RGBA, PA and P or L/RGB with a transparent colour: composited on **white**, the way browsers
+    and viewers show transparency. A digit drawn as dark strokes on a transparent canvas therefore
+    becomes dark on white, which the MNIST framing then inverts to MNIST's white-on-black.
+  * I;16 (and its byte orders) and I: 16-bit values scaled to 8 bit (divided by 257, so 65535 -> 255);
+    F: values in [0, 1] are scaled by 255, larger values are clipped to [0, 255].
+  * CMYK, YCbCr, LAB, HSV: converted to RGB by Pillow first.
+  * RGB -> L uses ITU-R 601-2 luma (L = 0.299 R + 0.587 G + 0.114 B), Pillow's conversion.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import InvalidImage, PayloadTooLarge
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+ALLOWED_CONTENT_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/jpg", "image/webp", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/gif"}
+)
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+TRANSPARENT_MODES = frozenset({"LA", "La", "RGBA", "RGBa", "PA"})
+
+
+def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "image") -> Image.Image:
+    """Bytes -> an 'L' (channels=1) or 'RGB' (channels=3) image; see the module docstring for the rules.
+
+    Raises InvalidImage (400) for bytes that are not an image of an allowed format, and
+    PayloadTooLarge (413) for an image with more than `max_pixels` pixels.
+    """
+    if not data:
+        raise InvalidImage("the image is empty", param=param)
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel cap replaces Pillow's decompression-bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", param=param
+                )
+            if width < 1 or height < 1:
+                raise InvalidImage(f"the image has no pixels ({width}x{height})", param=param)
+            image.seek(0)  # first frame of an animation or the first page
+            image.load()
+            upright = ImageOps.exif_transpose(image) or image
+            return _to_mode(upright, "L" if channels == 1 else "RGB")
+    except (PayloadTooLarge, InvalidImage):
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImage(
+            f"the data is not a readable image; supported formats: {', '.join(ALLOWED_FORMATS)}", param=param
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(str(exc), param=param) from None
+    except Exception as exc:  # a truncated or corrupt file fails in the decoder with many error types
+        raise InvalidImage(f"the image could not be decoded: {exc}", param=param) from None
+
+
+def _to_mode(image: Image.Image, target: str) -> Image.Image:
+    """Convert any Pillow mode to 'L' or 'RGB' following the documented rules."""
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES or mode == "F":
+        image = _to_eight_bit(image)
+        mode = image.mode
+    if mode == "P" or (mode in ("L", "RGB") and "transparency" in image.info):
+        image = image.convert("RGBA")  # palette or colour-key transparency -> an alpha channel
+        mode = "RGBA"
+    if mode in TRANSPARENT_MODES:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("RGB")
+        mode = "RGB"
+    if mode == "1":
+        image = image.convert("L")
+        mode = "L"
+    if mode not in ("L", "RGB"):
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+    return image if image.mode == target else image.convert(target)
+
+
+def _to_eight_bit(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        scaled = values * 255.0 if values.size and values.max() <= 1.0 else values
+    else:
+        scaled = values / 257.0
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def image_to_array(image: Image.Image) -> np.ndarray:
+    """'L' -> (H, W) or 'RGB' -> (H, W, 3) float32 in [0, 1]."""
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) floats in [0, 1] -> (C, H, W) float32 tensor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """(C, H, W) floats in [0, 1] (C = 1 or 3) -> an 'L' or 'RGB' image."""
+    pixels = (tensor.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()
+    if pixels.shape[0] == 1:
+        return Image.fromarray(pixels[0].numpy(), mode="L")
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def grid_columns(count: int) -> int:
+    """Columns of the most nearly square grid that holds `count` tiles."""
+    return max(1, math.ceil(math.sqrt(count)))
+
+
+def tile_grid(tensors: Sequence[torch.Tensor] | torch.Tensor, columns: int) -> torch.Tensor:
+    """(N, C, H, W) -> one (C, rows * H, columns * W) image, row-major, empty cells black."""
+    stack = torch.stack(list(tensors)) if not isinstance(tensors, torch.Tensor) else tensors
+    count, channels, height, width = stack.shape
+    rows = math.ceil(count / columns)
+    grid = torch.zeros((channels, rows * height, columns * width), dtype=stack.dtype)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        grid[:, row * height : (row + 1) * height, column * width : (column + 1) * width] = stack[index]
+    return grid

@@ -1,0 +1,147 @@
+"""Reading images and options from a request, in any of the three accepted shapes.
+
+- `multipart/form-data`: one or more file parts named `image`; other (text) parts are options.
+- a raw body with an `image/*` content type: one image; options come as query parameters.
+- `application/json`: `{"images": ["<base64>", ...], ...options}`.
+Query parameters are options in every shape; a field in the body wins over the same query parameter.
+The body size itself is capped while it is read (`app.middleware.BodySizeLimit`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from app.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from app.imaging import ALLOWED_CONTENT_TYPES
+from app.settings import Settings
+
+Source = Literal["multipart", "raw", "json"]
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+IMAGE_PART = "image"
+
+
+@dataclass
+class ImageUpload:
+    blobs: list[bytes]  # the encoded image files, in request order
+    source: Source
+    fields: dict[str, Any]  # options found in the body (JSON fields or multipart text parts)
+
+    def param(self, index: int) -> str:
+        """How a client names image `index` in its own request (for error messages)."""
+        if self.source == "json":
+            return f"images[{index}]"
+        return IMAGE_PART if self.source == "raw" else f"image[{index}]"
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_upload(request: Request, settings: Settings, allow_no_images: bool = False) -> ImageUpload:
+    """The request's images and body options; checks their count against the limit."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        upload = await _read_multipart(request, settings)
+    elif kind == "application/json":
+        upload = _read_json(await request.body())
+    elif kind in ALLOWED_CONTENT_TYPES:
+        upload = ImageUpload([await request.body()], "raw", {})
+    elif kind.startswith("image/"):
+        raise UnsupportedMediaType(
+            f"unsupported image type {kind!r}; send PNG, JPEG, WebP, BMP, TIFF or GIF", param="content-type"
+        )
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported content type {kind or 'none'!r}; send multipart/form-data with 'image' parts, "
+            "a raw image/* body, or application/json with base64 'images'",
+            param="content-type",
+        )
+    count = len(upload.blobs)
+    if count == 0 and not allow_no_images:
+        where = "'images'" if upload.source == "json" else "parts named 'image'"
+        raise InvalidRequest(f"the request has no images; send them as {where}", param=IMAGE_PART)
+    if count > settings.max_images_per_request:
+        raise PayloadTooLarge(
+            f"{count} images in one request; the limit is {settings.max_images_per_request}", param=IMAGE_PART
+        )
+    return upload
+
+
+async def _read_multipart(request: Request, settings: Settings) -> ImageUpload:
+    try:
+        # One file more than allowed lets us answer "too many images" ourselves, with a 413.
+        form = await request.form(max_files=settings.max_images_per_request + 1, max_fields=64)
+    except HTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise PayloadTooLarge(
+                f"more than {settings.max_images_per_request} images in one request", param=IMAGE_PART
+            ) from None
+        raise InvalidRequest(f"malformed multipart body: {exc.detail}") from None
+    blobs: list[bytes] = []
+    fields: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if name != IMAGE_PART:
+                raise InvalidRequest(f"unexpected file part {name!r}; send images as parts named 'image'", param=name)
+            blobs.append(await value.read())
+        elif name == IMAGE_PART:
+            raise InvalidRequest("the 'image' part must be a file (curl -F image=@digit.png)", param=name)
+        else:
+            fields[name] = value
+    await form.close()
+    return ImageUpload(blobs, "multipart", fields)
+
+
+def _read_json(body: bytes) -> ImageUpload:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("the JSON body must be an object", param="body")
+    images = data.pop("images", None)
+    if images is None:
+        images = []
+    if not isinstance(images, list) or not all(isinstance(item, str) for item in images):
+        raise ValidationFailed("'images' must be a list of base64 strings", param="images")
+    return ImageUpload([decode_base64(item, f"images[{index}]") for index, item in enumerate(images)], "json", data)
+
+
+def decode_base64(text: str, param: str) -> bytes:
+    """Standard or URL-safe base64, optionally as a data: URL."""
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    text = "".join(text.split())  # line breaks are common in base64 from command-line tools
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("not valid base64", param=param) from None
+
+
+def merge_options(options_type: type[OptionsT], query: BaseModel, fields: dict[str, Any]) -> OptionsT:
+    """Options from query parameters, overridden by the same fields in the body; 422 when invalid."""
+    values = query.model_dump(exclude_unset=True)
+    values.update(fields)
+    try:
+        return options_type.model_validate(values)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+def validation_failed(exc: ValidationError) -> ValidationFailed:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    param = ".".join(str(part) for part in first["loc"]) or None
+    message = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}" for error in errors)
+    return ValidationFailed(message, param=param)

@@ -1,0 +1,109 @@
+"""The application: `uvicorn app.main:app`, or `create_app(settings)` in tests.
+
+Start-up (the lifespan) scans the checkpoints, loads the models to preload, and runs a real forward
+pass through every default model's batchers; /readyz answers 200 only after that. A broken
+checkpoint is listed as unavailable and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from app.errors import ServiceError
+from app.errors_http import install_error_handlers
+from app.middleware import BodySizeLimit, RequestContext
+from app.observability import Metrics, configure_logging
+from app.preprocessing import warm_up_input
+from app.registry import ModelRegistry, TaskFunction
+from app.routes import embeddings, health, images, models, vae
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger("app.main")
+
+# What a default model must be able to run, per default key (see Settings.default_models).
+WARM_UP_TASKS: dict[str, tuple[TaskFunction, ...]] = {
+    "denoise": ("denoise",),
+    "super_resolve": ("super-resolve",),
+    "reconstruct": ("reconstruct",),
+    "embed": ("embed",),
+    "vae": ("vae-encode", "vae-decode"),
+    "manifold": ("vae-decode",),
+}
+
+
+async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
+    registry = ModelRegistry(settings, observer=metrics)
+    registry.scan()
+    for name in registry.preload_names():
+        try:
+            await registry.load(name)
+        except ServiceError as exc:  # unknown or broken: listed as such, the others still serve
+            logger.error("could not preload %s: %s", name, exc.message)
+    await warm_up(registry)
+    return registry
+
+
+async def warm_up(registry: ModelRegistry) -> None:
+    """One real forward pass per task of each default model, through its batcher."""
+    for key, name in registry.settings.default_models.as_dict().items():
+        entry = registry.entries.get(name)
+        if entry is None or entry.state == "unavailable" or entry.card is None:
+            continue
+        try:
+            for task in WARM_UP_TASKS[key]:
+                if task == "vae-decode":
+                    size = entry.card.latent_size or 2
+                    await registry.run(name, task, torch.zeros((1, size, 1, 1)))
+                else:
+                    await registry.run(name, task, warm_up_input(entry.card, task))
+        except Exception as exc:  # a model that loads but cannot run is as unavailable as a broken file
+            entry.state = "unavailable"
+            entry.reason = f"warm-up forward pass failed: {exc}"
+            logger.error("model %s failed its warm-up: %s", name, exc)
+            continue
+        entry.warmed_up = True
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    registry = await start_registry(settings, app.state.metrics)
+    app.state.registry = registry
+    logger.info("service started with %d models on %s", len(registry.entries), registry.device)
+    try:
+        yield
+    finally:
+        app.state.registry = None
+        await registry.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Autoencoder inference service",
+        version="1.0.0",
+        description="Denoising, super-resolution, embeddings and VAE sampling with trained autoencoders. "
+        'Errors are JSON: {"error": {"type", "message", "param"}}.',
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.registry = None
+    install_error_handlers(app)
+    for router in (health.router, models.router, images.router, embeddings.router, vae.router):
+        app.include_router(router)
+    # Added last = runs first: the request context wraps everything, including 413s from the body cap.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
+    return app
+
+
+app = create_app()

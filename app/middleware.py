@@ -1,0 +1,124 @@
+"""Two small ASGI middlewares: the request context (id, access log, metrics) and the body size cap.
+
+They are plain ASGI rather than `BaseHTTPMiddleware` so the body streams through untouched and the
+cap is enforced while the body is read, before a large upload is held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
+from app.observability import Metrics
+
+access_log = logging.getLogger("app.access")
+REQUEST_ID_HEADER = "x-request-id"
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # anything else is replaced, never echoed
+
+
+def error_body(status: int, type_: str, message: str, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message, "param": param}}).encode()
+
+
+class RequestContext:
+    """Gives every request an id (a sane incoming X-Request-ID, else a new one), echoes it in the
+    response, and logs and counts the request when it ends. Routes add `model` and `images` to
+    `request.state` for the log line."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER)
+        request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500  # what the client gets if the app fails before answering
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            # Route templates, never raw paths, so metric labels stay bounded; unknown paths share one label.
+            route = scope.get("route")
+            template = getattr(route, "path", None) or (scope["path"] if "endpoint" in scope else "unmatched")
+            images = state.get("images")
+            self.metrics.observe_request(template, scope["method"], status, seconds, images)
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": template,
+                    "path": scope["path"],
+                    "model": state.get("model"),
+                    "images": images,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "error_type": state.get("error_type"),
+                },
+            )
+
+
+class BodySizeLimit:
+    """Refuses bodies over `max_bytes` with 413: at once from Content-Length, else while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, "content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            message = f"the body is {declared} bytes; the limit is {self.max_bytes}"
+            scope.setdefault("state", {})["error_type"] = PayloadTooLarge.type
+            await send(
+                {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": error_body(413, PayloadTooLarge.type, message)})
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the route that reads the body, so the app's error handler answers 413.
+                    raise PayloadTooLarge(f"the body is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode()
+    for key, value in scope.get("headers", []):
+        if key.lower() == wanted:
+            return str(value.decode("latin-1"))
+    return None

@@ -1,0 +1,125 @@
+"""Structured JSON logs and Prometheus metrics.
+
+Every request logs one JSON line on the `app.access` logger (route, method, model, images, status,
+duration_ms, request_id). Metrics live in a registry of their own per app, so several apps in one
+process (tests) never share counters. `Metrics` is also the batcher's `BatchObserver`.
+With several uvicorn workers each worker serves its own numbers at /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LOG_FIELDS = ("request_id", "method", "route", "path", "model", "images", "status", "duration_ms", "error_type")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any of LOG_FIELDS passed as `extra`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in LOG_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send the `app` loggers to stderr as JSON lines (once per process)."""
+    logger = logging.getLogger("app")
+    logger.setLevel(level.upper())
+    if not any(getattr(handler, "_ae_json", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        handler._ae_json = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+class Metrics:
+    """The service's Prometheus metrics; implements app.batching.BatchObserver."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only add noise to a scrape
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "ae_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "ae_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.images = Counter("ae_images", "images received by route", ["route"], registry=self.registry)
+        self.stage_seconds = Histogram(
+            "ae_stage_duration_seconds",
+            "latency per stage: decode and encode (per route), queue and model (per batcher)",
+            ["stage", "name"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "ae_batcher_queue_depth", "images waiting for a forward pass", ["batcher"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "ae_batch_size",
+            "images per forward pass",
+            ["batcher"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+
+    # -- BatchObserver -------------------------------------------------------------------------------
+
+    def observe_queue_wait(self, model: str, seconds: float) -> None:
+        self.stage_seconds.labels("queue", model).observe(seconds)
+
+    def observe_batch(self, model: str, batch_size: int, seconds: float) -> None:
+        self.batch_size.labels(model).observe(batch_size)
+        self.stage_seconds.labels("model", model).observe(seconds)
+
+    def observe_queue_depth(self, model: str, images: int) -> None:
+        self.queue_depth.labels(model).set(images)
+
+    # -- the HTTP side -------------------------------------------------------------------------------
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float, images: int | None) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_seconds.labels(route, method).observe(seconds)
+        if images:
+            self.images.labels(route).inc(images)
+
+    @contextmanager
+    def stage(self, stage: str, name: str) -> Iterator[None]:
+        """Time a block as one stage (decode, encode) of route `name`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(stage, name).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,68 @@
+"""From a decoded picture to the tensor a model reads, following the model card's input spec.
+
+- MNIST-domain models (28x28): a 28x28 picture is taken as it is, pixel for pixel, so outputs line up
+  with inputs. Any other size is brought into the MNIST frame (`app.mnist_frame`) and marked
+  `mnist-frame`; with `preprocess=none` another size is refused with a 400 naming the expected size.
+- Super-resolution models take exactly their trained input size (14x14 for x2, 7x7 for x4): framing a
+  picture down to 7x7 would throw away what the model is meant to restore, so other sizes get a 400.
+- Other fixed-size models take exactly their size; any-size models take the picture as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from app.errors import InvalidRequest
+from app.imaging import array_to_tensor, image_to_array
+from app.mnist_frame import FRAME_SIZE, to_mnist_frame
+from models.checkpoint import ModelCard
+
+Preprocess = Literal["auto", "none"]
+Preprocessing = Literal["none", "mnist-frame"]
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor  # (C, H, W) float32 in [0, 1]
+    preprocessing: Preprocessing
+
+
+def expected_size(card: ModelCard, task: str) -> tuple[int, int] | None:
+    """(height, width) the model reads for `task`, or None when any size goes."""
+    spec = card.input
+    if task == "super-resolve":
+        if spec.height and spec.width:
+            return spec.height, spec.width
+        if spec.domain == "mnist" and card.scale:
+            return FRAME_SIZE // card.scale, FRAME_SIZE // card.scale
+        return None
+    if spec.height and spec.width:
+        return spec.height, spec.width
+    return (FRAME_SIZE, FRAME_SIZE) if spec.domain == "mnist" else None
+
+
+def prepare(image: Image.Image, card: ModelCard, task: str, preprocess: Preprocess, param: str) -> PreparedImage:
+    """A decoded 'L' or 'RGB' picture -> the model's input, or InvalidRequest naming the expected size."""
+    size = expected_size(card, task)
+    width, height = image.size
+    if size is None or (height, width) == size:
+        return PreparedImage(array_to_tensor(image_to_array(image)), "none")
+    can_frame = card.input.domain == "mnist" and task != "super-resolve" and size == (FRAME_SIZE, FRAME_SIZE)
+    if can_frame and preprocess == "auto":
+        gray = image_to_array(image.convert("L"))  # (H, W)
+        return PreparedImage(array_to_tensor(to_mnist_frame(gray)), "mnist-frame")
+    expected = f"{size[1]}x{size[0]}"
+    hint = "" if not can_frame else "; send it with preprocess=auto to bring it into the MNIST frame"
+    raise InvalidRequest(
+        f"model {card.name!r} takes {expected} images for {task}; got {width}x{height}{hint}", param=param
+    )
+
+
+def warm_up_input(card: ModelCard, task: str) -> torch.Tensor:
+    """A blank (1, C, H, W) input of the model's size, for the warm-up forward pass."""
+    height, width = expected_size(card, task) or (32, 32)
+    return torch.zeros((1, card.input.channels, height, width))

@@ -1,0 +1,314 @@
+"""The model registry: which checkpoints exist, which are loaded, and how to run them.
+
+At start-up `ModelRegistry.scan()` reads every `<checkpoints_dir>/<name>/config.json`; `load()`
+rebuilds a model (checking its weights' sha256), puts it on the configured device and dtype, and gives
+it one `Batcher` per task function, all sharing one worker thread per model. A checkpoint that fails
+is kept in the listing as *unavailable* with the reason; it never stops the other models.
+
+Every forward pass goes through a batcher: routes call `await registry.run(name, task, inputs)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from app.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
+from app.errors import ModelNotFound, ModelUnavailable, NotReady, TaskNotSupported
+from app.settings import Settings
+from models.checkpoint import CARD_FILE, CheckpointError, ModelCard, load_checkpoint, read_card
+
+logger = logging.getLogger("app.registry")
+
+# The functions a model can run, keyed by name; each maps a model card task (or "vae") to a method.
+TaskFunction = Literal["denoise", "reconstruct", "embed", "super-resolve", "vae-encode", "vae-decode"]
+CARD_TASK_OF: dict[TaskFunction, str] = {
+    "denoise": "denoise",
+    "reconstruct": "reconstruct",
+    "embed": "embed",
+    "super-resolve": "super-resolve",
+    "vae-encode": "vae",
+    "vae-decode": "vae",
+}
+LoadState = Literal["loaded", "not_loaded", "unavailable"]
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(setting: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' and 'cuda:N' must exist."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"AE_DEVICE={setting} but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"AE_DEVICE={setting} but only {torch.cuda.device_count()} CUDA devices exist")
+    return device
+
+
+def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """Half precision is a GPU option: CPU kernels for float16 are slow or missing, so CPU stays float32."""
+    if device.type != "cuda" and setting != "float32":
+        logger.warning("AE_DTYPE=%s applies to GPUs only; models on %s use float32", setting, device)
+        return torch.float32
+    return TORCH_DTYPES[setting]
+
+
+def task_function(model: Any, task: TaskFunction) -> Callable[[torch.Tensor], BatchOutput]:
+    """The model's method for one task, on float inputs of the model's dtype."""
+    if task == "denoise":
+        return model.denoise
+    if task == "reconstruct":
+        return _reconstruction_with_error(model)
+    if task == "embed":
+        return model.embed
+    if task == "super-resolve":
+        return model.super_resolve
+    if task == "vae-encode":
+        return model.encode
+    if task == "vae-decode":
+        # The batcher queues (n, C, H, W) tensors, so latents travel as (n, D, 1, 1).
+        return lambda latents: model.decode(latents.flatten(1))
+    raise TaskNotSupported(f"unknown task function {task!r}")
+
+
+def _reconstruction_with_error(model: Any) -> Callable[[torch.Tensor], BatchOutput]:
+    def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        reconstructions = model.reconstruct(images)  # (B, C, H, W)
+        errors = (reconstructions.float() - images.float()).pow(2).flatten(1).mean(dim=1)  # (B,) mean squared error
+        return reconstructions, errors
+
+    return run
+
+
+@dataclass
+class LoadedModel:
+    card: ModelCard
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    executor: concurrent.futures.ThreadPoolExecutor
+    batchers: dict[TaskFunction, Batcher] = field(default_factory=dict)
+
+
+@dataclass
+class ModelEntry:
+    """One checkpoint folder, whatever its state."""
+
+    name: str
+    directory: Path
+    card: ModelCard | None = None  # None when config.json itself is broken
+    state: LoadState = "not_loaded"
+    reason: str | None = None  # why it is unavailable
+    loaded: LoadedModel | None = None
+    warmed_up: bool = False
+    # A thread lock, not an asyncio one: loading runs in worker threads and tests run several event loops.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def supports(self, card_task: str) -> bool:
+        return self.card is not None and card_task in self.card.tasks
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.observer = observer
+        self.batching = BatchingConfig(
+            max_batch_size=settings.batch_max_size,
+            max_delay_ms=settings.batch_max_delay_ms,
+            max_queue_images=settings.batch_max_queue_images,
+            timeout_s=settings.batch_timeout_s,
+        )
+        self.entries: dict[str, ModelEntry] = {}
+
+    # -- discovery and loading -------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Read every model card under the checkpoints directory (weights are read by `load`)."""
+        root = self.settings.checkpoints_dir
+        if not root.is_dir():
+            logger.warning("checkpoints directory %s does not exist; no models to serve", root)
+            return
+        for directory in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+            if directory.name in self.entries:
+                continue
+            entry = ModelEntry(name=directory.name, directory=directory)
+            if not (directory / CARD_FILE).is_file():
+                continue  # not a checkpoint folder at all
+            try:
+                entry.card = read_card(directory)
+            except CheckpointError as exc:
+                self._mark_unavailable(entry, str(exc))
+            self.entries[entry.name] = entry
+
+    def load_sync(self, name: str) -> LoadedModel:
+        """Load one model (blocking: reads and hashes the weights). Broken checkpoints become unavailable."""
+        entry = self.entry(name)
+        with entry.lock:
+            return self._load_locked(entry)
+
+    def _load_locked(self, entry: ModelEntry) -> LoadedModel:
+        name = entry.name
+        if entry.loaded is not None:
+            return entry.loaded
+        if entry.state == "unavailable":
+            raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
+        try:
+            checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
+        except CheckpointError as exc:
+            self._mark_unavailable(entry, str(exc))
+            raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
+        model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
+        entry.card = checkpoint.card
+        entry.loaded = LoadedModel(checkpoint.card, model, self.device, self.dtype, executor)
+        entry.state = "loaded"
+        logger.info("loaded model %s on %s as %s", name, self.device, str(self.dtype).removeprefix("torch."))
+        return entry.loaded
+
+    async def load(self, name: str) -> LoadedModel:
+        """Load on first use, off the event loop, once even when many requests ask at the same time."""
+        entry = self.entry(name)
+        if entry.loaded is not None:
+            return entry.loaded
+        return await asyncio.to_thread(self.load_sync, name)
+
+    def preload_names(self) -> list[str]:
+        preload = self.settings.preload
+        if preload == "all":
+            return sorted(self.entries)
+        if preload == "none":
+            return []
+        if preload == "defaults":
+            return sorted(set(self.settings.default_models.as_dict().values()) & set(self.entries))
+        return list(preload)
+
+    def _mark_unavailable(self, entry: ModelEntry, reason: str) -> None:
+        entry.state = "unavailable"
+        entry.reason = reason
+        logger.error("model %s is unavailable: %s", entry.name, reason)
+
+    # -- lookup ------------------------------------------------------------------------------------
+
+    def entry(self, name: str) -> ModelEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self.entries)) or "none"
+            raise ModelNotFound(f"no model named {name!r}; available: {known}", param="model") from None
+
+    def default_for(self, route_task: str) -> str:
+        return str(self.settings.default_models.as_dict()[route_task.replace("-", "_")])
+
+    def resolve(self, name: str | None, route_task: str, card_task: str) -> ModelEntry:
+        """The entry a request means (its `model`, else the task's default), checked to do `card_task`."""
+        entry = self.entry(name or self.default_for(route_task))
+        if entry.card is not None and card_task not in entry.card.tasks:
+            raise TaskNotSupported(
+                f"model {entry.name!r} does not do {card_task}; it does: {', '.join(entry.card.tasks)}", param="model"
+            )
+        if entry.state == "unavailable":
+            raise ModelUnavailable(f"model {entry.name!r} is unavailable: {entry.reason}", param="model")
+        return entry
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    async def run(self, name: str, task: TaskFunction, inputs: torch.Tensor) -> BatchOutput:
+        """inputs (n, C, H, W) float32 on the CPU -> the task's outputs for them (float32, CPU), batched."""
+        loaded = await self.load(name)
+        return await self.batcher(loaded, task).submit(inputs)
+
+    def batcher(self, loaded: LoadedModel, task: TaskFunction) -> Batcher:
+        if CARD_TASK_OF[task] not in loaded.card.tasks:
+            raise TaskNotSupported(f"model {loaded.card.name!r} does not do {CARD_TASK_OF[task]}", param="model")
+        batcher = loaded.batchers.get(task)
+        if batcher is None:
+            batcher = Batcher(
+                f"{loaded.card.name}/{task}",
+                self._batch_function(loaded, task),
+                self.batching,
+                executor=loaded.executor,
+                observer=self.observer,
+            )
+            loaded.batchers[task] = batcher
+        return batcher
+
+    @staticmethod
+    def _batch_function(loaded: LoadedModel, task: TaskFunction) -> BatchFunction:
+        method = task_function(loaded.model, task)
+
+        def run(batch: torch.Tensor) -> BatchOutput:
+            with torch.inference_mode():
+                outputs = method(batch.to(device=loaded.device, dtype=loaded.dtype))
+            if isinstance(outputs, tuple):
+                return tuple(output.float().cpu() for output in outputs)
+            return outputs.float().cpu()
+
+        return run
+
+    async def close(self) -> None:
+        """Finish running passes, refuse new ones, and stop the worker threads."""
+        for entry in self.entries.values():
+            if entry.loaded is None:
+                continue
+            for batcher in entry.loaded.batchers.values():
+                await batcher.close()
+            entry.loaded.executor.shutdown(wait=True)
+
+    # -- description -------------------------------------------------------------------------------
+
+    def describe(self, entry: ModelEntry) -> dict[str, Any]:
+        card = entry.card
+        loaded = entry.loaded
+        return {
+            "name": entry.name,
+            "state": entry.state,
+            "reason": entry.reason,
+            "tasks": card.tasks if card else [],
+            "architecture": card.architecture if card else None,
+            "input": {
+                "channels": card.input.channels,
+                "height": card.input.height,
+                "width": card.input.width,
+                "domain": card.input.domain,
+            }
+            if card
+            else None,
+            "latent_size": card.latent_size if card else None,
+            "scale": card.scale if card else None,
+            "device": str(loaded.device if loaded else self.device),
+            "dtype": str(loaded.dtype if loaded else self.dtype).removeprefix("torch."),
+            "description": card.description if card else "",
+            "sha256": card.weights_sha256 if card else None,
+            "metrics": card.metrics if card else {},
+            "training": card.training if card else {},
+        }
+
+
+def ready_reasons(registry: ModelRegistry) -> list[str]:
+    """Why the service is not ready: a default model that is missing, unavailable or not warmed up."""
+    reasons = []
+    for task, name in registry.settings.default_models.as_dict().items():
+        entry = registry.entries.get(name)
+        if entry is None:
+            reasons.append(f"default {task} model {name!r} is not in {registry.settings.checkpoints_dir}")
+        elif entry.state == "unavailable":
+            reasons.append(f"default {task} model {name!r} is unavailable: {entry.reason}")
+        elif not entry.warmed_up:
+            reasons.append(f"default {task} model {name!r} has not run a warm-up forward pass yet")
+    return reasons
+
+
+def not_ready_error(reasons: list[str]) -> NotReady:
+    return NotReady("; ".join(reasons))

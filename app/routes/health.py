@@ -1,0 +1,43 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.dependencies import MetricsDep
+from app.registry import ModelRegistry, ready_reasons
+from app.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the default models are loaded and have run a forward pass",
+    responses={503: {"model": Readiness, "description": "not ready, with the reasons"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
+    if registry is None:
+        body = Readiness(status="not_ready", reasons=["the model registry is not loaded yet"])
+        return JSONResponse(body.model_dump(), status_code=503)
+    reasons = ready_reasons(registry)
+    models = {name: str(entry.state) for name, entry in sorted(registry.entries.items())}
+    body = Readiness(status="not_ready" if reasons else "ready", reasons=reasons, models=models)
+    return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

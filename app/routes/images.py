@@ -1,0 +1,85 @@
+"""Images in, images out: /v1/denoise, /v1/super-resolve and /v1/reconstruct."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app.dependencies import RegistryDep, SettingsDep
+from app.inputs import merge_options, read_upload
+from app.registry import TaskFunction
+from app.responses import IMAGE_RESPONSES, choose_format, image_response
+from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
+from app.schemas import ImageBody, ImageOptions
+from app.service import ServiceDep
+
+router = APIRouter(prefix="/v1", tags=["images"])
+RESPONSES = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
+OPENAPI_BODY = image_request_body(ImageBody, ImageOptions)
+QueryOptions = Annotated[ImageOptions, Query()]
+
+
+async def transform(
+    request: Request,
+    query: ImageOptions,
+    service: ServiceDep,
+    task: TaskFunction,
+    default_key: str,
+    settings: SettingsDep,
+    registry: RegistryDep,
+) -> Response:
+    upload = await read_upload(request, settings)
+    options = merge_options(ImageOptions, query, upload.fields)
+    entry = registry.resolve(options.model, default_key, task)
+    note_request(request, entry.name, len(upload.blobs))
+    results = await service.transform(entry, upload, task, options.preprocess, request.url.path)
+    response_format = choose_format(options.response_format, upload.source, len(results))
+    with service.metrics.stage("encode", request.url.path):
+        return await asyncio.to_thread(image_response, entry.name, results, response_format)
+
+
+@router.post(
+    "/denoise",
+    summary="Remove noise from images",
+    description="MNIST-domain models read 28x28 digits; other sizes are brought into the MNIST frame "
+    "(X-Preprocessing: mnist-frame) unless preprocess=none.",
+    responses=RESPONSES,
+    openapi_extra=OPENAPI_BODY,
+    response_class=Response,
+)
+async def denoise(
+    request: Request, query: QueryOptions, service: ServiceDep, settings: SettingsDep, registry: RegistryDep
+) -> Response:
+    return await transform(request, query, service, "denoise", "denoise", settings, registry)
+
+
+@router.post(
+    "/super-resolve",
+    summary="Upscale images by the model's factor",
+    description="MNIST super-resolution models take their trained input size (14x14 for x2, 7x7 for x4); "
+    "another size gets a 400 naming the expected one.",
+    responses=RESPONSES,
+    openapi_extra=OPENAPI_BODY,
+    response_class=Response,
+)
+async def super_resolve(
+    request: Request, query: QueryOptions, service: ServiceDep, settings: SettingsDep, registry: RegistryDep
+) -> Response:
+    return await transform(request, query, service, "super-resolve", "super_resolve", settings, registry)
+
+
+@router.post(
+    "/reconstruct",
+    summary="Reconstruct images and score them (reconstruction error, usable as an anomaly score)",
+    description="JSON answers carry reconstruction_error per image; PNG answers carry it in the "
+    "X-Reconstruction-Error header (comma-separated for a grid).",
+    responses=RESPONSES,
+    openapi_extra=OPENAPI_BODY,
+    response_class=Response,
+)
+async def reconstruct(
+    request: Request, query: QueryOptions, service: ServiceDep, settings: SettingsDep, registry: RegistryDep
+) -> Response:
+    return await transform(request, query, service, "reconstruct", "reconstruct", settings, registry)

@@ -1,0 +1,212 @@
+"""Request options and response bodies of API version 1, as pydantic models (they make the OpenAPI schema).
+
+Options of image routes can come as query parameters, multipart form fields or JSON fields; the same
+class validates all three. Unknown fields are refused (422) so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelName = Annotated[
+    str | None,
+    Field(description="checkpoint name (see GET /v1/models); the task's configured default when left out"),
+]
+ResponseFormat = Annotated[
+    Literal["png", "json"] | None,
+    Field(
+        description="png: PNG bytes (several images come as one grid PNG); json: base64 PNGs with sizes. "
+        "Default: png for one image sent as multipart or raw body, json otherwise"
+    ),
+]
+PreprocessOption = Annotated[
+    Literal["auto", "none"],
+    Field(
+        description="auto: images of another size than the model's 28x28 are brought into the MNIST frame; "
+        "none: such images are refused with a 400 naming the expected size"
+    ),
+]
+Latent = list[Annotated[float, Field(allow_inf_nan=False)]]
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageOptions(Options):
+    """Options of /v1/denoise, /v1/super-resolve and /v1/reconstruct."""
+
+    model: ModelName = None
+    response_format: ResponseFormat = None
+    preprocess: PreprocessOption = "auto"
+
+
+class EmbeddingOptions(Options):
+    model: ModelName = None
+    preprocess: PreprocessOption = "auto"
+    normalize: bool = Field(False, description="scale every vector to unit L2 norm")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: JSON numbers; base64: the vector as little-endian float32 bytes, base64-encoded"
+    )
+
+
+class EncodeOptions(Options):
+    model: ModelName = None
+    preprocess: PreprocessOption = "auto"
+
+
+class InterpolateOptions(Options):
+    model: ModelName = None
+    response_format: ResponseFormat = None
+    preprocess: PreprocessOption = "auto"
+    steps: int = Field(8, ge=2, description="images in the path, both ends included")
+    latents: list[Latent] | None = Field(
+        None, description="two latent vectors to interpolate between (instead of two images); JSON body only"
+    )
+
+
+class ImagesField(BaseModel):
+    images: list[str] | None = Field(
+        None, description="base64-encoded image files (PNG, JPEG, WebP, BMP, TIFF or GIF); data: URLs are accepted"
+    )
+
+
+# The JSON bodies of the image routes: the route's options plus `images`.
+class ImageBody(ImageOptions, ImagesField):
+    pass
+
+
+class EmbeddingBody(EmbeddingOptions, ImagesField):
+    pass
+
+
+class EncodeBody(EncodeOptions, ImagesField):
+    pass
+
+
+class InterpolateBody(InterpolateOptions, ImagesField):
+    pass
+
+
+class SampleRequest(Options):
+    model: ModelName = None
+    n: int = Field(1, ge=1, description="how many images")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="the same seed gives the same images; a random one is chosen and returned when left out",
+    )
+    temperature: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False, description="z ~ N(0, temperature^2 I)")
+    response_format: ResponseFormat = None
+
+
+class DecodeRequest(Options):
+    model: ModelName = None
+    latents: list[Latent] = Field(..., min_length=1, description="latent vectors, each of the model's latent size")
+    response_format: ResponseFormat = None
+
+
+# -- responses ---------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="stable machine-readable kind, e.g. invalid_image, model_not_found")
+    message: str
+    param: str | None = Field(None, description="the request field or part at fault, when there is one")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class InputSpecInfo(BaseModel):
+    channels: int
+    height: int | None
+    width: int | None
+    domain: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    state: Literal["loaded", "not_loaded", "unavailable"]
+    reason: str | None = Field(None, description="why the model is unavailable")
+    tasks: list[str]
+    architecture: str | None
+    input: InputSpecInfo | None
+    latent_size: int | None
+    scale: int | None
+    device: str
+    dtype: str
+    description: str
+    sha256: str | None = Field(None, description="sha256 of model.safetensors, checked when the model loads")
+    metrics: dict[str, Any] = Field(description="measured by models.evaluate, from the model card")
+    training: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+class ImageData(BaseModel):
+    index: int
+    b64_png: str = Field(description="the image as a base64-encoded PNG")
+    width: int
+    height: int
+    preprocessing: Literal["none", "mnist-frame"] | None = Field(
+        None, description="what was done to the input before the model saw it (image routes)"
+    )
+    reconstruction_error: float | None = Field(
+        None, description="mean squared error per pixel between the (preprocessed) input and its reconstruction"
+    )
+
+
+class ImageList(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[ImageData]
+    seed: int | None = Field(None, description="the seed used (/v1/vae/sample)")
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    images: int
+    preprocessing: list[Literal["none", "mnist-frame"]]
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[Embedding]
+    usage: EmbeddingUsage
+
+
+class Posterior(BaseModel):
+    index: int
+    mean: list[float]
+    log_variance: list[float]
+    preprocessing: Literal["none", "mnist-frame"]
+
+
+class EncodeResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[Posterior]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    reasons: list[str] = Field(default_factory=list)
+    models: dict[str, str] = Field(default_factory=dict, description="state of every model")

@@ -1,0 +1,85 @@
+"""The service's settings: one pydantic-settings class, read once from `AE_*` environment variables.
+
+Every field can be set in the environment with the `AE_` prefix, e.g. `AE_CHECKPOINTS_DIR=/models`,
+`AE_DEVICE=cuda:0`, `AE_PRELOAD=all`. Dict and list fields take JSON, e.g.
+`AE_DEFAULT_MODELS='{"denoise": "my-denoiser"}'` (tasks left out keep their defaults).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class DefaultModels(BaseModel):
+    """The model each task uses when a request names none (checkpoint folder names)."""
+
+    denoise: str = "mnist-denoise"
+    super_resolve: str = "mnist-sr-x2"
+    reconstruct: str = "mnist-ae"
+    embed: str = "mnist-ae"
+    vae: str = "mnist-vae"
+    # The manifold is a picture of a 2-D latent space, so it needs a model whose latent size is 2.
+    manifold: str = "mnist-vae-2d"
+
+    def as_dict(self) -> dict[str, str]:
+        return self.model_dump()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore")
+
+    # Models
+    checkpoints_dir: Path = Path("checkpoints")
+    device: str = Field(default="auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="half precision applies on GPU only; on CPU models stay float32"
+    )
+    default_models: DefaultModels = Field(default_factory=DefaultModels)
+    preload: Literal["defaults", "all", "none"] | list[str] = Field(
+        default="defaults", description="models loaded at start-up: defaults, all, none or a JSON list of names"
+    )
+    verify_weights: bool = True  # check each weights file's sha256 against its model card
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch.set_num_threads; unset leaves torch's choice"
+    )
+
+    # Limits, checked before any work is done
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=4096 * 4096, ge=1, description="width x height of one decoded image")
+    max_images_per_request: int = Field(default=64, ge=1)
+    max_samples: int = Field(default=64, ge=1, description="largest n of /v1/vae/sample")
+    max_steps: int = Field(default=64, ge=2, description="largest steps of /v1/vae/interpolate")
+    max_manifold_size: int = Field(default=30, ge=1, description="largest grid side of /v1/vae/manifold")
+
+    # Batching (see app.batching): requests for the same model and task share forward passes
+    batch_max_size: int = Field(default=64, ge=1)
+    batch_max_delay_ms: float = Field(default=2.0, ge=0)
+    batch_max_queue_images: int = Field(default=2048, ge=1)
+    batch_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()

@@ -1,0 +1,102 @@
+"""Fixtures of the service tests: tiny checkpoints trained once per session, the app in-process, and
+the app as a real uvicorn process on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from tiny_models import DEFAULT_MODELS, build_checkpoints
+
+from app.main import create_app
+from app.settings import DefaultModels, Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("checkpoints")
+    build_checkpoints(root)
+    return root
+
+
+def make_settings(checkpoints_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "checkpoints_dir": checkpoints_dir,
+        "device": "cpu",
+        "default_models": DefaultModels(**DEFAULT_MODELS),
+        "preload": "defaults",
+        "batch_max_delay_ms": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(checkpoints_dir: Path) -> Settings:
+    return make_settings(checkpoints_dir)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app in-process, started (lifespan run: models loaded and warmed up) once per session."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(checkpoints_dir: Path) -> Iterator[str]:
+    """`python -m uvicorn app.main:app` on a free port, configured through AE_* variables; its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AE_CHECKPOINTS_DIR": str(checkpoints_dir),
+        "AE_DEVICE": "cpu",
+        "AE_DEFAULT_MODELS": json.dumps(DEFAULT_MODELS),
+        "AE_TORCH_THREADS": "1",
+        "AE_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+    }
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {process.returncode}: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not become ready within 120 s")
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        server_log = process.stderr.read() if process.stderr else ""
+        (checkpoints_dir.parent / "uvicorn.log").write_text(server_log)

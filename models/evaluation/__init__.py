@@ -1,0 +1,114 @@
+"""Measure trained checkpoints against classical baselines and write the results into their cards.
+
+Each task a card lists is measured by one function, looked up in TASK_EVALUATIONS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import CARD_FILE, Checkpoint, ModelCard, load_checkpoint, read_card, update_metrics
+from models.evaluation.context import EvaluationContext, EvaluationSettings
+from models.evaluation.denoise import evaluate_denoising
+from models.evaluation.embedding import evaluate_embedding, evaluate_reconstruction
+from models.evaluation.report import render_report
+from models.evaluation.super_resolution import evaluate_super_resolution
+from models.evaluation.vae import evaluate_vae
+
+TaskEvaluation = Callable[[Checkpoint, EvaluationContext], dict[str, Any]]
+
+TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
+    "denoise": evaluate_denoising,
+    "super-resolve": evaluate_super_resolution,
+    "embed": evaluate_embedding,
+    "reconstruct": evaluate_reconstruction,
+    "vae": evaluate_vae,
+}
+
+__all__ = ["TASK_EVALUATIONS", "EvaluationContext", "EvaluationSettings", "evaluate_checkpoints", "machine_description"]
+
+
+def machine_description(device: torch.device) -> str:
+    """E.g. 'Linux x86_64, Intel Xeon ..., 2 CPU cores, torch 2.13.0+cpu, device cpu'."""
+    processor = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        processor = names[0] if names else processor
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
+    return (
+        f"{platform.system()} {platform.machine()}, {processor}, {os.cpu_count()} CPU cores "
+        f"({torch.get_num_threads()} torch threads), torch {torch.__version__}, device {device} ({accelerator})"
+    )
+
+
+def checkpoint_directories(checkpoints_dir: Path, only: Sequence[str] | None = None) -> list[Path]:
+    """The checkpoint folders (those with a card) in name order, restricted to `only` when given."""
+    found = {path.name: path for path in sorted(Path(checkpoints_dir).iterdir()) if (path / CARD_FILE).is_file()}
+    if not only:
+        return list(found.values())
+    missing = sorted(set(only) - set(found))
+    if missing:
+        raise ValueError(f"no checkpoint named {missing} in {checkpoints_dir}; found {sorted(found)}")
+    return [found[name] for name in sorted(set(only))]
+
+
+def evaluate_checkpoint(checkpoint: Checkpoint, context: EvaluationContext) -> dict[str, Any]:
+    """Every task's metrics for one checkpoint: {task: metrics}."""
+    unknown = [task for task in checkpoint.card.tasks if task not in TASK_EVALUATIONS]
+    if unknown:
+        raise ValueError(f"{checkpoint.card.name}: no evaluation for tasks {unknown}")
+    results = {}
+    for task in checkpoint.card.tasks:
+        started = time.perf_counter()
+        results[task] = TASK_EVALUATIONS[task](checkpoint, context)
+        print(f"  {checkpoint.card.name} {task}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def evaluate_checkpoints(
+    checkpoints_dir: Path,
+    context: EvaluationContext,
+    report_path: Path | None,
+    command: str,
+    only: Sequence[str] | None = None,
+) -> dict[str, ModelCard]:
+    """Evaluate the chosen checkpoints, store the metrics in their cards and (re)write the report.
+
+    The report covers every checkpoint in `checkpoints_dir`, evaluated in this run or before.
+    """
+    machine = machine_description(context.device)
+    updated: dict[str, ModelCard] = {}
+    for directory in checkpoint_directories(checkpoints_dir, only):
+        started = time.perf_counter()
+        checkpoint = load_checkpoint(directory, context.device)
+        print(f"evaluating {checkpoint.card.name} ({', '.join(checkpoint.card.tasks)})", file=sys.stderr, flush=True)
+        metrics = evaluate_checkpoint(checkpoint, context)
+        metrics["evaluation"] = {
+            "command": command,
+            "machine": machine,
+            "date": _utc_now(),
+            "seconds": round(time.perf_counter() - started, 1),
+            "settings": dataclasses.asdict(context.settings),
+        }
+        updated[checkpoint.card.name] = update_metrics(directory, metrics)
+    if report_path is not None:
+        cards = [read_card(directory) for directory in checkpoint_directories(checkpoints_dir)]
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(render_report(cards, report_path, command, machine, _utc_now()))
+    return updated

@@ -1,0 +1,180 @@
+"""Render `docs/model-report.md` from the metrics stored in the model cards.
+
+The report is generated, never hand-edited: every number in it comes from a card's `metrics`,
+which `python -m models.evaluate` wrote. One renderer per task, chosen through a dict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.checkpoint import ModelCard
+
+Lines = list[str]
+
+
+def _met(target: dict[str, Any]) -> str:
+    return "**met**" if target["met"] else "**not met**"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> Lines:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _quality_rows(scores: dict[str, dict[str, float]]) -> list[list[str]]:
+    return [[name, f"{score['psnr']:.2f}", f"{score['ssim']:.4f}"] for name, score in scores.items()]
+
+
+def _margin_line(target: dict[str, Any]) -> str:
+    return (
+        f"Target: {target['description']}. Measured margin over {target['best_baseline']}: "
+        f"{target['margin_db']:+.2f} dB: {_met(target)}."
+    )
+
+
+def render_denoise(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    for sigma, scores in metrics["noise"].items():
+        blur = f"gaussian blur with sigma {scores['gaussian_blur_sigma']}"
+        for part, label in (("test_set", "whole test set"), ("bm3d_subset", "BM3D subset")):
+            lines += [f"Noise sigma {sigma}, {label} ({scores[part]['images']} digits; {blur}):", ""]
+            lines += _table(["method", "PSNR (dB)", "SSIM"], _quality_rows(scores[part]["scores"]))
+    if "target" in metrics:
+        lines += [_margin_line(metrics["target"]), ""]
+    return lines
+
+
+def render_super_resolve(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    lines: Lines = [metrics["protocol"] + f" ({metrics['images']} digits).", ""]
+    lines += _table(["method", "PSNR (dB)", "SSIM"], _quality_rows(metrics["scores"]))
+    if "target" in metrics:
+        lines += [_margin_line(metrics["target"]), ""]
+    return lines
+
+
+def render_embed(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    rows = [
+        [name, f"{score['knn_accuracy']:.4f}", f"{score['linear_probe_accuracy']:.4f}"]
+        for name, score in metrics["scores"].items()
+    ]
+    lines += _table(["embedding", "5-NN accuracy", "linear-probe accuracy"], rows)
+    target = metrics["target"]
+    lines += [f"Target: {target['description']}. Margin: {target['margin']:+.4f}: {_met(target)}.", ""]
+    return lines
+
+
+def render_reconstruct(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    rows = [
+        [name, f"{s['mse']:.5f}", f"{s['psnr_of_mean_mse']:.2f}", f"{s['psnr']:.2f}", f"{s['ssim']:.4f}"]
+        for name, s in metrics["scores"].items()
+    ]
+    lines += _table(["method", "MSE", "PSNR of mean MSE (dB)", "mean PSNR (dB)", "SSIM"], rows)
+    return lines
+
+
+def render_vae(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    scores = metrics["scores"]
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    lines += _table(
+        ["quantity", "nats"],
+        [
+            ["negative ELBO", f"{scores['negative_elbo_nats']:.2f}"],
+            [
+                f"importance-sampled NLL (K = {metrics['importance_samples']})",
+                f"{scores['importance_sampled_nll_nats']:.2f}",
+            ],
+            ["KL(q(z|x) || p(z))", f"{scores['kl_nats']:.2f}"],
+        ],
+    )
+    lines += [f"Literature: {metrics['literature']}.", ""]
+    if "target" in metrics:
+        target = metrics["target"]
+        lines += [f"Target: {target['description']}. Measured {target['value_nats']:.2f} nats: {_met(target)}.", ""]
+    captions = {
+        "samples": "64 samples from the prior, z ~ N(0, I)",
+        "latent_means": "posterior means of the 10,000 test digits, coloured by digit",
+        "manifold": (
+            "digits decoded on a grid over the 2-D latent space (prior quantiles 0.05..0.95; z1 to the right, z2 up)"
+        ),
+    }
+    for kind, path in metrics.get("figures", {}).items():
+        relative = os.path.relpath(path, report_dir)
+        lines += [f"![{captions.get(kind, kind)}]({relative})", "", f"*{captions.get(kind, kind)}.*", ""]
+    return lines
+
+
+SECTION_RENDERERS: dict[str, Callable[[dict[str, Any], Path], Lines]] = {
+    "denoise": render_denoise,
+    "super-resolve": render_super_resolve,
+    "embed": render_embed,
+    "reconstruct": render_reconstruct,
+    "vae": render_vae,
+}
+
+
+def _value(value: Any) -> str:
+    return f"`{json.dumps(value)}`" if isinstance(value, dict | list) else str(value)
+
+
+def render_card(card: ModelCard, report_dir: Path) -> Lines:
+    lines: Lines = [f"## {card.name}", "", card.description, "", f"Tasks: {', '.join(card.tasks)}.", ""]
+    if card.training:
+        lines += ["Training:", ""]
+        lines += [f"- {key}: {_value(value)}" for key, value in card.training.items()]
+        lines.append("")
+    evaluation = card.metrics.get("evaluation")
+    if evaluation is None:
+        return [*lines, "Not evaluated yet: run the command at the top of this report.", ""]
+    lines += [
+        f"Evaluated {evaluation['date']} on {evaluation['machine']} in {evaluation['seconds']:.0f} s "
+        f"(`{evaluation['command']}`).",
+        "",
+    ]
+    for task in card.tasks:
+        if task in card.metrics:
+            lines += [f"### {card.name}: {task}", ""]
+            lines += SECTION_RENDERERS[task](card.metrics[task], report_dir)
+    return lines
+
+
+def summary_rows(cards: list[ModelCard]) -> list[list[str]]:
+    rows = []
+    for card in cards:
+        for task in card.tasks:
+            target = card.metrics.get(task, {}).get("target")
+            if target is None:
+                continue
+            if "margin_db" in target:
+                measured = f"{target['margin_db']:+.2f} dB over {target['best_baseline']}"
+            elif "margin" in target:
+                measured = f"{target['margin']:+.4f} over {target['best_baseline']}"
+            else:
+                measured = f"{target['value_nats']:.2f} nats"
+            rows.append([card.name, task, target["description"], measured, "yes" if target["met"] else "**no**"])
+    return rows
+
+
+def render_report(cards: list[ModelCard], report_path: Path, command: str, machine: str, date: str) -> str:
+    report_dir = report_path.parent
+    lines: Lines = [
+        "# Model report",
+        "",
+        f"Generated by `{command}` on {machine}, {date}. Generated, not hand-edited: rerun that command to "
+        "refresh it. Every number below is read from the `metrics` of a checkpoint's `config.json`, where "
+        "the evaluator wrote it; each model's section says when and where it was measured.",
+        "",
+        "## Targets",
+        "",
+    ]
+    lines += _table(["model", "task", "target", "measured", "met"], summary_rows(cards))
+    for card in cards:
+        lines += render_card(card, report_dir)
+    return "\n".join(lines).rstrip() + "\n"

@@ -67,8 +67,8 @@ def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "
         raise InvalidImage(
             f"the data is not a readable image; supported formats: {', '.join(ALLOWED_FORMATS)}", param=param
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(str(exc), param=param) from None
+    except Image.DecompressionBombError:  # Pillow's own, larger cap, hit while reading the header
+        raise PayloadTooLarge(f"the image has more pixels than the limit of {max_pixels}", param=param) from None
     except Exception as exc:  # a truncated or corrupt file fails in the decoder with many error types
         raise InvalidImage(f"the image could not be decoded: {exc}", param=param) from None
 

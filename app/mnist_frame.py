@@ -59,7 +59,8 @@ def remove_background(image: np.ndarray) -> np.ndarray:
 
 
 def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
-    """The threshold in [0, 1] that best separates the two classes of pixel values (Otsu, 1979)."""
+    """The threshold in [0, 1] that best separates two classes of pixel values (Otsu, 1979): the
+    background is <= it, the ink above it."""
     histogram, edges = np.histogram(image, bins=bins, range=(0.0, 1.0))
     weights = histogram.astype(np.float64) / max(1, histogram.sum())
     centres = (edges[:-1] + edges[1:]) / 2
@@ -69,7 +70,7 @@ def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total_mass * below - mass_below) ** 2 / (below * (1.0 - below))
     between = np.nan_to_num(between, nan=0.0, posinf=0.0)
-    return float(centres[int(np.argmax(between))])
+    return float(edges[int(np.argmax(between)) + 1])  # the upper edge of the last background bin
 
 
 def crop_to_ink(ink: np.ndarray) -> np.ndarray:

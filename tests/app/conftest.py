@@ -100,3 +100,19 @@ def server(checkpoints_dir: Path) -> Iterator[str]:
             process.wait()
         server_log = process.stderr.read() if process.stderr else ""
         (checkpoints_dir.parent / "uvicorn.log").write_text(server_log)
+
+
+@pytest.fixture
+def make_client(checkpoints_dir: Path) -> Iterator[object]:
+    """A factory of started in-process clients with other settings (limits, defaults); closed after the test."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: object) -> TestClient:
+        test_client = TestClient(create_app(make_settings(checkpoints_dir, **overrides)), raise_server_exceptions=False)
+        test_client.__enter__()
+        clients.append(test_client)
+        return test_client
+
+    yield factory
+    for test_client in clients:
+        test_client.__exit__(None, None, None)

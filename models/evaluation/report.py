@@ -65,8 +65,11 @@ def render_embed(metrics: dict[str, Any], report_dir: Path) -> Lines:
         for name, score in metrics["scores"].items()
     ]
     lines += _table(["embedding", "5-NN accuracy", "linear-probe accuracy"], rows)
-    target = metrics["target"]
-    lines += [f"Target: {target['description']}. Margin: {target['margin']:+.4f}: {_met(target)}.", ""]
+    if "target" in metrics:
+        target = metrics["target"]
+        lines += [f"Target: {target['description']}. Margin: {target['margin']:+.4f}: {_met(target)}.", ""]
+    else:
+        lines += ["No target is set for this model's embedding; shown for comparison.", ""]
     return lines
 
 
@@ -121,6 +124,8 @@ SECTION_RENDERERS: dict[str, Callable[[dict[str, Any], Path], Lines]] = {
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 6:  # e.g. a loss per epoch: first and last are enough here
+        return f"{len(value)} values, first {value[0]}, last {value[-1]}"
     return f"`{json.dumps(value)}`" if isinstance(value, dict | list) else str(value)
 
 

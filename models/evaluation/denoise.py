@@ -7,6 +7,8 @@ digits, and every other method is scored on that subset too so the comparison st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,9 +17,11 @@ from models.baselines import best_gaussian_sigma, bm3d_denoise, gaussian_blur, m
 from models.checkpoint import Checkpoint
 from models.corruptions import gaussian_noise
 from models.evaluation.context import EvaluationContext, model_method, quality
+from models.evaluation.figures import save_labelled_rows
 
 TARGET_SIGMA = 0.5
 TARGET_MARGIN_DB = 4.0  # the model must beat the best classical baseline by this much PSNR
+EXAMPLE_DIGITS = 10  # the first test digits, shown side by side in the report
 
 
 def noisy_test_images(context: EvaluationContext, sigma: float) -> torch.Tensor:
@@ -119,4 +123,28 @@ def evaluate_denoising(checkpoint: Checkpoint, context: EvaluationContext) -> di
     }
     if str(TARGET_SIGMA) in by_sigma:
         result["target"] = denoising_target(by_sigma[str(TARGET_SIGMA)])
+    result["figures"] = {
+        "examples": str(draw_examples(checkpoint.card.name, context, denoise, max(settings.noise_sigmas)))
+    }
     return result
+
+
+def draw_examples(
+    name: str, context: EvaluationContext, denoise: Callable[[torch.Tensor], torch.Tensor], sigma: float
+) -> Path:
+    """The first test digits: clean, noisy, each classical method and the model, one row each."""
+    clean = context.test.images[:EXAMPLE_DIGITS]
+    noisy = noisy_test_images(context, sigma)[:EXAMPLE_DIGITS]
+    blur_sigma = classical_baselines(context, sigma)["gaussian_blur_sigma"]
+    with torch.no_grad():
+        model_output = denoise(noisy.to(context.device)).cpu()
+    rows = [
+        ("clean", clean),
+        (f"noisy ({sigma})", noisy),
+        ("median 3x3", median_filter(noisy, 3)),
+        (f"blur ({blur_sigma})", gaussian_blur(noisy, blur_sigma)),
+        ("bm3d", bm3d_denoise(noisy, sigma)),
+        (name, model_output),
+    ]
+    context.figures_dir.mkdir(parents=True, exist_ok=True)
+    return save_labelled_rows(rows, context.figures_dir / f"{name}-examples.png")

@@ -103,3 +103,21 @@ def save_latent_manifold(model: ConvVAE, grid: int, path: Path, zoom: int = 2) -
     with torch.no_grad():
         digits = model.decode(latents.to(device)).cpu()  # (grid*grid, 1, 28, 28)
     return save_image_grid(digits, grid, path, zoom=zoom)
+
+
+def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: Path, zoom: int = 2) -> Path:
+    """One row of images per (label, (N, 1, H, W) images), the label written to the left of its row."""
+    label_width, font = 130, _font(14)
+    mosaics = [tile(images, images.shape[0]) for _, images in rows]
+    width = label_width + max(mosaic.width for mosaic in mosaics) * zoom
+    height = sum(mosaic.height for mosaic in mosaics) * zoom
+    canvas = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for (label, _), mosaic in zip(rows, mosaics, strict=True):
+        scaled = mosaic.resize((mosaic.width * zoom, mosaic.height * zoom), Image.Resampling.NEAREST)
+        canvas.paste(scaled, (label_width, top))
+        draw.text((label_width - 8, top + scaled.height / 2), label, fill=0, font=font, anchor="rm")
+        top += scaled.height
+    canvas.save(path)
+    return path

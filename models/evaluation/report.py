@@ -101,16 +101,28 @@ def render_vae(metrics: dict[str, Any], report_dir: Path) -> Lines:
     if "target" in metrics:
         target = metrics["target"]
         lines += [f"Target: {target['description']}. Measured {target['value_nats']:.2f} nats: {_met(target)}.", ""]
-    captions = {
-        "samples": "64 samples from the prior, z ~ N(0, I)",
-        "latent_means": "posterior means of the 10,000 test digits, coloured by digit",
-        "manifold": (
-            "digits decoded on a grid over the 2-D latent space (prior quantiles 0.05..0.95; z1 to the right, z2 up)"
-        ),
-    }
+    return lines
+
+
+CAPTIONS = {
+    (
+        "denoise",
+        "examples",
+    ): "the first ten test digits at the strongest noise level: clean, noisy, classical methods, model",
+    ("super-resolve", "examples"): "the first ten test digits: clean, low-resolution input (enlarged), bicubic, model",
+    ("vae", "samples"): "64 samples from the prior, z ~ N(0, I)",
+    ("vae", "latent_means"): "posterior means of the test digits, coloured by digit",
+    ("vae", "manifold"): (
+        "digits decoded on a grid over the 2-D latent space (prior quantiles 0.05..0.95; z1 to the right, z2 up)"
+    ),
+}
+
+
+def render_figures(task: str, metrics: dict[str, Any], report_dir: Path) -> Lines:
+    lines: Lines = []
     for kind, path in metrics.get("figures", {}).items():
-        relative = os.path.relpath(path, report_dir)
-        lines += [f"![{captions.get(kind, kind)}]({relative})", "", f"*{captions.get(kind, kind)}.*", ""]
+        caption = CAPTIONS.get((task, kind), kind)
+        lines += [f"![{caption}]({os.path.relpath(path, report_dir)})", "", f"*{caption}.*", ""]
     return lines
 
 
@@ -147,6 +159,7 @@ def render_card(card: ModelCard, report_dir: Path) -> Lines:
         if task in card.metrics:
             lines += [f"### {card.name}: {task}", ""]
             lines += SECTION_RENDERERS[task](card.metrics[task], report_dir)
+            lines += render_figures(task, card.metrics[task], report_dir)
     return lines
 
 

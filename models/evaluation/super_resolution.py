@@ -12,6 +12,7 @@ from models.baselines import bicubic_upscale, nearest_upscale
 from models.checkpoint import Checkpoint
 from models.corruptions import downscale
 from models.evaluation.context import EvaluationContext, model_method, quality
+from models.evaluation.figures import save_labelled_rows
 
 # PSNR the model must gain over bicubic upscaling, per scale.
 TARGET_MARGIN_OVER_BICUBIC_DB = {2: 2.0, 4: 1.5}
@@ -23,7 +24,7 @@ def evaluate_super_resolution(checkpoint: Checkpoint, context: EvaluationContext
     scale = int(checkpoint.card.scale)
     clean = context.test.images  # (N, 1, 28, 28)
     small = downscale(clean, scale, method="area")  # (N, 1, 28 / scale, 28 / scale)
-    upscaled = context.batched(model_method(checkpoint, "super_resolve"), small)
+    upscaled = context.batched(model_method(checkpoint, "super_resolve"), small)  # (N, 1, 28, 28)
     scores = {
         "model": quality(upscaled, clean),
         "nearest": context.cached(f"sr-nearest-{scale}", lambda: quality(nearest_upscale(small, scale), clean)),
@@ -38,6 +39,16 @@ def evaluate_super_resolution(checkpoint: Checkpoint, context: EvaluationContext
         "images": len(clean),
         "scores": scores,
     }
+    examples = slice(0, 10)  # the first test digits, shown side by side in the report
+    rows = [
+        ("clean", clean[examples]),
+        (f"input (1/{scale})", nearest_upscale(small[examples], scale)),
+        ("bicubic", bicubic_upscale(small[examples], scale)),
+        (checkpoint.card.name, upscaled[examples]),
+    ]
+    context.figures_dir.mkdir(parents=True, exist_ok=True)
+    path = save_labelled_rows(rows, context.figures_dir / f"{checkpoint.card.name}-examples.png")
+    result["figures"] = {"examples": str(path)}
     if scale in TARGET_MARGIN_OVER_BICUBIC_DB:
         required = TARGET_MARGIN_OVER_BICUBIC_DB[scale]
         margin = scores["model"]["psnr"] - scores["bicubic"]["psnr"]

@@ -240,6 +240,12 @@ def summarise(args: argparse.Namespace, results: Results) -> dict[str, object]:
         considered = [o for o in results.outcomes if in_window(o.due)]
     else:
         considered = [o for o in results.outcomes if in_window(o.ended)]
+    slow = [o for o in considered if o.status is not None and args.slow and o.ended - o.due > args.slow]
+    if args.rate:  # goodput: requests due in the window that got a 200 in time (not hung)
+        useful = [o for o in considered if o.status == 200 and not (args.slow and o.ended - o.due > args.slow)]
+        requests_per_s = len(useful) / args.duration
+    else:
+        requests_per_s = len(ok_in_window) / args.duration
     statuses: dict[str, int] = {}
     failures: dict[str, int] = {}
     for outcome in considered:
@@ -255,7 +261,9 @@ def summarise(args: argparse.Namespace, results: Results) -> dict[str, object]:
         "rate": args.rate,
         "images_per_request": args.images_per_request if args.images_dir else 0,
         "duration_s": args.duration,
-        "requests_per_s": len(ok_in_window) / args.duration,
+        "requests_per_s": requests_per_s,
+        "completed_200_in_window_per_s": len(ok_in_window) / args.duration,
+        "slower_than_slow": len(slow),
         "statuses": dict(sorted(statuses.items())),
         "latency_ok_s": summary([o.ended - o.due for o in considered if o.status == 200]),
         "latency_503_s": summary([o.ended - o.due for o in considered if o.status == 503]),
@@ -278,6 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--timeout", type=float, default=15.0, help="a request without answer by then hung")
+    parser.add_argument("--slow", type=float, default=0.0, help="open loop: answers later than this are hung too")
     return parser.parse_args(argv)
 
 

@@ -6,6 +6,10 @@ model called directly in the handler. It does the same per-request work as the s
 model, encode the output as PNG) so that the difference measured is the serving strategy.
 Kept in `bench/` only; it is not part of the service.
 
+With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.batching.Batcher`
+(default settings) instead of calling the model: what batching alone buys without the rest of the
+service (validation, preprocessing, middleware, logging, metrics).
+
     AE_BENCH_CHECKPOINT=checkpoints/mnist-denoise uvicorn bench.naive_server:app --port 8001
 """
 
@@ -21,12 +25,19 @@ from fastapi import FastAPI, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from app.batching import Batcher, BatchingConfig
 from models.checkpoint import load_checkpoint
 
 
-def create_app(checkpoint_dir: Path, device: str = "cpu") -> FastAPI:
+def create_app(checkpoint_dir: Path, device: str = "cpu", batched: bool = False) -> FastAPI:
     model = load_checkpoint(checkpoint_dir, device=device).model
-    app = FastAPI(title="naive server")
+
+    def forward(images: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1, H, W)
+        with torch.inference_mode():
+            return model(images.to(device)).cpu()
+
+    batcher = Batcher("naive", forward, BatchingConfig()) if batched else None
+    app = FastAPI(title="naive server, batched" if batched else "naive server")
 
     @app.get("/ping")
     async def ping() -> Response:
@@ -39,9 +50,13 @@ def create_app(checkpoint_dir: Path, device: str = "cpu") -> FastAPI:
         upload = form["image"]
         assert isinstance(upload, UploadFile)
         image = Image.open(io.BytesIO(await upload.read())).convert("L")
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None, None].to(device)  # (1, 1, H, W)
-        with torch.inference_mode():
-            output = model(pixels)[0, 0].cpu()  # (H, W)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None, None]  # (1, 1, H, W)
+        if batcher is None:
+            output = forward(pixels)[0, 0]  # (H, W)
+        else:
+            result = await batcher.submit(pixels)
+            assert isinstance(result, torch.Tensor)
+            output = result[0, 0]
         array = (output.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         buffer = io.BytesIO()
         Image.fromarray(array, mode="L").save(buffer, format="PNG")
@@ -52,5 +67,7 @@ def create_app(checkpoint_dir: Path, device: str = "cpu") -> FastAPI:
 
 torch.set_num_threads(int(os.environ.get("AE_BENCH_TORCH_THREADS", "1")))
 app = create_app(
-    Path(os.environ.get("AE_BENCH_CHECKPOINT", "checkpoints/mnist-denoise")), os.environ.get("AE_BENCH_DEVICE", "cpu")
+    Path(os.environ.get("AE_BENCH_CHECKPOINT", "checkpoints/mnist-denoise")),
+    os.environ.get("AE_BENCH_DEVICE", "cpu"),
+    batched=os.environ.get("AE_BENCH_BATCHED", "") == "1",
 )

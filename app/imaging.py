@@ -49,6 +49,7 @@ def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "
         with warnings.catch_warnings():
             # Our own pixel cap replaces Pillow's decompression-bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data" in a client's file: not ours to log
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = image.size  # from the header: nothing is decoded yet
             if width * height > max_pixels:

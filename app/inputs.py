@@ -46,8 +46,11 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_upload(request: Request, settings: Settings, allow_no_images: bool = False) -> ImageUpload:
-    """The request's images and body options; checks their count against the limit."""
+async def read_upload(request: Request, settings: Settings) -> ImageUpload:
+    """The request's images and body options; refuses more images than the limit (413).
+
+    An empty request passes here so its options are validated first; `require_images` refuses it.
+    """
     kind = media_type(request)
     if kind == "multipart/form-data":
         upload = await _read_multipart(request, settings)
@@ -66,14 +69,17 @@ async def read_upload(request: Request, settings: Settings, allow_no_images: boo
             param="content-type",
         )
     count = len(upload.blobs)
-    if count == 0 and not allow_no_images:
-        where = "'images'" if upload.source == "json" else "parts named 'image'"
-        raise InvalidRequest(f"the request has no images; send them as {where}", param=IMAGE_PART)
     if count > settings.max_images_per_request:
         raise PayloadTooLarge(
             f"{count} images in one request; the limit is {settings.max_images_per_request}", param=IMAGE_PART
         )
     return upload
+
+
+def require_images(upload: ImageUpload) -> None:
+    if not upload.blobs:
+        where = "'images'" if upload.source == "json" else "parts named 'image'"
+        raise InvalidRequest(f"the request has no images; send them as {where}", param=IMAGE_PART)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> ImageUpload:

@@ -10,7 +10,7 @@ import torch
 from fastapi import APIRouter, Query, Request
 
 from app.dependencies import RegistryDep, SettingsDep
-from app.inputs import merge_options, read_upload
+from app.inputs import merge_options, read_upload, require_images
 from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
 from app.schemas import Embedding, EmbeddingBody, EmbeddingList, EmbeddingOptions, EmbeddingUsage
 from app.service import ServiceDep
@@ -34,6 +34,7 @@ async def embeddings(
 ) -> EmbeddingList:
     upload = await read_upload(request, settings)
     options = merge_options(EmbeddingOptions, query, upload.fields)
+    require_images(upload)
     entry = registry.resolve(options.model, "embed", "embed")
     note_request(request, entry.name, len(upload.blobs))
     vectors, preprocessing = await service.embed(entry, upload, options.preprocess, request.url.path)  # (n, D)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.dependencies import RegistryDep, SettingsDep
-from app.inputs import merge_options, read_upload
+from app.inputs import merge_options, read_upload, require_images
 from app.registry import TaskFunction
 from app.responses import IMAGE_RESPONSES, choose_format, image_response
 from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
@@ -32,6 +32,7 @@ async def transform(
 ) -> Response:
     upload = await read_upload(request, settings)
     options = merge_options(ImageOptions, query, upload.fields)
+    require_images(upload)
     entry = registry.resolve(options.model, default_key, task)
     note_request(request, entry.name, len(upload.blobs))
     results = await service.transform(entry, upload, task, options.preprocess, request.url.path)

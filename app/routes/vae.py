@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.dependencies import RegistryDep, SettingsDep
 from app.errors import InvalidRequest, ValidationFailed
 from app.imaging import encode_png, tensor_to_image
-from app.inputs import merge_options, read_upload
+from app.inputs import merge_options, read_upload, require_images
 from app.responses import IMAGE_RESPONSES, ImageResult, choose_format, image_response
 from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
 from app.schemas import (
@@ -101,6 +101,7 @@ async def encode(
 ) -> EncodeResponse:
     upload = await read_upload(request, settings)
     options = merge_options(EncodeOptions, query, upload.fields)
+    require_images(upload)
     entry = registry.resolve(options.model, "vae", "vae")
     note_request(request, entry.name, len(upload.blobs))
     means, log_variances, preprocessing = await service.encode(entry, upload, options.preprocess, request.url.path)
@@ -129,7 +130,7 @@ async def interpolate(
     settings: SettingsDep,
     registry: RegistryDep,
 ) -> Response:
-    upload = await read_upload(request, settings, allow_no_images=True)
+    upload = await read_upload(request, settings)
     options = merge_options(InterpolateOptions, query, upload.fields)
     check_limit(options.steps, settings.max_steps, "steps")
     entry = registry.resolve(options.model, "vae", "vae")

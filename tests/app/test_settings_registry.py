@@ -1,0 +1,55 @@
+"""Settings from AE_* variables, device and dtype resolution, and the ae-serve command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from app import cli
+from app.registry import resolve_device, resolve_dtype
+from app.settings import Settings
+
+
+def test_settings_come_from_ae_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AE_CHECKPOINTS_DIR", str(tmp_path))
+    monkeypatch.setenv("AE_DEFAULT_MODELS", '{"denoise": "my-denoiser"}')
+    monkeypatch.setenv("AE_PRELOAD", '["a", "b"]')
+    monkeypatch.setenv("AE_MAX_SAMPLES", "7")
+    settings = Settings()
+    assert settings.checkpoints_dir == tmp_path and settings.max_samples == 7
+    assert settings.default_models.denoise == "my-denoiser"
+    assert settings.default_models.vae == "mnist-vae"  # tasks left out keep their defaults
+    assert settings.preload == ["a", "b"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("AE_DEVICE", "tpu"), ("AE_DTYPE", "int8"), ("AE_MAX_PIXELS", "0")])
+def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_device_and_dtype_resolution() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float32  # half precision is GPU-only
+    assert resolve_dtype("float16", torch.device("cuda")) == torch.float16
+
+
+def test_ae_serve_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings(port=9123, workers=2, host="0.0.0.0"))
+    cli.serve([])
+    cli.serve(["--port", "9999"])
+    assert calls[0] == {
+        "app": "app.main:app", "host": "0.0.0.0", "port": 9123, "workers": 2, "log_level": "info", "access_log": False
+    }  # fmt: skip
+    assert calls[1]["port"] == 9999

@@ -36,9 +36,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / "docs").symlink_to(ROOT / "docs")
         for section, command in curl_lines((ROOT / "docs" / "api.md").read_text()):
-            result = subprocess.run(  # noqa: S603 - the commands are our own documentation
-                ["bash", "-c", command + " -w '\\nHTTP %{http_code}\\n'"], capture_output=True, text=True, cwd=scratch
-            )
+            shell_line = command + " -w '\\nHTTP %{http_code}\\n'"  # our own documentation, run as written
+            result = subprocess.run(shell_line, shell=True, capture_output=True, text=True, cwd=scratch)  # noqa: S602
             found = re.search(r"HTTP (\d+)\s*$", result.stdout)
             status = int(found.group(1)) if found else 0
             wanted = range(400, 500) if "Errors" in section else range(200, 300)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.errors import NotReady
+from app.errors import NotReady, UnsupportedMediaType
 from app.observability import Metrics
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -21,6 +21,16 @@ def get_registry(request: Request) -> ModelRegistry:
     if registry is None:  # only between process start and the end of the lifespan's start-up
         raise NotReady("the model registry is not loaded yet")
     return registry
+
+
+def require_json(request: Request) -> None:
+    """Routes that read a JSON body refuse other content types with a 415 (curl -d sends a form otherwise)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise UnsupportedMediaType(
+            f"send this route a JSON body with Content-Type: application/json, not {kind or 'none'!r}",
+            param="content-type",
+        )
 
 
 def get_metrics(request: Request) -> Metrics:

@@ -24,7 +24,15 @@ import torch
 from app.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
 from app.errors import ModelNotFound, ModelUnavailable, NotReady, TaskNotSupported
 from app.settings import Settings
-from models.checkpoint import CARD_FILE, CheckpointError, ModelCard, load_checkpoint, read_card
+from models.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    ModelCard,
+    load_checkpoint,
+    read_card,
+    sha256_of,
+)
 
 logger = logging.getLogger("app.registry")
 
@@ -40,6 +48,18 @@ CARD_TASK_OF: dict[TaskFunction, str] = {
 }
 LoadState = Literal["loaded", "not_loaded", "unavailable"]
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def verify_weights(directory: Path, card: ModelCard) -> None:
+    """The weights file exists and its sha256 is the one the card promises (CheckpointError if not)."""
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file is missing")
+    actual = sha256_of(weights)
+    if actual != card.weights_sha256:
+        raise CheckpointError(
+            f"{weights}: sha256 mismatch (card says {card.weights_sha256 or 'nothing'}, file is {actual})"
+        )
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -135,7 +155,8 @@ class ModelRegistry:
     # -- discovery and loading -------------------------------------------------------------------
 
     def scan(self) -> None:
-        """Read every model card under the checkpoints directory (weights are read by `load`)."""
+        """Read and validate every model card under the checkpoints directory and check each weights
+        file's sha256 against its card; what fails is listed as unavailable with the reason."""
         root = self.settings.checkpoints_dir
         if not root.is_dir():
             logger.warning("checkpoints directory %s does not exist; no models to serve", root)
@@ -148,6 +169,8 @@ class ModelRegistry:
                 continue  # not a checkpoint folder at all
             try:
                 entry.card = read_card(directory)
+                if self.settings.verify_weights:
+                    verify_weights(directory, entry.card)
             except CheckpointError as exc:
                 self._mark_unavailable(entry, str(exc))
             self.entries[entry.name] = entry

@@ -6,9 +6,9 @@ import asyncio
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.dependencies import RegistryDep, SettingsDep
+from app.dependencies import RegistryDep, SettingsDep, require_json
 from app.errors import InvalidRequest, ValidationFailed
 from app.imaging import encode_png, tensor_to_image
 from app.inputs import merge_options, read_upload, require_images
@@ -48,6 +48,7 @@ async def encode_images(
 
 @router.post(
     "/sample",
+    dependencies=[Depends(require_json)],
     summary="Draw n images from the prior; the same seed gives the same images",
     responses=IMAGE_OUT,
     response_class=Response,
@@ -69,7 +70,13 @@ async def sample(
     )
 
 
-@router.post("/decode", summary="Decode latent vectors into images", responses=IMAGE_OUT, response_class=Response)
+@router.post(
+    "/decode",
+    dependencies=[Depends(require_json)],
+    summary="Decode latent vectors into images",
+    responses=IMAGE_OUT,
+    response_class=Response,
+)
 async def decode(
     request: Request,
     body: DecodeRequest,

@@ -115,6 +115,14 @@ def test_unsupported_content_types_are_a_415(client: TestClient, content_type: s
     assert assert_error(response, 415, "unsupported_media_type")["param"] == "content-type"
 
 
+@pytest.mark.parametrize("route", ["/v1/vae/sample", "/v1/vae/decode"])
+def test_json_routes_refuse_other_content_types_with_a_415(client: TestClient, route: str) -> None:
+    # What `curl -d '{"n": 2}'` sends without -H 'Content-Type: application/json'.
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    response = client.post(route, content=b'{"n": 2, "latents": [[0, 0]]}', headers=headers)
+    assert "application/json" in assert_error(response, 415, "unsupported_media_type")["message"]
+
+
 # -- 422 ----------------------------------------------------------------------------------------------
 
 

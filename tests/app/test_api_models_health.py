@@ -37,8 +37,7 @@ def test_models_lists_every_checkpoint_with_its_card(client: TestClient, checkpo
 
 def test_a_broken_checkpoint_is_listed_unavailable_and_the_others_serve(client: TestClient) -> None:
     digit = png_bytes(digit_batch(1, seed=3)[0])
-    client.post("/v1/reconstruct?model=broken", files=multipart(digit))  # first use tries to load it
-    broken = client.get("/v1/models/broken").json()
+    broken = client.get("/v1/models/broken").json()  # found out at start-up, before any use
     assert broken["state"] == "unavailable" and "sha256 mismatch" in broken["reason"]
     assert_error(client.post("/v1/reconstruct?model=broken", files=multipart(digit)), 503, "model_unavailable")
     assert client.post("/v1/reconstruct", files=multipart(digit)).status_code == 200

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -248,42 +248,56 @@ def bench_naive(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Pa
     return runs
 
 
-def bench_service(
-    args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path, delay_ms: float | None = None
-) -> list[Run]:
-    """The service with its default settings (all workloads and the overload), or, given `delay_ms`,
-    with that batching delay for the single-image workloads at 1 and 32 clients only."""
-    env = {
-        "AE_CHECKPOINTS_DIR": str(args.checkpoints),
-        "AE_TORCH_THREADS": "1",
-        "AE_DEVICE": args.device,
-    }
-    name = "service"
-    concurrencies: tuple[int, ...] = CONCURRENCIES
-    if delay_ms is not None:
-        env["AE_BATCH_MAX_DELAY_MS"] = str(delay_ms)
-        name = f"service, max_delay_ms={delay_ms:g}"
-        concurrencies = (1, 32)
-    runs: list[Run] = []
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    return {"AE_CHECKPOINTS_DIR": str(args.checkpoints), "AE_TORCH_THREADS": "1", "AE_DEVICE": args.device}
+
+
+@contextmanager
+def service(
+    args: argparse.Namespace,
+    images_dir: Path,
+    png: bytes,
+    logs: Path,
+    name: str,
+    env: dict[str, str],
+) -> Iterator[Callable[..., Run]]:
+    """Start the service; yield measure(workload, **loadgen options) -> Run with its /metrics figures."""
     with server("app.main:app", env, logs / f"{name}.log", png, "/v1/denoise") as port:
         path = f"/v1/denoise?model={MODEL}"
 
-        def measure(workload: str, **options: Any) -> Run:
+        def measure(workload: str, **loadgen_options: Any) -> Run:
             before = scrape(port)
-            result = load(port, args, images_dir, path, **options)
+            result = load(port, args, images_dir, path, **loadgen_options)
             return measured(port, Run(name, workload, result), before)
 
-        for clients in concurrencies:
+        yield measure
+
+
+def overload_workload(rate: float) -> str:
+    return f"1 image, open loop at {OVERLOAD_FACTOR}x best = {rate:.0f} req/s"
+
+
+def bench_service(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path) -> list[Run]:
+    """The service as it ships (default settings): every workload, then the overload."""
+    runs: list[Run] = []
+    with service(args, images_dir, png, logs, "service", service_env(args)) as measure:
+        for clients in CONCURRENCIES:
             runs.append(measure(f"1 image, {clients} clients", concurrency=clients))
-        if delay_ms is not None:
-            return runs
         for clients in BATCH_REQUEST_CONCURRENCIES:
             workload = f"{BATCH_REQUEST_IMAGES} images, {clients} clients"
             runs.append(measure(workload, concurrency=clients, images_per_request=BATCH_REQUEST_IMAGES))
-        best = max(run.result["requests_per_s"] for run in runs if run.workload.startswith("1 image"))
-        rate = OVERLOAD_FACTOR * best
-        workload = f"1 image, open loop at {OVERLOAD_FACTOR}x best = {rate:.0f} req/s"
-        runs.append(measure(workload, rate=f"{rate:.0f}", timeout=15, slow=HANG_S))
+        rate = OVERLOAD_FACTOR * max(run.result["requests_per_s"] for run in runs if run.workload.startswith("1 image"))
+        runs.append(measure(overload_workload(rate), rate=f"{rate:.0f}", timeout=15, slow=HANG_S))
+    return runs
+
+
+def bench_service_no_delay(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path) -> list[Run]:
+    """For comparison: the service with max_delay_ms=0 (a pass starts as soon as the model is free)."""
+    runs: list[Run] = []
+    no_delay = service_env(args) | {"AE_BATCH_MAX_DELAY_MS": "0"}
+    with service(args, images_dir, png, logs, "service, max_delay_ms=0", no_delay) as measure:
+        for clients in (1, 32):
+            runs.append(measure(f"1 image, {clients} clients", concurrency=clients))
     return runs
 
 
@@ -367,7 +381,7 @@ def targets(runs: list[Run], one_core: list[LimitResult], duration: float) -> li
         * BATCH_REQUEST_IMAGES
         for clients in BATCH_REQUEST_CONCURRENCIES
     )
-    overload_run = next(run.result for run in runs if "open loop" in run.workload)
+    overload_run = next(run.result for run in runs if run.server == "service" and "open loop" in run.workload)
     best = max(find(runs, "service", f"1 image, {clients} clients")["requests_per_s"] for clients in CONCURRENCIES)
     statuses = overload_run["statuses"]
     hung = overload_run["timeouts"] + overload_run["slower_than_slow"]
@@ -535,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
         runs += bench_naive(args, images_dir, probe, logs, batched=True)
         print("3/3 service", flush=True)
         runs += bench_service(args, images_dir, probe, logs)
-        runs += bench_service(args, images_dir, probe, logs, delay_ms=0)
+        runs += bench_service_no_delay(args, images_dir, probe, logs)
 
     generated = report(machine, command, one_core, all_cores, codec_s, batcher_rates, runs, args)
     write_report(args.out, generated)

@@ -134,9 +134,6 @@ class ModelEntry:
     # A thread lock, not an asyncio one: loading runs in worker threads and tests run several event loops.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def supports(self, card_task: str) -> bool:
-        return self.card is not None and card_task in self.card.tasks
-
 
 class ModelRegistry:
     def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
@@ -189,10 +186,10 @@ class ModelRegistry:
             raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
         try:
             checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
-        except CheckpointError as exc:
+            model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
+        except Exception as exc:  # CheckpointError, or e.g. out of GPU memory: this model only is unavailable
             self._mark_unavailable(entry, str(exc))
             raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
-        model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
         entry.card = checkpoint.card
         entry.loaded = LoadedModel(checkpoint.card, model, self.device, self.dtype, executor)

@@ -2,7 +2,8 @@
 
 Every field can be set in the environment with the `AE_` prefix, e.g. `AE_CHECKPOINTS_DIR=/models`,
 `AE_DEVICE=cuda:0`, `AE_PRELOAD=all`. Dict and list fields take JSON, e.g.
-`AE_DEFAULT_MODELS='{"denoise": "my-denoiser"}'` (tasks left out keep their defaults).
+`AE_DEFAULT_MODELS='{"denoise": "my-denoiser"}'` (tasks left out keep their defaults), or one task
+at a time: `AE_DEFAULT_MODELS__DENOISE=my-denoiser`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class DefaultModels(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore")
+    # AE_DEFAULT_MODELS='{"denoise": "x"}' or, one task at a time, AE_DEFAULT_MODELS__DENOISE=x
+    model_config = SettingsConfigDict(env_prefix="AE_", env_nested_delimiter="__", extra="ignore")
 
     # Models
     checkpoints_dir: Path = Path("checkpoints")

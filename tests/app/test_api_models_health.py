@@ -19,12 +19,16 @@ from app.observability import JsonFormatter
 from app.settings import Settings
 from models.checkpoint import read_card
 
+DIGIT = png_bytes(digit_batch(1, seed=3)[0])
+
 
 def test_models_lists_every_checkpoint_with_its_card(client: TestClient, checkpoints_dir: Path) -> None:
     response = client.get("/v1/models")
     assert response.status_code == 200
     models = {item["name"]: item for item in response.json()["data"]}
-    assert set(models) == {"tiny-ae", "tiny-denoise", "tiny-sr-x2", "tiny-vae-2d", "tiny-vae-3d", "broken"}
+    assert set(models) == {
+        "tiny-ae", "tiny-denoise", "tiny-sr-x2", "tiny-vae-2d", "tiny-vae-3d", "broken", "broken-card", "mismatch"
+    }  # fmt: skip
     sr = models["tiny-sr-x2"]
     card = read_card(checkpoints_dir / "tiny-sr-x2")
     assert sr["tasks"] == ["super-resolve"] and sr["scale"] == 2 and sr["architecture"] == "sr-autoencoder"
@@ -41,6 +45,19 @@ def test_a_broken_checkpoint_is_listed_unavailable_and_the_others_serve(client: 
     assert broken["state"] == "unavailable" and "sha256 mismatch" in broken["reason"]
     assert_error(client.post("/v1/reconstruct?model=broken", files=multipart(digit)), 503, "model_unavailable")
     assert client.post("/v1/reconstruct", files=multipart(digit)).status_code == 200
+
+
+def test_a_model_card_that_is_not_json_is_listed_unavailable(client: TestClient) -> None:
+    broken = client.get("/v1/models/broken-card").json()
+    assert broken["state"] == "unavailable" and "invalid model card" in broken["reason"] and broken["tasks"] == []
+    assert_error(client.get("/v1/vae/manifold?model=broken-card"), 503, "model_unavailable")
+
+
+def test_a_model_that_fails_its_warm_up_pass_is_unavailable(make_client: Callable[..., TestClient]) -> None:
+    service = make_client(default_models={"denoise": "mismatch"})
+    assert "warm-up forward pass failed" in service.get("/v1/models/mismatch").json()["reason"]
+    assert "mismatch" in " ".join(service.get("/readyz").json()["reasons"])
+    assert_error(service.post("/v1/denoise?model=mismatch", files=multipart(DIGIT)), 503, "model_unavailable")
 
 
 def test_an_unknown_model_is_a_404(client: TestClient) -> None:

@@ -26,6 +26,12 @@ def test_settings_come_from_ae_variables(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.preload == ["a", "b"]
 
 
+def test_one_default_model_can_be_set_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_DEFAULT_MODELS__SUPER_RESOLVE", "mnist-sr-x4")
+    settings = Settings()
+    assert settings.default_models.super_resolve == "mnist-sr-x4" and settings.default_models.denoise == "mnist-denoise"
+
+
 @pytest.mark.parametrize(("name", "value"), [("AE_DEVICE", "tpu"), ("AE_DTYPE", "int8"), ("AE_MAX_PIXELS", "0")])
 def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)

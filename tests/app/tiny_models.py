@@ -102,6 +102,12 @@ def _build(root: Path, steps: int) -> dict[str, float]:
     save_checkpoint(broken, _card("broken", ["reconstruct"]), root / "broken")
     weights = root / "broken" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    # A model card that is not even JSON.
+    (root / "broken-card").mkdir()
+    (root / "broken-card" / "config.json").write_text("{not json")
+    # Valid files whose card promises a task the architecture cannot do: fails its warm-up pass.
+    mismatch = SuperResolutionAE(SuperResolutionAEConfig(scale=2, width=4, encoder_layers=1))
+    save_checkpoint(mismatch, _card("mismatch", ["denoise"]), root / "mismatch")
     return timings
 
 

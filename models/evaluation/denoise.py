@@ -51,6 +51,7 @@ def classical_baselines(context: EvaluationContext, sigma: float) -> dict[str, A
     """Scores of the classical methods at one noise level, on the test set and on the BM3D subset."""
 
     def measure() -> dict[str, Any]:
+        settings = context.settings
         clean, noisy = context.test.images, noisy_test_images(context, sigma)
         blur_sigma = tuned_blur_sigma(context, sigma)
         outputs = {
@@ -64,7 +65,7 @@ def classical_baselines(context: EvaluationContext, sigma: float) -> dict[str, A
             "test_set": {name: quality(output, clean) for name, output in outputs.items()},
             "bm3d_subset": {
                 **{name: quality(output[subset], clean[subset]) for name, output in outputs.items()},
-                "bm3d": quality(bm3d_denoise(noisy[subset], sigma), clean[subset]),
+                "bm3d": quality(bm3d_denoise(noisy[subset], sigma, settings.bm3d_workers), clean[subset]),
             },
         }
 

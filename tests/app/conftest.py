@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tiny_models import DEFAULT_MODELS, build_checkpoints
+from tiny_checkpoints import DEFAULT_MODELS, build_checkpoints
 
 from app.main import create_app
 from app.settings import DefaultModels, Settings

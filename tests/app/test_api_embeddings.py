@@ -7,9 +7,9 @@ import base64
 import numpy as np
 import pytest
 import torch
-from digits import digit_batch, png_bytes
+from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
-from helpers import b64, multipart, pngs
+from service_helpers import b64, multipart, pngs
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from digits import digit_batch, digit_photo, png_bytes
+from drawn_digits import digit_batch, digit_photo, png_bytes
 from fastapi.testclient import TestClient
-from helpers import assert_error, multipart
+from service_helpers import assert_error, multipart
 
 from app.dependencies import get_registry
 from app.errors import Overloaded

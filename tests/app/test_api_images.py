@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pytest
 import torch
-from digits import decode_png, digit_batch, digit_photo, png_bytes, render_digit
+from drawn_digits import decode_png, digit_batch, digit_photo, png_bytes, render_digit
 from fastapi.testclient import TestClient
-from helpers import b64, json_images, mse, multipart, pngs, quantised
 from PIL import Image
-from tiny_models import NOISE_SIGMA
+from service_helpers import b64, json_images, mse, multipart, pngs, quantised
+from tiny_checkpoints import NOISE_SIGMA
 
 from models.corruptions import downscale, gaussian_noise, upscale
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from digits import digit_batch, png_bytes
+from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
-from helpers import assert_error, multipart
+from service_helpers import assert_error, multipart
 
 from app.main import create_app
 from app.observability import JsonFormatter

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from digits import decode_png, digit_batch
+from drawn_digits import decode_png, digit_batch
 from fastapi.testclient import TestClient
-from helpers import assert_error, b64, json_images, multipart, pngs
+from service_helpers import assert_error, b64, json_images, multipart, pngs
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from digits import digit_photo, render_digit
+from drawn_digits import digit_photo, render_digit
 
 from app.imaging import decode_image, image_to_array
 from app.mnist_frame import otsu_threshold, to_mnist_frame

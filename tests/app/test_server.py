@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-from digits import decode_png, digit_batch, digit_photo, png_bytes
-from helpers import assert_error, json_images, multipart, pngs
+from drawn_digits import decode_png, digit_batch, digit_photo, png_bytes
+from service_helpers import assert_error, json_images, multipart, pngs
 
 
 def test_ready_and_healthy(server: str) -> None:

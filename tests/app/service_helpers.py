@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from digits import decode_png, png_bytes
+from drawn_digits import decode_png, png_bytes
 
 
 def multipart(*images: bytes, content_type: str = "image/png") -> list[tuple[str, tuple[str, bytes, str]]]:

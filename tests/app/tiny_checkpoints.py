@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from digits import digit_batch
+from drawn_digits import digit_batch
 from torch.nn import functional as F
 
 from models.architectures import (
@@ -50,7 +50,7 @@ def _card(name: str, tasks: list[str], size: int = 28, **extra: object) -> Model
         architecture_config={},
         input=InputSpec(channels=1, height=size, width=size, domain="mnist"),
         description="tiny test model",
-        training={"steps": "few", "data": "digits drawn by tests/app/digits.py"},
+        training={"steps": "few", "data": "digits drawn by tests/app/drawn_digits.py"},
         metrics={"test_metric": 1.0},
         **extra,  # type: ignore[arg-type]
     )

@@ -36,6 +36,12 @@ ALLOWED_CONTENT_TYPES = frozenset(
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 TRANSPARENT_MODES = frozenset({"LA", "La", "RGBA", "RGBa", "PA"})
 
+# Set once for the process, not per call: `warnings.catch_warnings` is not thread-safe and images are
+# decoded in worker threads. Our own pixel cap replaces Pillow's decompression-bomb warning, and what
+# Pillow says about a client's broken metadata (e.g. "Corrupt EXIF data") is not the service's to log.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 
 def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "image") -> Image.Image:
     """Bytes -> an 'L' (channels=1) or 'RGB' (channels=3) image; see the module docstring for the rules.
@@ -46,22 +52,18 @@ def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "
     if not data:
         raise InvalidImage("the image is empty", param=param)
     try:
-        with warnings.catch_warnings():
-            # Our own pixel cap replaces Pillow's decompression-bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data" in a client's file: not ours to log
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = image.size  # from the header: nothing is decoded yet
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", param=param
-                )
-            if width < 1 or height < 1:
-                raise InvalidImage(f"the image has no pixels ({width}x{height})", param=param)
-            image.seek(0)  # first frame of an animation or the first page
-            image.load()
-            upright = ImageOps.exif_transpose(image) or image
-            return _to_mode(upright, "L" if channels == 1 else "RGB")
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = image.size  # from the header: nothing is decoded yet
+        if width * height > max_pixels:
+            raise PayloadTooLarge(
+                f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", param=param
+            )
+        if width < 1 or height < 1:
+            raise InvalidImage(f"the image has no pixels ({width}x{height})", param=param)
+        image.seek(0)  # first frame of an animation or the first page
+        image.load()
+        upright = ImageOps.exif_transpose(image) or image
+        return _to_mode(upright, "L" if channels == 1 else "RGB")
     except (PayloadTooLarge, InvalidImage):
         raise
     except UnidentifiedImageError:

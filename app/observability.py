@@ -68,8 +68,8 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             "ae_request_duration_seconds",
-            "HTTP request latency by route template and method",
-            ["route", "method"],
+            "HTTP request latency by route template, method and status",
+            ["route", "method", "status"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -108,7 +108,7 @@ class Metrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, images: int | None) -> None:
         self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route, method).observe(seconds)
+        self.request_seconds.labels(route, method, str(status)).observe(seconds)
         if images:
             self.images.labels(route).inc(images)
 

@@ -39,10 +39,15 @@ def check_limit(value: int, limit: int, param: str) -> None:
 
 
 async def encode_images(
-    service: ServiceDep, model: str, images: list[torch.Tensor], response_format: str, seed: int | None = None
+    service: ServiceDep,
+    route: str,
+    model: str,
+    images: list[torch.Tensor],
+    response_format: str,
+    seed: int | None = None,
 ) -> Response:
     results = [ImageResult(image) for image in images]
-    with service.metrics.stage("encode", "/v1/vae"):
+    with service.metrics.stage("encode", route):
         return await asyncio.to_thread(image_response, model, results, response_format, seed)
 
 
@@ -66,7 +71,7 @@ async def sample(
     note_request(request, entry.name, body.n)
     images, seed = await service.sample(entry, body.n, body.seed, body.temperature)
     return await encode_images(
-        service, entry.name, images, choose_format(body.response_format, "json", len(images)), seed
+        service, request.url.path, entry.name, images, choose_format(body.response_format, "json", len(images)), seed
     )
 
 
@@ -90,7 +95,9 @@ async def decode(
     note_request(request, entry.name, len(body.latents))
     latents = latents_tensor(body.latents)
     images = await service.decode(entry, latents)
-    return await encode_images(service, entry.name, images, choose_format(body.response_format, "json", len(images)))
+    return await encode_images(
+        service, request.url.path, entry.name, images, choose_format(body.response_format, "json", len(images))
+    )
 
 
 @router.post(
@@ -154,7 +161,9 @@ async def interpolate(
         start, end = means
     note_request(request, entry.name, options.steps)
     images = await service.interpolate(entry, start, end, options.steps)
-    return await encode_images(service, entry.name, images, choose_format(options.response_format, "json", len(images)))
+    return await encode_images(
+        service, request.url.path, entry.name, images, choose_format(options.response_format, "json", len(images))
+    )
 
 
 @router.get(

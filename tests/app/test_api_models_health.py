@@ -100,7 +100,7 @@ def test_metrics_count_requests_stages_and_batches(client: TestClient) -> None:
     client.post("/v1/denoise", files=multipart(png_bytes(digit_batch(1, seed=2)[0])))
     text = client.get("/metrics").text
     assert 'ae_requests_total{method="POST",route="/v1/denoise",status="200"}' in text
-    assert 'ae_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/denoise"}' in text
+    assert 'ae_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/denoise",status="200"}' in text
     for stage in ("decode", "queue", "model", "encode"):
         assert re.search(rf'ae_stage_duration_seconds_count{{name="[^"]+",stage="{stage}"}} [1-9]', text), stage
     assert 'ae_batch_size_count{batcher="tiny-denoise/denoise"}' in text

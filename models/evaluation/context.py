@@ -41,7 +41,7 @@ class EvaluationSettings:
     binarise_seed: int = 0
     sampling_seed: int = 0
     vae_images: int | None = None  # None: the whole test set
-    vae_chunk_images: int = 25  # images per importance-sampling batch (x K decoder passes)
+    vae_chunk_images: int = 50  # images per importance-sampling batch (x K decoder passes)
     manifold_grid: int = 20  # the 2-D latent map is manifold_grid x manifold_grid decoded digits
     batch_size: int = 500  # images per model call
 

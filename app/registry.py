@@ -228,12 +228,13 @@ class ModelRegistry:
             known = ", ".join(sorted(self.entries)) or "none"
             raise ModelNotFound(f"no model named {name!r}; available: {known}", param="model") from None
 
-    def default_for(self, route_task: str) -> str:
-        return str(self.settings.default_models.as_dict()[route_task.replace("-", "_")])
+    def default_for(self, default_key: str) -> str:
+        """The configured default model of a task ('super-resolve' and 'super_resolve' both work)."""
+        return str(self.settings.default_models.as_dict()[default_key.replace("-", "_")])
 
-    def resolve(self, name: str | None, route_task: str, card_task: str) -> ModelEntry:
-        """The entry a request means (its `model`, else the task's default), checked to do `card_task`."""
-        entry = self.entry(name or self.default_for(route_task))
+    def resolve(self, name: str | None, default_key: str, card_task: str) -> ModelEntry:
+        """The entry a request means (its `model`, else the default), checked to do `card_task`."""
+        entry = self.entry(name or self.default_for(default_key))
         if entry.card is not None and card_task not in entry.card.tasks:
             raise TaskNotSupported(
                 f"model {entry.name!r} does not do {card_task}; it does: {', '.join(entry.card.tasks)}", param="model"

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request
 
-from app.dependencies import RegistryDep, SettingsDep
 from app.inputs import merge_options, read_upload, require_images
 from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
 from app.schemas import Embedding, EmbeddingBody, EmbeddingList, EmbeddingOptions, EmbeddingUsage
@@ -26,16 +25,12 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
     openapi_extra=image_request_body(EmbeddingBody, EmbeddingOptions),
 )
 async def embeddings(
-    request: Request,
-    query: Annotated[EmbeddingOptions, Query()],
-    service: ServiceDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
+    request: Request, query: Annotated[EmbeddingOptions, Query()], service: ServiceDep
 ) -> EmbeddingList:
-    upload = await read_upload(request, settings)
+    upload = await read_upload(request, service.settings)
     options = merge_options(EmbeddingOptions, query, upload.fields)
     require_images(upload)
-    entry = registry.resolve(options.model, "embed", "embed")
+    entry = service.registry.resolve(options.model, "embed", "embed")
     note_request(request, entry.name, len(upload.blobs))
     vectors, preprocessing = await service.embed(entry, upload, options.preprocess, request.url.path)  # (n, D)
     if options.normalize:

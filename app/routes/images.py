@@ -7,13 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.dependencies import RegistryDep, SettingsDep
 from app.inputs import merge_options, read_upload, require_images
 from app.registry import TaskFunction
 from app.responses import IMAGE_RESPONSES, choose_format, image_response
 from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
 from app.schemas import ImageBody, ImageOptions
-from app.service import ServiceDep
+from app.service import Service, ServiceDep
 
 router = APIRouter(prefix="/v1", tags=["images"])
 RESPONSES = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
@@ -21,19 +20,12 @@ OPENAPI_BODY = image_request_body(ImageBody, ImageOptions)
 QueryOptions = Annotated[ImageOptions, Query()]
 
 
-async def transform(
-    request: Request,
-    query: ImageOptions,
-    service: ServiceDep,
-    task: TaskFunction,
-    default_key: str,
-    settings: SettingsDep,
-    registry: RegistryDep,
-) -> Response:
-    upload = await read_upload(request, settings)
+async def transform(request: Request, query: ImageOptions, service: Service, task: TaskFunction) -> Response:
+    """Decode the images, run them through the model's `task`, and encode the results."""
+    upload = await read_upload(request, service.settings)
     options = merge_options(ImageOptions, query, upload.fields)
     require_images(upload)
-    entry = registry.resolve(options.model, default_key, task)
+    entry = service.registry.resolve(options.model, task, task)
     note_request(request, entry.name, len(upload.blobs))
     results = await service.transform(entry, upload, task, options.preprocess, request.url.path)
     response_format = choose_format(options.response_format, upload.source, len(results))
@@ -50,10 +42,8 @@ async def transform(
     openapi_extra=OPENAPI_BODY,
     response_class=Response,
 )
-async def denoise(
-    request: Request, query: QueryOptions, service: ServiceDep, settings: SettingsDep, registry: RegistryDep
-) -> Response:
-    return await transform(request, query, service, "denoise", "denoise", settings, registry)
+async def denoise(request: Request, query: QueryOptions, service: ServiceDep) -> Response:
+    return await transform(request, query, service, "denoise")
 
 
 @router.post(
@@ -65,10 +55,8 @@ async def denoise(
     openapi_extra=OPENAPI_BODY,
     response_class=Response,
 )
-async def super_resolve(
-    request: Request, query: QueryOptions, service: ServiceDep, settings: SettingsDep, registry: RegistryDep
-) -> Response:
-    return await transform(request, query, service, "super-resolve", "super_resolve", settings, registry)
+async def super_resolve(request: Request, query: QueryOptions, service: ServiceDep) -> Response:
+    return await transform(request, query, service, "super-resolve")
 
 
 @router.post(
@@ -80,7 +68,5 @@ async def super_resolve(
     openapi_extra=OPENAPI_BODY,
     response_class=Response,
 )
-async def reconstruct(
-    request: Request, query: QueryOptions, service: ServiceDep, settings: SettingsDep, registry: RegistryDep
-) -> Response:
-    return await transform(request, query, service, "reconstruct", "reconstruct", settings, registry)
+async def reconstruct(request: Request, query: QueryOptions, service: ServiceDep) -> Response:
+    return await transform(request, query, service, "reconstruct")

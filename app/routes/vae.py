@@ -8,7 +8,7 @@ from typing import Annotated
 import torch
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.dependencies import RegistryDep, SettingsDep, require_json
+from app.dependencies import require_json
 from app.errors import InvalidRequest, ValidationFailed
 from app.imaging import encode_png, tensor_to_image
 from app.inputs import merge_options, read_upload, require_images
@@ -23,9 +23,10 @@ from app.schemas import (
     InterpolateOptions,
     ModelName,
     Posterior,
+    ResponseFormat,
     SampleRequest,
 )
-from app.service import ServiceDep
+from app.service import Service, ServiceDep
 
 router = APIRouter(prefix="/v1/vae", tags=["vae"])
 IMAGE_OUT = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
@@ -38,16 +39,18 @@ def check_limit(value: int, limit: int, param: str) -> None:
         raise ValidationFailed(f"{param} is {value}; the limit is {limit}", param=param)
 
 
-async def encode_images(
-    service: ServiceDep,
-    route: str,
+async def images_response(
+    request: Request,
+    service: Service,
     model: str,
     images: list[torch.Tensor],
-    response_format: str,
+    requested: ResponseFormat,
     seed: int | None = None,
 ) -> Response:
+    """Generated images come back as JSON unless `png` is asked for (then one image or one grid)."""
     results = [ImageResult(image) for image in images]
-    with service.metrics.stage("encode", route):
+    response_format = choose_format(requested, "json", len(results))
+    with service.metrics.stage("encode", request.url.path):
         return await asyncio.to_thread(image_response, model, results, response_format, seed)
 
 
@@ -58,21 +61,12 @@ async def encode_images(
     responses=IMAGE_OUT,
     response_class=Response,
 )
-async def sample(
-    request: Request,
-    body: SampleRequest,
-    service: ServiceDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    model: QueryModel = None,
-) -> Response:
-    check_limit(body.n, settings.max_samples, "n")
-    entry = registry.resolve(body.model or model, "vae", "vae")
+async def sample(request: Request, body: SampleRequest, service: ServiceDep, model: QueryModel = None) -> Response:
+    check_limit(body.n, service.settings.max_samples, "n")
+    entry = service.registry.resolve(body.model or model, "vae", "vae")
     note_request(request, entry.name, body.n)
     images, seed = await service.sample(entry, body.n, body.seed, body.temperature)
-    return await encode_images(
-        service, request.url.path, entry.name, images, choose_format(body.response_format, "json", len(images)), seed
-    )
+    return await images_response(request, service, entry.name, images, body.response_format, seed)
 
 
 @router.post(
@@ -82,22 +76,12 @@ async def sample(
     responses=IMAGE_OUT,
     response_class=Response,
 )
-async def decode(
-    request: Request,
-    body: DecodeRequest,
-    service: ServiceDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    model: QueryModel = None,
-) -> Response:
-    check_limit(len(body.latents), settings.max_images_per_request, "latents")
-    entry = registry.resolve(body.model or model, "vae", "vae")
+async def decode(request: Request, body: DecodeRequest, service: ServiceDep, model: QueryModel = None) -> Response:
+    check_limit(len(body.latents), service.settings.max_images_per_request, "latents")
+    entry = service.registry.resolve(body.model or model, "vae", "vae")
     note_request(request, entry.name, len(body.latents))
-    latents = latents_tensor(body.latents)
-    images = await service.decode(entry, latents)
-    return await encode_images(
-        service, request.url.path, entry.name, images, choose_format(body.response_format, "json", len(images))
-    )
+    images = await service.decode(entry, latents_tensor(body.latents))
+    return await images_response(request, service, entry.name, images, body.response_format)
 
 
 @router.post(
@@ -106,24 +90,16 @@ async def decode(
     responses=ERROR_RESPONSES,
     openapi_extra=image_request_body(EncodeBody, EncodeOptions),
 )
-async def encode(
-    request: Request,
-    query: Annotated[EncodeOptions, Query()],
-    service: ServiceDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-) -> EncodeResponse:
-    upload = await read_upload(request, settings)
+async def encode(request: Request, query: Annotated[EncodeOptions, Query()], service: ServiceDep) -> EncodeResponse:
+    upload = await read_upload(request, service.settings)
     options = merge_options(EncodeOptions, query, upload.fields)
     require_images(upload)
-    entry = registry.resolve(options.model, "vae", "vae")
+    entry = service.registry.resolve(options.model, "vae", "vae")
     note_request(request, entry.name, len(upload.blobs))
     means, log_variances, preprocessing = await service.encode(entry, upload, options.preprocess, request.url.path)
     data = [
-        Posterior(
-            index=i, mean=means[i].tolist(), log_variance=log_variances[i].tolist(), preprocessing=preprocessing[i]
-        )
-        for i in range(len(preprocessing))
+        Posterior(index=i, mean=means[i].tolist(), log_variance=log_variances[i].tolist(), preprocessing=kind)
+        for i, kind in enumerate(preprocessing)
     ]
     return EncodeResponse(model=entry.name, data=data)
 
@@ -137,17 +113,11 @@ async def encode(
     openapi_extra=image_request_body(InterpolateBody, InterpolateOptions),
     response_class=Response,
 )
-async def interpolate(
-    request: Request,
-    query: Annotated[InterpolateOptions, Query()],
-    service: ServiceDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-) -> Response:
-    upload = await read_upload(request, settings)
+async def interpolate(request: Request, query: Annotated[InterpolateOptions, Query()], service: ServiceDep) -> Response:
+    upload = await read_upload(request, service.settings)
     options = merge_options(InterpolateOptions, query, upload.fields)
-    check_limit(options.steps, settings.max_steps, "steps")
-    entry = registry.resolve(options.model, "vae", "vae")
+    check_limit(options.steps, service.settings.max_steps, "steps")
+    entry = service.registry.resolve(options.model, "vae", "vae")
     if (options.latents is None) == (len(upload.blobs) == 0):
         raise InvalidRequest("send either two images or two 'latents', not both and not neither", param="images")
     if options.latents is not None:
@@ -161,9 +131,7 @@ async def interpolate(
         start, end = means
     note_request(request, entry.name, options.steps)
     images = await service.interpolate(entry, start, end, options.steps)
-    return await encode_images(
-        service, request.url.path, entry.name, images, choose_format(options.response_format, "json", len(images))
-    )
+    return await images_response(request, service, entry.name, images, options.response_format)
 
 
 @router.get(
@@ -177,25 +145,24 @@ async def interpolate(
 async def manifold(
     request: Request,
     service: ServiceDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
     model: QueryModel = None,
     size: Annotated[int, Query(ge=1, description="images per side")] = 15,
     extent: Annotated[
         float, Query(alias="range", gt=0, le=10, allow_inf_nan=False, description="z from -range to +range")
     ] = 2.0,
 ) -> Response:
-    check_limit(size, settings.max_manifold_size, "size")
-    entry = registry.resolve(model, "manifold", "vae")
+    check_limit(size, service.settings.max_manifold_size, "size")
+    entry = service.registry.resolve(model, "manifold", "vae")
     note_request(request, entry.name, size * size)
-    grid = await service.manifold(entry, size, extent)
+    grid = await service.manifold(entry, size, extent)  # (C, size * H, size * W)
     with service.metrics.stage("encode", request.url.path):
         png = await asyncio.to_thread(lambda: encode_png(tensor_to_image(grid)))
     return Response(png, media_type="image/png", headers={"X-Model": entry.name, "X-Grid": f"{size}x{size}"})
 
 
 def latents_tensor(latents: list[list[float]]) -> torch.Tensor:
+    """JSON vectors -> (n, D); they must all have the same length."""
     lengths = {len(vector) for vector in latents}
     if len(lengths) != 1:
         raise ValidationFailed(f"latent vectors differ in length: {sorted(lengths)}", param="latents")
-    return torch.tensor(latents, dtype=torch.float32)  # (n, D)
+    return torch.tensor(latents, dtype=torch.float32)

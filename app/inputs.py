@@ -55,7 +55,7 @@ async def read_upload(request: Request, settings: Settings) -> ImageUpload:
     if kind == "multipart/form-data":
         upload = await _read_multipart(request, settings)
     elif kind == "application/json":
-        upload = _read_json(await request.body())
+        upload = _read_json(await request.body(), settings.max_images_per_request)
     elif kind in ALLOWED_CONTENT_TYPES:
         upload = ImageUpload([await request.body()], "raw", {})
     elif kind.startswith("image/"):
@@ -107,7 +107,7 @@ async def _read_multipart(request: Request, settings: Settings) -> ImageUpload:
     return ImageUpload(blobs, "multipart", fields)
 
 
-def _read_json(body: bytes) -> ImageUpload:
+def _read_json(body: bytes, max_images: int) -> ImageUpload:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -119,6 +119,8 @@ def _read_json(body: bytes) -> ImageUpload:
         images = []
     if not isinstance(images, list) or not all(isinstance(item, str) for item in images):
         raise ValidationFailed("'images' must be a list of base64 strings", param="images")
+    if len(images) > max_images:  # before decoding any of them
+        raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {max_images}", param="images")
     return ImageUpload([decode_base64(item, f"images[{index}]") for index, item in enumerate(images)], "json", data)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from drawn_digits import digit_batch, digit_photo, png_bytes
 from fastapi.testclient import TestClient
-from service_helpers import assert_error, multipart
+from service_helpers import assert_error, b64, multipart
 
 from app.dependencies import get_registry
 from app.errors import Overloaded
@@ -97,6 +97,8 @@ def test_a_streamed_body_over_the_limit_is_a_413_while_reading(small_limits: Tes
 
 def test_too_many_images_is_a_413(small_limits: TestClient) -> None:
     assert_error(small_limits.post("/v1/denoise", files=multipart(*[DIGIT] * 4)), 413, "payload_too_large")
+    many = {"images": [b64(DIGIT)] * 4}
+    assert_error(small_limits.post("/v1/embeddings", json=many), 413, "payload_too_large")
     assert small_limits.post("/v1/denoise", files=multipart(*[DIGIT] * 3)).status_code == 200
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from drawn_digits import digit_batch, digit_photo, png_bytes
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, b64, multipart
 
 from app.dependencies import get_registry
-from app.errors import Overloaded
+from app.errors import Overloaded, RequestTimeout
 from app.registry import ModelRegistry
 
 DIGIT = png_bytes(digit_batch(1, seed=4)[0])
@@ -164,22 +165,34 @@ def test_invalid_multipart_fields_are_a_422(client: TestClient) -> None:
 # -- 503 ----------------------------------------------------------------------------------------------
 
 
-class OverloadedRegistry(ModelRegistry):
+class FailingRegistry(ModelRegistry):
+    """The real registry's models, but every forward pass fails with `error` (what the batcher raises)."""
+
+    error: Exception
+
     async def run(self, name: str, task: str, inputs: object) -> object:  # type: ignore[override]
-        raise Overloaded("model is busy: 2048 images are waiting", retry_after=2.4)
+        raise self.error
+
+
+def post_with_failing_batcher(client: TestClient, error: Exception) -> httpx.Response:
+    real = client.app.state.registry  # type: ignore[attr-defined]
+    failing = FailingRegistry(real.settings)
+    failing.entries, failing.error = real.entries, error
+    client.app.dependency_overrides[get_registry] = lambda: failing  # type: ignore[attr-defined]
+    try:
+        return client.post("/v1/denoise", files=multipart(DIGIT))
+    finally:
+        client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
 
 
 def test_an_overloaded_model_is_a_503_with_retry_after(client: TestClient) -> None:
-    real = client.app.state.registry  # type: ignore[attr-defined]
-    busy = OverloadedRegistry(real.settings)
-    busy.entries = real.entries
-    client.app.dependency_overrides[get_registry] = lambda: busy  # type: ignore[attr-defined]
-    try:
-        response = client.post("/v1/denoise", files=multipart(DIGIT))
-    finally:
-        client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
+    response = post_with_failing_batcher(client, Overloaded("model is busy: 2048 images are waiting", retry_after=2.4))
     assert_error(response, 503, "overloaded")
     assert response.headers["retry-after"] == "2"
+
+
+def test_a_model_that_answers_too_late_is_a_504(client: TestClient) -> None:
+    assert_error(post_with_failing_batcher(client, RequestTimeout("no answer within 30 s")), 504, "timeout")
 
 
 # -- never a 500 --------------------------------------------------------------------------------------

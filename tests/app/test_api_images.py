@@ -86,6 +86,12 @@ def test_response_format_overrides_the_default(client: TestClient, clean: torch.
     assert pixels[28:, 28:].max() == 0  # the empty fourth cell
 
 
+def test_options_can_be_multipart_fields(client: TestClient, clean: torch.Tensor) -> None:
+    fields = {"model": "tiny-ae", "response_format": "json"}
+    response = client.post("/v1/reconstruct", data=fields, files=multipart(png_bytes(clean[0])))
+    assert response.json()["model"] == "tiny-ae"
+
+
 def test_a_field_in_the_body_wins_over_the_query_parameter(client: TestClient, clean: torch.Tensor) -> None:
     response = client.post(
         "/v1/reconstruct?model=tiny-denoise", json={"images": [b64(png_bytes(clean[0]))], "model": "tiny-ae"}

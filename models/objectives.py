@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional as F
 
-from models.architectures import Architecture, ConvVAE
+from models.architectures import Architecture, ConvAutoencoder, ConvVAE
 from models.corruptions import blind_gaussian_noise, downscale, gaussian_noise
 
 
@@ -77,15 +77,42 @@ class _PixelCrossEntropy(Objective):
 
 @dataclass(frozen=True)
 class Reconstruction(_PixelCrossEntropy):
-    """Reproduce the input. A little input noise (clipped) regularises the code without using labels."""
+    """Reproduce the input, optionally with two label-free regularisers of the code.
+
+    - input noise (clipped): the denoising autoencoder's trick, features that ignore pixel noise;
+    - code noise + code penalty: the dense code is perturbed by N(0, code_noise_sigma^2) before decoding and
+      pays 0.5 * ||code||^2 nats per image, i.e. a VAE whose posterior spread is fixed. Nearby codes then
+      decode to similar digits, which makes Euclidean distances between embeddings meaningful.
+    """
 
     name: ClassVar[str] = "reconstruction"
     input_noise_sigma: float = 0.0
+    code_noise_sigma: float = 0.0
+    code_penalty: float = 0.0  # weight of 0.5 * ||code||^2, in nats per image against the summed pixel loss
 
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_noise_sigma == 0.0:
             return clean, clean
         return gaussian_noise(clean, self.input_noise_sigma, clip=True, seed=draw_seed(generator)), clean
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if self.code_noise_sigma == 0.0 and self.code_penalty == 0.0:
+            return super().loss(model, inputs, targets, epochs_done, generator)
+        if not isinstance(model, ConvAutoencoder):
+            raise TypeError(f"code regularisation needs a ConvAutoencoder, got {type(model).__name__}")
+        codes = model.encode(inputs)  # (B, latent_size)
+        noise = torch.randn(codes.shape, generator=generator, device=codes.device, dtype=codes.dtype)
+        outputs = model.decode(codes + self.code_noise_sigma * noise)  # (B, 1, 28, 28)
+        pixels = outputs[0].numel()  # the pixel loss is a per-pixel mean, so the penalty is divided alike
+        penalty = 0.5 * codes.pow(2).flatten(1).sum(dim=1).mean() / pixels
+        return F.binary_cross_entropy(outputs, targets) + self.code_penalty * penalty
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ RECIPES: dict[str, Recipe] = {
             architecture="conv-autoencoder",
             architecture_config={"widths": (32, 64, 128), "latent_size": None},
             objective=BlindDenoising(max_sigma=0.6),
-            epochs=10,
+            epochs=12,
         ),
         Recipe(
             name="mnist-sr-x2",
@@ -68,7 +68,7 @@ RECIPES: dict[str, Recipe] = {
             architecture_config={"scale": 2, "width": 32, "encoder_layers": 3},
             objective=SuperResolution(scale=2),
             input_size=14,
-            epochs=10,
+            epochs=5,
         ),
         Recipe(
             name="mnist-sr-x4",
@@ -78,7 +78,7 @@ RECIPES: dict[str, Recipe] = {
             architecture_config={"scale": 4, "width": 32, "encoder_layers": 3},
             objective=SuperResolution(scale=4),
             input_size=7,
-            epochs=10,
+            epochs=6,
         ),
         Recipe(
             name="mnist-vae-2d",
@@ -87,7 +87,7 @@ RECIPES: dict[str, Recipe] = {
             architecture="conv-vae",
             architecture_config={"latent_size": 2, "widths": (32, 64), "hidden_size": 256},
             objective=BernoulliElbo(kl_warmup_epochs=2),
-            epochs=20,
+            epochs=15,
         ),
         Recipe(
             name="mnist-vae",

@@ -195,7 +195,8 @@ def model_card(
     training: dict[str, Any] = {
         "recipe": recipe.name,
         "command": (
-            f"python -m models.train {recipe.name} --data-dir MNIST_DIR --seed {result.seed} --epochs {result.epochs}"
+            f"python -m models.train {recipe.name} --data-dir MNIST_DIR --seed {result.seed} --epochs {result.epochs} "
+            f"--threads {torch.get_num_threads()}"
         ),
         "dataset": "MNIST",
         "licence": MNIST_LICENCE,
@@ -212,6 +213,7 @@ def model_card(
         "seed": result.seed,
         "device": device,
         "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # the last bits of the weights depend on it
         "cpu": cpu_description(),
         "duration_s": round(result.duration_s, 1),
         "images_per_second": round(result.images_per_second, 1),

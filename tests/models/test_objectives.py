@@ -1,0 +1,109 @@
+"""What each training objective feeds the model, and the loss it returns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.architectures import (
+    ConvAutoencoder,
+    ConvAutoencoderConfig,
+    ConvVAE,
+    ConvVAEConfig,
+    SuperResolutionAE,
+    SuperResolutionAEConfig,
+)
+from models.corruptions import downscale
+from models.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution
+
+
+def digits() -> torch.Tensor:
+    return torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_plain_reconstruction_targets_its_input() -> None:
+    clean = digits()
+    inputs, targets = Reconstruction().make_batch(clean, generator())
+    assert inputs is clean and targets is clean
+
+
+def test_input_noise_is_seeded_by_the_run_generator() -> None:
+    clean = digits()
+    objective = Reconstruction(input_noise_sigma=0.3)
+    first, targets = objective.make_batch(clean, generator(1))
+    again, _ = objective.make_batch(clean, generator(1))
+    other, _ = objective.make_batch(clean, generator(2))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(targets, clean) and first.min() >= 0 and first.max() <= 1
+
+
+def test_blind_denoising_pairs_noisy_inputs_with_clean_targets() -> None:
+    clean = digits()
+    noisy, targets = BlindDenoising(max_sigma=0.6).make_batch(clean, generator())
+    assert torch.equal(targets, clean) and not torch.equal(noisy, clean)
+    assert noisy.min() >= 0 and noisy.max() <= 1
+
+
+def test_super_resolution_inputs_are_area_downscaled() -> None:
+    clean = digits()
+    small, targets = SuperResolution(scale=4).make_batch(clean, generator())
+    assert torch.equal(small, downscale(clean, 4, "area")) and torch.equal(targets, clean)
+    model = SuperResolutionAE(SuperResolutionAEConfig(scale=4, width=4, encoder_layers=1))
+    loss = SuperResolution(scale=4).loss(model, small, targets, 0.0, generator())
+    assert loss.dim() == 0 and float(loss) > 0
+
+
+def test_dynamic_binarisation_draws_fresh_pixels_each_batch() -> None:
+    clean = digits()
+    objective = BernoulliElbo()
+    run = generator(7)  # not digits()'s seed: the same uniform stream would reproduce p itself
+    first, targets = objective.make_batch(clean, run)
+    second, _ = objective.make_batch(clean, run)
+    assert torch.equal(first, targets) and set(first.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(first, second)
+    assert abs(float(first.mean()) - float(clean.mean())) < 0.02
+
+
+def test_kl_warm_up_ramps_linearly_to_one() -> None:
+    objective = BernoulliElbo(kl_warmup_epochs=4)
+    assert [objective.kl_weight(e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert BernoulliElbo().kl_weight(0) == 1.0
+
+
+def test_elbo_loss_with_and_without_warm_up() -> None:
+    torch.manual_seed(0)
+    model = ConvVAE(ConvVAEConfig(latent_size=3, widths=(2, 2), hidden_size=8))
+    binary, _ = BernoulliElbo().make_batch(digits(), generator())
+    objective = BernoulliElbo(kl_warmup_epochs=2)
+    cold = objective.loss(model, binary, binary, 0.0, generator(5))
+    warm = objective.loss(model, binary, binary, 2.0, generator(5))
+    _, reconstruction, kl = model.loss(binary, generator=generator(5))
+    assert torch.allclose(cold, reconstruction.mean()) and torch.allclose(warm, (reconstruction + kl).mean())
+    with pytest.raises(TypeError, match="ConvVAE"):
+        objective.loss(ConvAutoencoder(ConvAutoencoderConfig()), binary, binary, 0.0, generator())
+
+
+def test_code_penalty_is_half_the_squared_norm_per_pixel() -> None:
+    torch.manual_seed(0)
+    model = ConvAutoencoder(ConvAutoencoderConfig(widths=(2, 2, 2), latent_size=4))
+    clean = digits()
+    plain = Reconstruction().loss(model, clean, clean, 0.0, generator())
+    penalised = Reconstruction(code_penalty=2.0).loss(model, clean, clean, 0.0, generator())
+    codes = model.encode(clean)
+    expected = 2.0 * 0.5 * codes.pow(2).sum(1).mean() / (28 * 28)
+    assert torch.allclose(penalised - plain, expected, atol=1e-6)
+    noisy = Reconstruction(code_noise_sigma=0.5).loss(model, clean, clean, 0.0, generator())
+    assert not torch.allclose(noisy, plain)
+    with pytest.raises(TypeError, match="ConvAutoencoder"):
+        Reconstruction(code_penalty=1.0).loss(
+            SuperResolutionAE(SuperResolutionAEConfig()), clean, clean, 0.0, generator()
+        )
+
+
+def test_describe_lists_the_parameters() -> None:
+    assert BlindDenoising(max_sigma=0.6).describe()["max_sigma"] == 0.6
+    assert Reconstruction(code_noise_sigma=0.2).describe()["objective"] == "reconstruction"

@@ -10,6 +10,7 @@ to the report. The protocol (noise levels, seeds, subsets) is `EvaluationSetting
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=Path("docs/model-report.md"), help="report to (re)write")
     parser.add_argument("--no-report", action="store_true", help="update the cards only")
     parser.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads and BM3D processes (default: all cores)"
+    )
     return parser.parse_args(argv)
 
 
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     context = EvaluationContext(
         data_dir=arguments.data_dir,
         figures_dir=(report or arguments.report).parent,
-        settings=EvaluationSettings(),
+        settings=EvaluationSettings(bm3d_workers=arguments.threads or os.cpu_count() or 1),
         device=torch.device(arguments.device),
     )
     command = "python -m models.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -22,6 +22,15 @@ def draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Move each image by a random whole number of pixels in [-max_shift, max_shift] per axis, filling with 0."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))  # (B, C, H + 2s, W + 2s)
+    offsets = torch.randint(0, 2 * max_shift + 1, (batch, 2), generator=generator)
+    crops = [padded[i, :, y : y + height, x : x + width] for i, (y, x) in enumerate(offsets.tolist())]
+    return torch.stack(crops)
+
+
 class Objective(ABC):
     """What a recipe trains its model to do."""
 
@@ -87,13 +96,17 @@ class Reconstruction(_PixelCrossEntropy):
 
     name: ClassVar[str] = "reconstruction"
     input_noise_sigma: float = 0.0
+    input_shift_pixels: int = 0  # inputs moved by up to this many pixels; the target stays centred
     code_noise_sigma: float = 0.0
     code_penalty: float = 0.0  # weight of 0.5 * ||code||^2, in nats per image against the summed pixel loss
 
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.input_noise_sigma == 0.0:
-            return clean, clean
-        return gaussian_noise(clean, self.input_noise_sigma, clip=True, seed=draw_seed(generator)), clean
+        inputs = clean
+        if self.input_shift_pixels > 0:
+            inputs = random_shift(inputs, self.input_shift_pixels, generator)
+        if self.input_noise_sigma > 0.0:
+            inputs = gaussian_noise(inputs, self.input_noise_sigma, clip=True, seed=draw_seed(generator))
+        return inputs, clean
 
     def loss(
         self,

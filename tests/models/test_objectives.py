@@ -14,7 +14,7 @@ from models.architectures import (
     SuperResolutionAEConfig,
 )
 from models.corruptions import downscale
-from models.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution
+from models.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution, random_shift
 
 
 def digits() -> torch.Tensor:
@@ -54,7 +54,7 @@ def test_super_resolution_inputs_are_area_downscaled() -> None:
     assert torch.equal(small, downscale(clean, 4, "area")) and torch.equal(targets, clean)
     model = SuperResolutionAE(SuperResolutionAEConfig(scale=4, width=4, encoder_layers=1))
     loss = SuperResolution(scale=4).loss(model, small, targets, 0.0, generator())
-    assert loss.dim() == 0 and float(loss) > 0
+    assert loss.dim() == 0 and loss.item() > 0
 
 
 def test_dynamic_binarisation_draws_fresh_pixels_each_batch() -> None:
@@ -107,3 +107,22 @@ def test_code_penalty_is_half_the_squared_norm_per_pixel() -> None:
 def test_describe_lists_the_parameters() -> None:
     assert BlindDenoising(max_sigma=0.6).describe()["max_sigma"] == 0.6
     assert Reconstruction(code_noise_sigma=0.2).describe()["objective"] == "reconstruction"
+
+
+def test_random_shift_moves_whole_images_within_the_limit() -> None:
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 10:14, 12:15] = 1.0
+    batch = image.repeat(200, 1, 1, 1)
+    shifted = random_shift(batch, 2, generator(3))
+    assert shifted.shape == batch.shape
+    assert torch.equal(shifted.sum(dim=(1, 2, 3)), batch.sum(dim=(1, 2, 3)))  # nothing falls off the frame here
+    rows = shifted[:, 0].sum(dim=2).argmax(dim=1) - 10  # first lit row moved by dy
+    columns = shifted[:, 0].sum(dim=1).argmax(dim=1) - 12
+    assert set(rows.tolist()) == set(range(-2, 3)) and set(columns.tolist()) == set(range(-2, 3))
+    assert torch.equal(random_shift(batch, 2, generator(3)), shifted)
+
+
+def test_reconstruction_with_shifts_keeps_centred_targets() -> None:
+    clean = digits()
+    inputs, targets = Reconstruction(input_shift_pixels=1).make_batch(clean, generator(4))
+    assert torch.equal(targets, clean) and not torch.equal(inputs, clean)

@@ -48,7 +48,9 @@ RECIPES: dict[str, Recipe] = {
             tasks=("reconstruct", "embed"),
             architecture="conv-autoencoder",
             architecture_config={"widths": (32, 64, 64), "latent_size": 32},
-            objective=Reconstruction(input_noise_sigma=0.0),
+            # Label-free regularisers that make Euclidean distances between codes meaningful (on the
+            # hold-out, 4 epochs: plain 5-NN accuracy 0.93-0.95 < PCA-32's 0.972; with both, 0.972).
+            objective=Reconstruction(input_shift_pixels=2, code_noise_sigma=0.2, code_penalty=1.0),
             epochs=10,
         ),
         Recipe(

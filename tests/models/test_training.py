@@ -38,7 +38,6 @@ def quiet(**kwargs: object) -> TrainOptions:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_trains_one_step_and_writes_a_checkpoint(name: str, data: TrainingData, tmp_path: Path) -> None:
-    torch.set_num_threads(2)
     recipe = RECIPES[name]
     stream = io.StringIO()
     card = run(recipe, data, tmp_path, TrainOptions(epochs=1, max_steps_per_epoch=1, stream=stream))

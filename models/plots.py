@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +41,6 @@ def loss_curve(
     log_scale: bool = False,
 ) -> None:
     """Draw named (x, y) series on shared axes as one PNG. x is usually the (fractional) epoch."""
-    import math
-
     colours = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
     width, height = size
     left, right, top, bottom = 70, 20, 30, 40

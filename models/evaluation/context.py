@@ -27,7 +27,7 @@ class EvaluationSettings:
     bm3d_subset_size: int = 500  # BM3D is slow: a seeded subset of test digits
     bm3d_workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes (same result for any count)
     subset_seed: int = 0
-    blur_sigma_candidates: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    blur_sigma_candidates: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
     blur_tuning_images: int = 1000  # training images (not test) that choose the blur's sigma
     blur_tuning_seed: int = 1
     # embed: k-NN and a linear probe trained on a seeded index of training images

@@ -70,6 +70,22 @@ class ModelUnavailable(ServiceError):
     type = "model_unavailable"
 
 
+class ModelFailed(ServiceError):
+    """The model raised during a forward pass: that batch's requests fail, the service goes on."""
+
+    status_code = 503
+    type = "model_error"
+
+
+class ModelOutOfMemory(ModelFailed):
+    """The device ran out of memory for this batch; smaller or later requests may succeed."""
+
+    type = "out_of_memory"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message, param, headers={"Retry-After": "1"})
+
+
 class NotReady(ServiceError):
     status_code = 503
     type = "not_ready"

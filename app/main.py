@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.errors import ServiceError
 from app.errors_http import install_error_handlers
@@ -20,10 +20,15 @@ from app.middleware import BodySizeLimit, RequestContext
 from app.observability import Metrics, configure_logging
 from app.preprocessing import warm_up_input
 from app.registry import ModelRegistry, TaskFunction
-from app.routes import embeddings, health, images, models, vae
+from app.routes import admin, embeddings, health, images, models, vae
+from app.schemas import ErrorResponse
+from app.security import install_cors, require_api_key
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("app.main")
+UNAUTHORIZED: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "missing or wrong API key (AE_API_KEYS)"}
+}
 
 # What a default model must be able to run, per default key (see Settings.default_models).
 WARM_UP_TASKS: dict[str, tuple[TaskFunction, ...]] = {
@@ -98,8 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.registry = None
     install_error_handlers(app)
-    for router in (health.router, models.router, images.router, embeddings.router, vae.router):
-        app.include_router(router)
+    app.include_router(health.router)  # probes never need a key; /metrics checks its own (AE_METRICS_REQUIRE_KEY)
+    keyed = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if settings.api_keys else {}
+    for router in (models.router, images.router, embeddings.router, vae.router):
+        app.include_router(router, **keyed)  # type: ignore[arg-type]
+    if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
+        app.include_router(admin.router)
+    install_cors(app, settings)
     # Added last = runs first: the request context wraps everything, including 413s from the body cap.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=app.state.metrics)

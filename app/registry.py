@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,15 @@ from typing import Any, Literal
 import torch
 
 from app.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
-from app.errors import ModelNotFound, ModelUnavailable, NotReady, TaskNotSupported
+from app.errors import (
+    ModelFailed,
+    ModelNotFound,
+    ModelOutOfMemory,
+    ModelUnavailable,
+    NotReady,
+    TaskNotSupported,
+)
+from app.preprocessing import warm_up_input
 from app.settings import Settings
 from models.checkpoint import (
     CARD_FILE,
@@ -46,6 +55,8 @@ CARD_TASK_OF: dict[TaskFunction, str] = {
     "vae-encode": "vae",
     "vae-decode": "vae",
 }
+# Checkpoint folder names: what a model may be called (no separators, no dots first, nothing path-like).
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LoadState = Literal["loaded", "not_loaded", "unavailable"]
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -158,12 +169,10 @@ class ModelRegistry:
         if not root.is_dir():
             logger.warning("checkpoints directory %s does not exist; no models to serve", root)
             return
-        for directory in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        for directory in self._checkpoint_folders(root):
             if directory.name in self.entries:
                 continue
             entry = ModelEntry(name=directory.name, directory=directory)
-            if not (directory / CARD_FILE).is_file():
-                continue  # not a checkpoint folder at all
             try:
                 entry.card = read_card(directory)
                 if self.settings.verify_weights:
@@ -171,6 +180,46 @@ class ModelRegistry:
             except CheckpointError as exc:
                 self._mark_unavailable(entry, str(exc))
             self.entries[entry.name] = entry
+
+    @staticmethod
+    def _checkpoint_folders(root: Path) -> list[Path]:
+        """Folders of `root` holding a model card, with sane names, whose real path stays inside `root`
+        (a symlink pointing elsewhere is skipped: models come from the checkpoints directory only)."""
+        real_root = root.resolve()
+        folders = []
+        for directory in sorted(root.iterdir()):
+            if not directory.is_dir() or not MODEL_NAME_PATTERN.match(directory.name):
+                continue
+            if not directory.resolve().is_relative_to(real_root) or not (directory / CARD_FILE).is_file():
+                continue
+            folders.append(directory)
+        return folders
+
+    async def rescan(self) -> tuple[list[str], list[str]]:
+        """Pick up new checkpoint folders, forget vanished ones that are not loaded, and retry unavailable
+        ones that are not loaded (a fixed checkpoint). -> (added, removed) names."""
+        before = set(self.entries)
+        root = self.settings.checkpoints_dir
+        present = {path.name for path in self._checkpoint_folders(root)} if root.is_dir() else set()
+        for name, entry in list(self.entries.items()):
+            if entry.loaded is None and (name not in present or entry.state == "unavailable"):
+                del self.entries[name]
+        await asyncio.to_thread(self.scan)  # hashes weights files: off the event loop
+        return sorted(set(self.entries) - before), sorted(before - set(self.entries))
+
+    async def unload(self, name: str) -> None:
+        """Finish the model's running passes, stop its worker and free it; it loads again on first use."""
+        entry = self.entry(name)
+        loaded = entry.loaded
+        if loaded is None:
+            return
+        entry.loaded, entry.warmed_up = None, False
+        if entry.state == "loaded":
+            entry.state = "not_loaded"
+        for batcher in loaded.batchers.values():
+            await batcher.close()
+        loaded.executor.shutdown(wait=True)
+        logger.info("unloaded model %s", name)
 
     def load_sync(self, name: str) -> LoadedModel:
         """Load one model (blocking: reads and hashes the weights). Broken checkpoints become unavailable."""
@@ -203,6 +252,19 @@ class ModelRegistry:
         if entry.loaded is not None:
             return entry.loaded
         return await asyncio.to_thread(self.load_sync, name)
+
+    async def warm_up_model(self, name: str) -> None:
+        """One forward pass per task of the model's card, through its batchers (after a management load)."""
+        entry = self.entry(name)
+        loaded = await self.load(name)
+        for card_task in loaded.card.tasks:
+            for task in (task for task, of in CARD_TASK_OF.items() if of == card_task):
+                if task == "vae-decode":
+                    inputs = torch.zeros((1, loaded.card.latent_size or 2, 1, 1))
+                else:
+                    inputs = warm_up_input(loaded.card, task)
+                await self.run(name, task, inputs)
+        entry.warmed_up = True
 
     def preload_names(self) -> list[str]:
         preload = self.settings.preload
@@ -270,8 +332,20 @@ class ModelRegistry:
         method = task_function(loaded.model, task)
 
         def run(batch: torch.Tensor) -> BatchOutput:
-            with torch.inference_mode():
-                outputs = method(batch.to(device=loaded.device, dtype=loaded.dtype))
+            try:
+                with torch.inference_mode():
+                    outputs = method(batch.to(device=loaded.device, dtype=loaded.dtype))
+            except torch.cuda.OutOfMemoryError:
+                # Free the cached blocks this pass left behind so the next batches have room.
+                if loaded.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                logger.error("model %s ran out of device memory on a batch of %d", loaded.card.name, len(batch))
+                raise ModelOutOfMemory(
+                    f"model {loaded.card.name!r} ran out of device memory on a batch of {len(batch)}; retry later"
+                ) from None
+            except Exception as exc:  # a bug or bad state in the model: only this batch's requests fail
+                logger.exception("model %s failed on a batch of %d", loaded.card.name, len(batch))
+                raise ModelFailed(f"model {loaded.card.name!r} failed on this request: {type(exc).__name__}") from None
             if isinstance(outputs, tuple):
                 return tuple(output.float().cpu() for output in outputs)
             return outputs.float().cpu()

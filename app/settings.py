@@ -8,13 +8,14 @@ at a time: `AE_DEFAULT_MODELS__DENOISE=my-denoiser`.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -67,11 +68,36 @@ class Settings(BaseSettings):
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Access control (app.security): all off when empty
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="keys for /v1 as Authorization: Bearer; JSON list or comma list"
+    )
+    admin_api_key: str | None = Field(default=None, description="mounts the management routes; their only key")
+    metrics_require_key: bool = Field(default=False, description="/metrics needs an API key too (when keys are set)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="browser origins allowed by CORS; JSON list or comma list"
+    )
+
     # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _json_or_comma_list(cls, value: object) -> object:
+        """'["a", "b"]' or 'a,b' from the environment; lists pass through. Blank items are dropped."""
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+            return [str(item).strip() for item in items if str(item).strip()]
+        return value
+
+    @field_validator("admin_api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("device")
     @classmethod

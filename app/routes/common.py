@@ -15,7 +15,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "body, pixel count or image count over the limit"},
     415: {"model": ErrorResponse, "description": "unsupported content type or image type"},
     422: {"model": ErrorResponse, "description": "invalid fields"},
-    503: {"model": ErrorResponse, "description": "model unavailable, not ready or overloaded (Retry-After)"},
+    503: {
+        "model": ErrorResponse,
+        "description": "model unavailable, not ready, overloaded or out of memory (Retry-After), "
+        "or the model failed on this batch (model_error)",
+    },
 }
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.dependencies import MetricsDep
 from app.registry import ModelRegistry, ready_reasons
-from app.schemas import Health, Readiness
+from app.schemas import ErrorResponse, Health, Readiness
+from app.security import require_metrics_key
 
 router = APIRouter(tags=["health"])
 
@@ -37,7 +38,11 @@ async def readyz(request: Request) -> JSONResponse:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        401: {"model": ErrorResponse, "description": "API key needed (AE_METRICS_REQUIRE_KEY with AE_API_KEYS)"},
+    },
+    dependencies=[Depends(require_metrics_key)],
 )
 async def metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,59 @@
+"""Management routes: load, unload and rescan models. Mounted only when `AE_ADMIN_API_KEY` is set
+(app.main), and then only with that key (app.security).
+
+They never take a path or a URL: a name must be one the registry found by scanning the checkpoints
+directory (app.registry.ModelRegistry.scan), so nothing outside that directory can be loaded.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel
+
+from app.dependencies import RegistryDep
+from app.errors import ModelNotFound
+from app.registry import MODEL_NAME_PATTERN, ModelRegistry
+from app.routes.common import ERROR_RESPONSES
+from app.schemas import ErrorResponse, ModelInfo
+from app.security import require_admin_key
+
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["management"],
+    dependencies=[Depends(require_admin_key)],
+    responses={401: {"model": ErrorResponse, "description": "missing or wrong admin key"}},
+)
+NamePath = Path(description="a checkpoint folder name from GET /v1/models", max_length=128)
+
+
+class ReloadResult(BaseModel):
+    added: list[str]
+    removed: list[str]
+    models: list[str]
+
+
+def known_name(registry: ModelRegistry, name: str) -> str:
+    if not MODEL_NAME_PATTERN.match(name):
+        raise ModelNotFound("model names are checkpoint folder names: letters, digits, '.', '_', '-'", param="name")
+    registry.entry(name)  # ModelNotFound unless the scan found it
+    return name
+
+
+@router.post("/reload", summary="Rescan the checkpoints directory", responses=ERROR_RESPONSES)
+async def reload_models(registry: RegistryDep) -> ReloadResult:
+    added, removed = await registry.rescan()
+    return ReloadResult(added=added, removed=removed, models=sorted(registry.entries))
+
+
+@router.post("/{name}/load", summary="Load a model and run its warm-up pass", responses=ERROR_RESPONSES)
+async def load_model(registry: RegistryDep, name: str = NamePath) -> ModelInfo:
+    name = known_name(registry, name)
+    await registry.warm_up_model(name)
+    return ModelInfo(**registry.describe(registry.entry(name)))
+
+
+@router.post("/{name}/unload", summary="Unload a model (it loads again on first use)", responses=ERROR_RESPONSES)
+async def unload_model(registry: RegistryDep, name: str = NamePath) -> ModelInfo:
+    name = known_name(registry, name)
+    await registry.unload(name)
+    return ModelInfo(**registry.describe(registry.entry(name)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,9 +33,9 @@ def digits() -> np.ndarray:
 
 
 @pytest.fixture
-def ae(server: str) -> Client:
+def ae(server: str) -> Iterator[Client]:
     with Client(server) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def test_import_does_not_pull_in_torch() -> None:
@@ -181,9 +182,9 @@ def test_503_with_retry_after_is_retried_a_bounded_number_of_times() -> None:
     assert all(call.headers["Authorization"] == "Bearer k1" for call in calls)
 
     calls.clear()
-    with Client("http://test", transport=overloaded_then_ok(5, calls), max_retries=1) as client:
-        with pytest.raises(OverloadedError) as busy:
-            client.health()
+    busy_server = overloaded_then_ok(5, calls)
+    with Client("http://test", transport=busy_server, max_retries=1) as client, pytest.raises(OverloadedError) as busy:
+        client.health()
     assert len(calls) == 2 and busy.value.retry_after == 0 and busy.value.message == "queue full"
 
 
@@ -194,9 +195,8 @@ def test_503_without_retry_after_and_other_errors_are_not_retried() -> None:
         calls.append(request)
         return httpx.Response(503, text="down")
 
-    with Client("http://test", transport=httpx.MockTransport(handle)) as client:
-        with pytest.raises(ApiError) as down:
-            client.health()
+    with Client("http://test", transport=httpx.MockTransport(handle)) as client, pytest.raises(ApiError) as down:
+        client.health()
     assert len(calls) == 1 and down.value.status_code == 503 and down.value.type == "http_error"
 
 

@@ -79,7 +79,9 @@ class ModelCard:
         if not isinstance(data, dict):
             raise ValueError("the model card must be a JSON object")
         if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-            raise ValueError(f"unsupported format_version {data.get('format_version')!r}; this code reads {FORMAT_VERSION}")
+            raise ValueError(
+                f"unsupported format_version {data.get('format_version')!r}; this code reads {FORMAT_VERSION}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -90,7 +90,9 @@ class ConvVAE(Architecture):
         return torch.sigmoid(self.decode_logits(latents))
 
     @staticmethod
-    def reparameterise(mean: torch.Tensor, log_variance: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterise(
+        mean: torch.Tensor, log_variance: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + (0.5 * log_variance).exp() * noise
 
@@ -102,9 +104,7 @@ class ConvVAE(Architecture):
         """Decode the posterior mean (deterministic)."""
         return self.decode(self.embed(images))
 
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
-    ) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """n images from the prior, z ~ N(0, temperature^2 I): (n, C, 28, 28)."""
         param = next(self.parameters())
         latents = torch.randn((n, self.latent_size), generator=generator, device=param.device, dtype=param.dtype)

@@ -73,15 +73,16 @@ def server(checkpoints_dir: Path) -> Iterator[str]:
         "AE_MAX_BODY_BYTES": str(2 * 1024 * 1024),
     }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    # The log goes to a file: an unread pipe fills after a few hundred request lines and blocks the server.
+    log_path = checkpoints_dir.parent / f"uvicorn-{port}.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"uvicorn exited with {process.returncode}: {log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
                     break
@@ -98,8 +99,7 @@ def server(checkpoints_dir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        server_log = process.stderr.read() if process.stderr else ""
-        (checkpoints_dir.parent / "uvicorn.log").write_text(server_log)
+        log.close()
 
 
 @pytest.fixture

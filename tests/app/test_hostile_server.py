@@ -50,7 +50,6 @@ def test_no_hostile_request_gets_a_5xx_and_the_server_stays_ready(server: str) -
     assert httpx.get(f"{server}/readyz").status_code == 200
 
 
-@pytest.mark.slow  # not yet run to completion by its author: unverified, see the report
 def test_a_chunked_body_over_the_cap_is_refused_before_it_is_all_sent(server: str) -> None:
     """2 MiB cap (conftest); we offer 256 MiB in chunks with no Content-Length and stop once answered."""
     address = urlsplit(server)
@@ -102,7 +101,7 @@ def slow_batching_server(checkpoints_dir: Path) -> Iterator[tuple[subprocess.Pop
     }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -127,7 +126,6 @@ def queued_images(base_url: str) -> float:
     )
 
 
-@pytest.mark.slow  # not yet run to completion by its author: unverified, see the report
 def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
     slow_batching_server: tuple[subprocess.Popen[str], str],
 ) -> None:
@@ -158,4 +156,6 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
     assert in_flight.is_alive() is False and len(results) == 1
     assert results[0].status_code == 200, results[0].text
     assert len(results[0].json()["data"]) == 2
-    assert process.wait(timeout=30) == 0
+    # uvicorn re-raises the signal once its graceful shutdown is done, so the process ends "killed by
+    # SIGTERM" after serving what it had; 0 is what older versions returned.
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)

@@ -1,4 +1,8 @@
-"""What routes receive by dependency injection; tests swap any of these with `app.dependency_overrides`."""
+"""What routes receive by dependency injection; tests swap any of these with `app.dependency_overrides`.
+
+They are `async def` although none of them awaits: FastAPI runs a plain `def` dependency in a worker
+thread, and one thread hop per dependency per request cost more than the rest of the route's Python work.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +16,18 @@ from app.registry import ModelRegistry
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry = getattr(request.app.state, "registry", None)
     if registry is None:  # only between process start and the end of the lifespan's start-up
         raise NotReady("the model registry is not loaded yet")
     return registry
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Routes that read a JSON body refuse other content types with a 415 (curl -d sends a form otherwise)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
@@ -33,7 +37,7 @@ def require_json(request: Request) -> None:
         )
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 

@@ -53,20 +53,20 @@ def check_key(request: Request, keys: Sequence[str], what: str) -> None:
         raise Unauthorized(f"the {what} is not valid", headers=BEARER_CHALLENGE)
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """Dependency of every /v1 router: a no-op unless API keys are configured."""
     settings: Settings = request.app.state.settings
     if settings.api_keys:
         check_key(request, settings.api_keys, "an API key")
 
 
-def require_metrics_key(request: Request) -> None:
+async def require_metrics_key(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.api_keys and settings.metrics_require_key:
         check_key(request, settings.api_keys, "an API key")
 
 
-def require_admin_key(request: Request) -> None:
+async def require_admin_key(request: Request) -> None:
     """Dependency of the management routes, which exist only when an admin key is set."""
     admin_key: str | None = request.app.state.settings.admin_api_key
     if not admin_key:  # not reachable: the router is not mounted without a key; refuse anyway

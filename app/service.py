@@ -1,7 +1,8 @@
 """The service layer: what each route does, between parsing the request and encoding the response.
 
 Routes stay thin: they resolve the model, hand the parsed request here, and encode what comes back.
-Decoding and PNG encoding run in worker threads (they are CPU work); every forward pass goes through
+Decoding and PNG encoding of large images run in worker threads (small ones inline, see app.offload);
+every forward pass goes through
 the model's batcher via `ModelRegistry.run`. Errors are `app.errors` exceptions, never HTTP ones.
 """
 
@@ -17,9 +18,10 @@ from fastapi import Depends
 
 from app.dependencies import MetricsDep, RegistryDep, SettingsDep
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
-from app.imaging import decode_image, grid_columns, tile_grid
+from app.imaging import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
 from app.inputs import ImageUpload
 from app.observability import Metrics
+from app.offload import run_cpu_work
 from app.preprocessing import PreparedImage, Preprocess, Preprocessing, prepare
 from app.registry import ModelEntry, ModelRegistry, TaskFunction
 from app.responses import ImageResult
@@ -38,7 +40,7 @@ class Service:
     async def prepare(
         self, upload: ImageUpload, card: ModelCard, task: str, preprocess: Preprocess, route: str
     ) -> list[PreparedImage]:
-        """Decode and preprocess every image, in a worker thread (CPU work off the event loop)."""
+        """Decode and preprocess every image; in a worker thread unless the images are small (app.offload)."""
 
         def work() -> list[PreparedImage]:
             with self.metrics.stage("decode", route):
@@ -49,7 +51,7 @@ class Service:
                     prepared.append(prepare(image, card, task, preprocess, param=param))
                 return prepared
 
-        return await asyncio.to_thread(work)
+        return await run_cpu_work(work, total_pixels(upload.blobs))
 
     async def run(self, name: str, task: TaskFunction, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         """Run every (C, H, W) input through the model; -> per input, the task's outputs without batch dim.
@@ -152,6 +154,19 @@ class Service:
         return tile_grid(images, grid_columns(size * size))
 
 
+def total_pixels(blobs: list[bytes]) -> int | None:
+    """The pixels all images declare in their headers; None (offload) when more than inline work or unreadable."""
+    total = 0
+    for blob in blobs:
+        pixels = declared_pixels(blob)
+        if pixels is None:
+            return None
+        total += pixels
+        if total > INLINE_PIXELS:  # no need to read the other headers
+            return None
+    return total
+
+
 def latent_size(entry: ModelEntry) -> int:
     card = _card(entry)
     if card.latent_size:
@@ -168,7 +183,7 @@ def _card(entry: ModelEntry) -> ModelCard:
     return entry.card
 
 
-def get_service(registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep) -> Service:
+async def get_service(registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep) -> Service:
     return Service(registry, settings, metrics)
 
 

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--functions", action="store_true", help="also list the functions with most cumulative time")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: the profiled server process
     parser.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -129,6 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     print("| package | share | µs / request |\n|---|---:|---:|")
     for package, seconds in own_time.most_common(args.top):
         print(f"| {package} | {seconds / busy:.1%} | {seconds / requests * 1e6:.0f} |")
+    if args.functions:
+        print("\nfunctions by cumulative time (own time plus what they call):")
+        print("| function | cumulative share | µs / request |\n|---|---:|---:|")
+        by_cumulative = sorted(stats.items(), key=lambda item: -item[1][3])
+        for (filename, line, function), (_c, _p, _tottime, cumtime, _callers) in by_cumulative[: args.top]:
+            where = f"{package_of(filename, function)}:{line} {function}"
+            print(f"| {where} | {cumtime / busy:.1%} | {cumtime / requests * 1e6:.0f} |")
 
 
 if __name__ == "__main__":

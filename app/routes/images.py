@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
 from app.inputs import merge_options, read_upload, require_images
+from app.offload import run_cpu_work
 from app.registry import TaskFunction
 from app.responses import IMAGE_RESPONSES, choose_format, image_response
 from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
@@ -30,7 +30,8 @@ async def transform(request: Request, query: ImageOptions, service: Service, tas
     results = await service.transform(entry, upload, task, options.preprocess, request.url.path)
     response_format = choose_format(options.response_format, upload.source, len(results))
     with service.metrics.stage("encode", request.url.path):
-        return await asyncio.to_thread(image_response, entry.name, results, response_format)
+        pixels = sum(result.image[0].numel() for result in results)
+        return await run_cpu_work(lambda: image_response(entry.name, results, response_format), pixels)
 
 
 @router.post(

@@ -90,7 +90,14 @@ class InterpolateBody(InterpolateOptions, ImagesField):
     pass
 
 
-class SampleRequest(Options):
+class JsonOptions(Options):
+    """A JSON-only body: strict types, so `"n": "4"` or `"temperature": false` are refused as the schema says
+    (options that may come as query or form strings stay lax)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SampleRequest(JsonOptions):
     model: ModelName = None
     n: int = Field(1, ge=1, description="how many images")
     seed: int | None = Field(
@@ -103,7 +110,7 @@ class SampleRequest(Options):
     response_format: ResponseFormat = None
 
 
-class DecodeRequest(Options):
+class DecodeRequest(JsonOptions):
     model: ModelName = None
     latents: list[Latent] = Field(..., min_length=1, description="latent vectors, each of the model's latent size")
     response_format: ResponseFormat = None

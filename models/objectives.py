@@ -184,3 +184,21 @@ class BernoulliElbo(Objective):
             raise TypeError(f"{self.name} trains a ConvVAE, got {type(model).__name__}")
         _, reconstruction, kl = model.loss(inputs, targets, generator=generator)  # (B,), (B,)
         return (reconstruction + self.kl_weight(epochs_done) * kl).mean()
+
+
+@dataclass(frozen=True)
+class GreyLevelElbo(BernoulliElbo):
+    """VAE negative ELBO scored on the grey levels themselves, for one's own images (photographs, colour).
+
+    Binarising a photograph throws its shading away, so here the Bernoulli cross-entropy is taken
+    against the pixel values in [0, 1] (the usual choice for VAEs on natural images). It is not a
+    normalised density of continuous pixels: compare its values only between models on the same images.
+    """
+
+    name: ClassVar[str] = "grey-level-bernoulli-elbo"
+    loss_name: ClassVar[str] = (
+        "negative ELBO in nats per image, Bernoulli cross-entropy on grey levels (KL weighted by the warm-up)"
+    )
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return clean, clean

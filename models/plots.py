@@ -16,19 +16,32 @@ LABEL_WIDTH = 64
 
 
 def image_grid(rows: Sequence[tuple[str, torch.Tensor]], path: Path, zoom: int = 2) -> None:
-    """Write labelled rows of grayscale images (each (N, 1, h, w) in [0, 1]) as one PNG."""
+    """Write labelled rows of images (each (N, C, h, w) in [0, 1], C = 1 or 3) as one PNG.
+
+    Cells are 28x28, or the largest image's size when that is larger; smaller images are enlarged
+    with nearest neighbours. The PNG is grayscale unless some row is RGB.
+    """
     columns = max(images.shape[0] for _, images in rows)
-    step = CELL + PADDING
-    width, height = LABEL_WIDTH + columns * step, len(rows) * step + PADDING
-    canvas = Image.new("L", (width, height), color=40)
+    cell_height = max(CELL, *(images.shape[-2] for _, images in rows))
+    cell_width = max(CELL, *(images.shape[-1] for _, images in rows))
+    colour = any(images.shape[1] == 3 for _, images in rows)
+    mode = "RGB" if colour else "L"
+    width = LABEL_WIDTH + columns * (cell_width + PADDING)
+    height = len(rows) * (cell_height + PADDING) + PADDING
+    canvas = Image.new(mode, (width, height), color=(40, 40, 40) if colour else 40)
     draw = ImageDraw.Draw(canvas)
     for row, (label, images) in enumerate(rows):
-        top = PADDING + row * step
-        draw.text((4, top + CELL // 2 - 5), label, fill=255)
-        cells = F.interpolate(images.detach().float().cpu().clamp(0, 1), size=(CELL, CELL), mode="nearest")
-        pixels = (cells[:, 0] * 255).round().to(torch.uint8).numpy()  # (N, 28, 28)
+        top = PADDING + row * (cell_height + PADDING)
+        draw.text((4, top + cell_height // 2 - 5), label, fill=(255, 255, 255) if colour else 255)
+        cells = F.interpolate(
+            images.detach().float().cpu().clamp(0, 1), size=(cell_height, cell_width), mode="nearest"
+        )  # (N, C, cell_height, cell_width)
+        if colour:
+            cells = cells.expand(-1, 3, -1, -1)  # grayscale rows drawn in grey
+        pixels = (cells * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, h, w, C)
         for column, cell in enumerate(pixels):
-            canvas.paste(Image.fromarray(cell, mode="L"), (LABEL_WIDTH + column * step, top))
+            picture = Image.fromarray(cell if colour else cell[..., 0], mode=mode)
+            canvas.paste(picture, (LABEL_WIDTH + column * (cell_width + PADDING), top))
     canvas = canvas.resize((width * zoom, height * zoom), Image.Resampling.NEAREST)
     canvas.save(path)
 

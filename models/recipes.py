@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.objectives import BernoulliElbo, BlindDenoising, Objective, Reconstruction, SuperResolution
+from models.objectives import (
+    BernoulliElbo,
+    BlindDenoising,
+    GreyLevelElbo,
+    Objective,
+    Reconstruction,
+    SuperResolution,
+)
 
 
 @dataclass(frozen=True)
@@ -21,7 +28,8 @@ class Recipe:
     architecture: str  # a key of models.architectures.ARCHITECTURES
     architecture_config: dict[str, Any] = field(hash=False)
     objective: Objective = field(default_factory=Reconstruction)
-    input_size: int = 28  # side of the square input image (the low-resolution side for super-resolution)
+    input_size: int = 28  # side of the square input image (the low-resolution side for super-resolution);
+    # image-folder recipes leave it: their card takes the size from the images (models.folder_training)
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3  # Adam, decayed to zero on a cosine over the whole run
@@ -102,3 +110,101 @@ RECIPES: dict[str, Recipe] = {
         ),
     )
 }
+
+
+# The tasks `python -m models.train --images-dir` trains, and the card tasks each one gives.
+IMAGE_FOLDER_TASKS: dict[str, tuple[str, ...]] = {
+    "reconstruct": ("reconstruct", "embed"),
+    "denoise": ("denoise", "reconstruct"),
+    "super-resolve": ("super-resolve",),
+    "vae": ("vae", "reconstruct", "embed"),
+}
+IMAGE_FOLDER_EPOCHS = 20
+
+
+def image_folder_recipe(
+    task: str,
+    name: str,
+    channels: int,
+    image_size: tuple[int, int],
+    scale: int = 2,
+    latent_size: int | None = None,
+    epochs: int = IMAGE_FOLDER_EPOCHS,
+    seed: int = 0,
+) -> Recipe:
+    """The recipe for one task on one's own images of `image_size` = (height, width) and `channels`.
+
+    The same networks and objectives as the MNIST recipes, sized to the images: the autoencoder with
+    the MNIST autoencoder's code regularisers (for embeddings), the blind denoiser (sigma up to 0.5),
+    super-resolution from images downscaled by `scale`, and a VAE scored on grey levels.
+    """
+    height, width = image_size
+    size_text = f"{width}x{height} {'RGB' if channels == 3 else 'grayscale'}"
+    if task == "reconstruct":
+        latent = latent_size or 32
+        return Recipe(
+            name=name,
+            description=f"Autoencoder with a {latent}-d dense bottleneck for {size_text} images: reconstructions "
+            "and compact embeddings.",
+            tasks=IMAGE_FOLDER_TASKS[task],
+            architecture="conv-autoencoder",
+            architecture_config={
+                "in_channels": channels,
+                "widths": (32, 64, 64),
+                "latent_size": latent,
+                "image_size": image_size,
+            },
+            objective=Reconstruction(code_noise_sigma=0.2, code_penalty=1.0),
+            epochs=epochs,
+            seed=seed,
+        )
+    if task == "denoise":
+        return Recipe(
+            name=name,
+            description=f"Blind denoiser for {size_text} images: zero-mean Gaussian noise, any sigma up to 0.5, "
+            "clipped.",
+            tasks=IMAGE_FOLDER_TASKS[task],
+            architecture="conv-autoencoder",
+            architecture_config={
+                "in_channels": channels,
+                "widths": (32, 64, 128),
+                "latent_size": None,
+                "image_size": image_size,
+            },
+            objective=BlindDenoising(max_sigma=0.5),
+            epochs=epochs,
+            seed=seed,
+        )
+    if task == "super-resolve":
+        if height % scale or width % scale:
+            raise ValueError(f"super-resolution x{scale} needs a size divisible by {scale}, got {width}x{height}")
+        return Recipe(
+            name=name,
+            description=f"Super-resolution x{scale}: {width // scale}x{height // scale} (area-downscaled) -> "
+            f"{size_text}.",
+            tasks=IMAGE_FOLDER_TASKS[task],
+            architecture="sr-autoencoder",
+            architecture_config={"scale": scale, "in_channels": channels, "width": 32, "encoder_layers": 3},
+            objective=SuperResolution(scale=scale),
+            epochs=epochs,
+            seed=seed,
+        )
+    if task == "vae":
+        latent = latent_size or 16
+        return Recipe(
+            name=name,
+            description=f"Convolutional VAE with a {latent}-d latent space for {size_text} images.",
+            tasks=IMAGE_FOLDER_TASKS[task],
+            architecture="conv-vae",
+            architecture_config={
+                "latent_size": latent,
+                "in_channels": channels,
+                "widths": (32, 64),
+                "hidden_size": 256,
+                "image_size": image_size,
+            },
+            objective=GreyLevelElbo(kl_warmup_epochs=epochs / 4),
+            epochs=epochs,
+            seed=seed,
+        )
+    raise ValueError(f"unknown task {task!r}; one of {sorted(IMAGE_FOLDER_TASKS)}")

@@ -4,6 +4,12 @@
     python -m models.train mnist-denoise --data-dir /work/shared/datasets/mnist [--out checkpoints]
                                          [--device cpu|cuda] [--epochs N] [--seed S] [--threads 2]
 
+Or train a task on a folder of your own images (see models/folder_training.py and models/image_folder.py):
+
+    python -m models.train --images-dir photos/ --task reconstruct|denoise|super-resolve|vae --name my-model
+                           [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--scale 2|4]
+                           [--latent-size D] [--epochs N] [--seed S] [--out checkpoints]
+
 The run is reproducible: the seed fixes the initial weights (torch.manual_seed), the data order and
 every corruption (a seeded generator). The last 5,000 training digits are held out for model
 selection (the epoch with the best validation loss is kept); the test set is never touched here.
@@ -27,11 +33,12 @@ from typing import Any, TextIO
 import torch
 
 from models.architectures import Architecture, build_model
-from models.checkpoint import InputSpec, ModelCard, save_checkpoint
+from models.checkpoint import MODEL_NAME_PATTERN, InputSpec, ModelCard, save_checkpoint
 from models.data import MNIST_LICENCE, DataError, MnistSplit, load_mnist
+from models.image_folder import parse_size
 from models.plots import image_grid, loss_curve
 from models.progress import Progress
-from models.recipes import RECIPES, Recipe
+from models.recipes import IMAGE_FOLDER_TASKS, RECIPES, Recipe
 from models.validation import ValidationData, run_checks
 
 VALIDATION_SIZE = 5_000  # the last training digits, held out for model selection
@@ -41,10 +48,18 @@ DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /w
 
 
 @dataclass
-class TrainingData:
-    train_images: torch.Tensor  # (N, 1, 28, 28) in [0, 1]
+class ImageSplit:
+    """What the training loop reads: images to train on and a hold-out for model selection."""
+
+    train_images: torch.Tensor  # (N, C, H, W) in [0, 1]; (N, 1, 28, 28) for MNIST
+    validation_images: torch.Tensor  # (V, C, H, W)
+
+
+@dataclass
+class TrainingData(ImageSplit):
+    """MNIST: the split plus labels, which only the validation checks read (k-NN of embeddings)."""
+
     train_labels: torch.Tensor  # (N,) only for the validation k-NN index, never for training
-    validation_images: torch.Tensor  # (V, 1, 28, 28)
     validation_labels: torch.Tensor  # (V,)
 
     @classmethod
@@ -53,7 +68,12 @@ class TrainingData:
         if not 0 < validation_size < len(split.images):
             raise ValueError(f"validation_size must be in (0, {len(split.images)}), got {validation_size}")
         cut = len(split.images) - validation_size
-        return cls(split.images[:cut], split.labels[:cut], split.images[cut:], split.labels[cut:])
+        return cls(
+            train_images=split.images[:cut],
+            validation_images=split.images[cut:],
+            train_labels=split.labels[:cut],
+            validation_labels=split.labels[cut:],
+        )
 
 
 @dataclass
@@ -100,7 +120,7 @@ def validation_loss(
     return total / len(inputs)
 
 
-def train(recipe: Recipe, data: TrainingData, options: TrainOptions | None = None) -> TrainResult:
+def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None) -> TrainResult:
     """Train `recipe` on `data` and return the weights of the epoch with the best validation loss."""
     options = options or TrainOptions()
     epochs = options.epochs if options.epochs is not None else recipe.epochs
@@ -235,8 +255,8 @@ def model_card(
 
 
 @torch.no_grad()
-def write_figures(recipe: Recipe, result: TrainResult, data: TrainingData, directory: Path) -> None:
-    """samples.png (inputs / outputs / targets on hold-out digits) and loss.png."""
+def write_figures(recipe: Recipe, result: TrainResult, data: ImageSplit, directory: Path) -> None:
+    """samples.png (inputs / outputs / targets on hold-out images) and loss.png."""
     clean = data.validation_images[:SAMPLE_COUNT]
     inputs, targets = recipe.objective.make_batch(clean, make_generator(result.seed + 4))
     rows = [("input", inputs), ("output", result.model(inputs)), ("target", targets)]
@@ -279,9 +299,21 @@ def describe_recipes() -> str:
     )
 
 
+def size_argument(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m models.train", description="Train one recipe into checkpoints/<name>."
+        prog="python -m models.train",
+        description="Train one recipe into checkpoints/<name>, or a task on your own images (--images-dir).",
+        epilog="examples:\n"
+        "  python -m models.train mnist-denoise --data-dir /data/mnist\n"
+        "  python -m models.train --images-dir photos/ --task denoise --name my-denoiser --size 32",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recipe", nargs="?", choices=sorted(RECIPES), help="recipe name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
@@ -293,17 +325,42 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    own = parser.add_argument_group("your own images (instead of a recipe)")
+    own.add_argument("--images-dir", type=Path, help="folder of images, searched recursively (PNG, JPEG, ...)")
+    own.add_argument("--task", choices=list(IMAGE_FOLDER_TASKS), help="what the model learns to do")
+    own.add_argument("--name", help="the checkpoint's name (lowercase letters, digits, '.', '_', '-')")
+    own.add_argument(
+        "--size", type=size_argument, help="resize every image: N or WIDTHxHEIGHT (default: the images' one size)"
+    )
+    own.add_argument("--channels", type=int, choices=(1, 3), help="1 grayscale, 3 RGB (default: detected)")
+    own.add_argument(
+        "--held-out", type=float, default=0.1, help="share of the images held out for the metrics (default: 0.1)"
+    )
+    own.add_argument("--scale", type=int, choices=(2, 4), default=2, help="super-resolution factor (default: 2)")
+    own.add_argument("--latent-size", type=int, help="code size of reconstruct (32) and vae (16)")
     arguments = parser.parse_args(argv)
     if arguments.list:
         return arguments
-    if arguments.recipe is None:
-        parser.error("a recipe name is required (see --list)")
-    if arguments.data_dir is None:
-        parser.error(f"--data-dir is required: {DATA_DIR_HINT}")
     if arguments.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda was asked for, but torch sees no CUDA device")
     if arguments.epochs is not None and arguments.epochs < 1:
         parser.error("--epochs must be at least 1")
+    if arguments.images_dir is not None:
+        if arguments.recipe is not None or arguments.data_dir is not None:
+            parser.error("--images-dir trains on your images: leave out the recipe name and --data-dir")
+        if arguments.task is None or arguments.name is None:
+            parser.error("--images-dir needs --task and --name (e.g. --task denoise --name my-denoiser)")
+        if not MODEL_NAME_PATTERN.match(arguments.name):
+            parser.error(f"--name {arguments.name!r}: use 1-64 lowercase letters, digits, '.', '_' and '-'")
+        if not 0.0 < arguments.held_out < 1.0:
+            parser.error("--held-out must be between 0 and 1, e.g. 0.1")
+        if arguments.latent_size is not None and arguments.latent_size < 1:
+            parser.error("--latent-size must be at least 1")
+        return arguments
+    if arguments.recipe is None:
+        parser.error("a recipe name is required (see --list), or --images-dir with --task and --name")
+    if arguments.data_dir is None:
+        parser.error(f"--data-dir is required: {DATA_DIR_HINT}")
     return arguments
 
 
@@ -313,6 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe_recipes())
         return 0
     torch.set_num_threads(arguments.threads)
+    if arguments.images_dir is not None:
+        # Imported here, not at the top: models.folder_training builds on this module.
+        from models.folder_training import main_image_folder
+
+        return main_image_folder(arguments, list(sys.argv[1:] if argv is None else argv))
     recipe = RECIPES[arguments.recipe]
     try:
         data = TrainingData.hold_out(load_mnist(arguments.data_dir, "train"))

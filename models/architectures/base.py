@@ -7,6 +7,22 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+MNIST_IMAGE_SIZE = (28, 28)  # (height, width): the default of every size-bound architecture
+
+
+def image_size_field() -> Any:
+    """A config field `image_size: tuple[int, int]` = (height, width) of the images, 28x28 by default.
+
+    It is added to the card only when it differs from 28x28 (see `Architecture.config_dict`).
+    """
+    return dataclasses.field(default=MNIST_IMAGE_SIZE, metadata={"omit_when_default": True})
+
+
+def check_image_size(image_size: tuple[int, ...], multiple: int) -> None:
+    """Refuse an image size the network cannot map back onto itself."""
+    if len(image_size) != 2 or any(side < multiple or side % multiple for side in image_size):
+        raise ValueError(f"image_size must be (height, width), both positive multiples of {multiple}, got {image_size}")
+
 
 class ArchitectureError(ValueError):
     """An architecture name or its keyword arguments are not valid."""
@@ -41,5 +57,15 @@ class Architecture(nn.Module):
         return cls(config)
 
     def config_dict(self) -> dict[str, Any]:
-        """The keyword arguments that rebuild this model (JSON-friendly)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()}
+        """The keyword arguments that rebuild this model (JSON-friendly).
+
+        A field marked `omit_when_default` is left out while it holds its default: fields added after
+        checkpoints were published then leave the cards of those models exactly as they were.
+        """
+        values: dict[str, Any] = {}
+        for config_field in dataclasses.fields(self.config):
+            value = getattr(self.config, config_field.name)
+            if config_field.metadata.get("omit_when_default") and value == config_field.default:
+                continue
+            values[config_field.name] = list(value) if isinstance(value, tuple) else value
+        return values

@@ -3,16 +3,22 @@
 Encoder: three (conv 3x3 + ReLU, max-pool 2) stages take 28x28 down to 4x4.
 Decoder: mirrors it with nearest-neighbour upsampling back to 28x28 and a sigmoid output.
 The same network serves reconstruction, embeddings and (trained on noisy inputs) denoising.
+
+Other sizes (`image_size`, both sides multiples of 4) follow the same plan: a side S is pooled to
+S/2, S/4 and ceil(S/8); the decoder doubles ceil(S/8) twice, to S/2 + 2 when S is 4 more than a
+multiple of 8 (28: 4 -> 8 -> 16), where the lesson's 'valid' convolution trims it to S/2 (14), or to
+exactly S/2 when S is a multiple of 8, where a 'same' convolution keeps it; a last doubling gives S.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models.architectures.base import Architecture
+from models.architectures.base import Architecture, check_image_size, image_size_field
 
 
 @dataclass(frozen=True)
@@ -20,15 +26,17 @@ class ConvAutoencoderConfig:
     in_channels: int = 1  # 1 for MNIST digits
     widths: tuple[int, int, int] = (16, 8, 8)  # channels of the three encoder stages (the lesson's 16, 8, 8)
     latent_size: int | None = None  # dense bottleneck size; None keeps the 4x4 feature map as the code
+    image_size: tuple[int, int] = image_size_field()  # (height, width), multiples of 4
 
     def __post_init__(self) -> None:
         if len(self.widths) != 3 or min(self.widths) < 1:
             raise ValueError(f"widths must be three positive ints, got {self.widths}")
         if self.latent_size is not None and self.latent_size < 1:
             raise ValueError(f"latent_size must be positive or None, got {self.latent_size}")
+        check_image_size(self.image_size, 4)
 
 
-def conv_relu(in_channels: int, out_channels: int, padding: int = 1) -> nn.Sequential:
+def conv_relu(in_channels: int, out_channels: int, padding: int | tuple[int, int] = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding), nn.ReLU(inplace=True))
 
 
@@ -40,8 +48,11 @@ class ConvAutoencoder(Architecture):
     def __init__(self, config: ConvAutoencoderConfig) -> None:
         super().__init__(config)
         w1, w2, w3 = config.widths
-        self.feature_shape = (w3, 4, 4)
-        feature_size = w3 * 4 * 4
+        height, width = config.image_size
+        self.feature_shape = (w3, math.ceil(height / 8), math.ceil(width / 8))  # (w3, 4, 4) for 28x28
+        feature_size = math.prod(self.feature_shape)
+        # Per axis: 'valid' (0) where the doubled map is 2 too large (28: 16 -> 14), else 'same' (1).
+        trim_padding = (1 if height % 8 == 0 else 0, 1 if width % 8 == 0 else 0)
         self.encoder = nn.Sequential(
             conv_relu(config.in_channels, w1),
             nn.MaxPool2d(2),  # (B, w1, 14, 14)
@@ -62,7 +73,7 @@ class ConvAutoencoder(Architecture):
             nn.Upsample(scale_factor=2),  # (B, w3, 8, 8)
             conv_relu(w3, w2),
             nn.Upsample(scale_factor=2),  # (B, w2, 16, 16)
-            conv_relu(w2, w1, padding=0),  # (B, w1, 14, 14): the lesson's 'valid' convolution
+            conv_relu(w2, w1, padding=trim_padding),  # (B, w1, 14, 14): the lesson's 'valid' convolution
             nn.Upsample(scale_factor=2),  # (B, w1, 28, 28)
             nn.Conv2d(w1, config.in_channels, 3, padding=1),
             nn.Sigmoid(),

@@ -3,17 +3,19 @@
 encode: image -> (mean, log_variance) of a diagonal Gaussian q(z|x)
 decode: z -> Bernoulli pixel probabilities p(x|z)
 The prior is N(0, I). The KL term uses the *log-variance* consistently (see `kl_divergence`).
+Other sizes (`image_size`, both sides multiples of 4): the two stride-2 convolutions give S/2 and S/4.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.architectures.base import Architecture
+from models.architectures.base import Architecture, check_image_size, image_size_field
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,12 @@ class ConvVAEConfig:
     in_channels: int = 1  # 1 for MNIST digits
     widths: tuple[int, int] = (32, 64)  # channels after the two stride-2 convolutions (14x14, 7x7)
     hidden_size: int = 256  # dense layer between the feature map and (mean, log_variance)
+    image_size: tuple[int, int] = image_size_field()  # (height, width), multiples of 4
 
     def __post_init__(self) -> None:
         if self.latent_size < 1 or self.hidden_size < 1 or len(self.widths) != 2 or min(self.widths) < 1:
             raise ValueError(f"invalid ConvVAE config: {self}")
+        check_image_size(self.image_size, 4)
 
 
 def kl_divergence(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,8 @@ class ConvVAE(Architecture):
     def __init__(self, config: ConvVAEConfig) -> None:
         super().__init__(config)
         w1, w2 = config.widths
-        feature_size = w2 * 7 * 7
+        feature_shape = (w2, config.image_size[0] // 4, config.image_size[1] // 4)  # (w2, 7, 7) for 28x28
+        feature_size = math.prod(feature_shape)
         self.encoder = nn.Sequential(
             nn.Conv2d(config.in_channels, w1, 4, stride=2, padding=1),  # (B, w1, 14, 14)
             nn.ReLU(inplace=True),
@@ -62,7 +67,7 @@ class ConvVAE(Architecture):
             nn.ReLU(inplace=True),
             nn.Linear(config.hidden_size, feature_size),
             nn.ReLU(inplace=True),
-            nn.Unflatten(1, (w2, 7, 7)),
+            nn.Unflatten(1, feature_shape),
             nn.ConvTranspose2d(w2, w1, 4, stride=2, padding=1),  # (B, w1, 14, 14)
             nn.ReLU(inplace=True),
             nn.ConvTranspose2d(w1, config.in_channels, 4, stride=2, padding=1),  # (B, C, 28, 28) logits

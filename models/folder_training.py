@@ -1,0 +1,219 @@
+"""Train a task on a folder of one's own images into a checkpoint folder the service serves as it is.
+
+    python -m models.train --images-dir PATH --task reconstruct|denoise|super-resolve|vae --name NAME
+                           [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--epochs N]
+                           [--seed S] [--scale 2|4] [--latent-size D] [--out checkpoints] [--device cpu]
+
+The folder is read by `models.image_folder` (its docstring has the rules); the recipe comes from
+`models.recipes.image_folder_recipe` and is trained by the same loop as the MNIST recipes
+(`models.train.train`). A seeded random share of the images is held out: it selects the epoch and gives
+the figures in the model card (PSNR for the image tasks, the negative ELBO for a VAE), so with few
+images those figures lean optimistic. The card's input is the images' own size and channels, in the
+domain "user-images": the service takes exactly that size (another size gets a 400 naming it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.architectures import Architecture, ArchitectureError, ConvVAE, build_model
+from models.checkpoint import InputSpec, ModelCard, save_checkpoint
+from models.image_folder import ImageFolder, ImageFolderError, format_size, hold_out, load_image_folder
+from models.recipes import IMAGE_FOLDER_EPOCHS, Recipe, image_folder_recipe
+from models.train import ImageSplit, TrainOptions, TrainResult, cpu_description, train, write_figures
+from models.validation import BATCH, ValidationData, check_denoise, check_reconstruct, check_super_resolve
+
+DOMAIN = "user-images"  # anything but "mnist": the service then neither frames nor resizes inputs
+LICENCE = "unknown: user-supplied images"
+DEFAULT_HELD_OUT = 0.1
+
+
+@dataclass
+class FolderRun:
+    """What to train and where the data comes from, as the command line gave it."""
+
+    recipe: Recipe
+    folder: ImageFolder
+    held_out_fraction: float = DEFAULT_HELD_OUT
+    command: str = ""  # the command line, for the card
+
+
+def unlabelled(images: torch.Tensor, seed: int) -> ValidationData:
+    """Hold-out images for the label-free checks (reconstruct, denoise, super-resolve read no labels)."""
+    no_labels = torch.empty(0, dtype=torch.long)
+    return ValidationData(images=images, labels=no_labels, index_images=images[:0], index_labels=no_labels, seed=seed)
+
+
+@torch.no_grad()
+def check_grey_level_elbo(model: Architecture, images: torch.Tensor, seed: int) -> dict[str, float]:
+    """Mean negative ELBO (grey-level Bernoulli cross-entropy + KL, one posterior sample) in nats per image."""
+    if not isinstance(model, ConvVAE):
+        raise TypeError(f"the vae check needs a ConvVAE, got {type(model).__name__}")
+    generator = torch.Generator().manual_seed(seed)
+    terms = [model.loss(images[i : i + BATCH], generator=generator) for i in range(0, len(images), BATCH)]
+    neg_elbo, reconstruction, kl = (torch.cat([term[k] for term in terms]) for k in range(3))
+    return {
+        "vae_negative_elbo_nats": float(neg_elbo.mean()),
+        "vae_reconstruction_nats": float(reconstruction.mean()),
+        "vae_kl_nats": float(kl.mean()),
+    }
+
+
+def held_out_checks(tasks: tuple[str, ...], model: Architecture, images: torch.Tensor, seed: int) -> dict[str, float]:
+    """The label-free figures for the model's tasks on the held-out images (embeddings get none: no labels)."""
+    model.eval()
+    data, cpu = unlabelled(images, seed), torch.device("cpu")
+    figures: dict[str, float] = {}
+    if "reconstruct" in tasks:
+        figures.update(check_reconstruct(model, data, cpu))
+    if "denoise" in tasks:
+        figures.update(check_denoise(model, data, cpu))
+    if "super-resolve" in tasks:
+        figures.update(check_super_resolve(model, data, cpu))
+    if "vae" in tasks:
+        figures.update(check_grey_level_elbo(model, images, seed))
+    return {key: round(value, 4) for key, value in figures.items()}
+
+
+def input_spec(recipe: Recipe, folder: ImageFolder) -> InputSpec:
+    """What the service accepts: the images' size (divided by the scale for super-resolution)."""
+    height, width = folder.size
+    scale = (recipe.scale or 1) if "super-resolve" in recipe.tasks else 1
+    return InputSpec(channels=folder.channels, height=height // scale, width=width // scale, domain=DOMAIN)
+
+
+def protocol(tasks: tuple[str, ...], seed: int) -> str:
+    """How the held-out figures were measured, in words, for the card."""
+    parts = []
+    if {"reconstruct", "denoise", "super-resolve"} & set(tasks):
+        parts.append("PSNR in dB (peak 1.0), the mean over images")
+    if "denoise" in tasks:
+        parts.append(f"noisy = clip(clean + sigma * N(0, 1), 0, 1) with noise seed {seed}")
+    if "super-resolve" in tasks:
+        parts.append("low-resolution inputs area-downscaled; bicubic upscaling as the baseline")
+    if "vae" in tasks:
+        parts.append(f"negative ELBO in nats per image with one posterior sample (seed {seed}), grey-level targets")
+    return "; ".join(parts)
+
+
+def folder_model_card(
+    run: FolderRun, result: TrainResult, split: ImageSplit, device: str, figures: dict[str, float]
+) -> ModelCard:
+    recipe, folder = run.recipe, run.folder
+    held_out = (
+        f"{len(split.validation_images)} held-out images ({run.held_out_fraction:.0%} of the folder, drawn with "
+        f"seed {result.seed}): epoch selection and the metrics"
+    )
+    training: dict[str, Any] = {
+        "recipe": f"image-folder/{recipe.tasks[0]}",
+        "command": run.command,
+        "dataset": folder.describe(),
+        "licence": LICENCE,
+        "train_images": len(split.train_images),
+        "validation_images": held_out,
+        **recipe.objective.describe(),
+        "epochs": result.epochs,
+        "selected_epoch": result.selected_epoch,
+        "batch_size": recipe.batch_size,
+        "optimiser": "Adam",
+        "learning_rate": recipe.learning_rate,
+        "learning_rate_schedule": "cosine decay to 0 over all steps",
+        "weight_decay": recipe.weight_decay,
+        "seed": result.seed,
+        "device": device,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_description(),
+        "duration_s": round(result.duration_s, 1),
+        "images_per_second": round(result.images_per_second, 1),
+        "final_train_loss": round(result.final_train_loss, 6),
+        "validation_losses": [round(loss, 6) for loss in result.validation_losses],
+        "validation": figures,
+    }
+    metrics = {
+        "held_out": {
+            "protocol": f"the {held_out}; {protocol(recipe.tasks, result.seed)}",
+            "images": len(split.validation_images),
+            "scores": figures,
+        }
+    }
+    return ModelCard(
+        name=recipe.name,
+        tasks=list(recipe.tasks),
+        architecture=recipe.architecture,
+        architecture_config=result.model.config_dict(),
+        input=input_spec(recipe, folder),
+        normalization=f"pixels as float32 in [0, 1], {'RGB' if folder.channels == 3 else 'grayscale'}, "
+        f"{format_size(folder.size)} training images",
+        scale=recipe.scale,
+        latent_size=recipe.latent_size,
+        description=f"{recipe.description} Trained on {len(folder.files)} user-supplied images from "
+        f"'{folder.root.name}'.",
+        training=training,
+        metrics=metrics,
+    )
+
+
+def train_folder(run: FolderRun, out: Path, options: TrainOptions) -> ModelCard:
+    """Split, train, score the hold-out and write the checkpoint folder `out/<name>`."""
+    seed = options.seed if options.seed is not None else run.recipe.seed
+    train_indices, held_indices = hold_out(len(run.folder.images), run.held_out_fraction, seed)
+    split = ImageSplit(train_images=run.folder.images[train_indices], validation_images=run.folder.images[held_indices])
+    result = train(run.recipe, split, options)
+    figures = held_out_checks(run.recipe.tasks, result.model, split.validation_images, result.seed)
+    card = folder_model_card(run, result, split, options.device, figures)
+    directory = Path(out) / run.recipe.name
+    card = save_checkpoint(result.model, card, directory)
+    write_figures(run.recipe, result, split, directory)
+    return card
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as typed, for the card."""
+    return shlex.join(["python", "-m", "models.train", *argv])
+
+
+def main_image_folder(arguments: argparse.Namespace, argv: list[str]) -> int:
+    """`python -m models.train --images-dir ...` (arguments parsed and checked by models.train)."""
+    try:
+        folder = load_image_folder(arguments.images_dir, arguments.channels, arguments.size)
+        recipe = image_folder_recipe(
+            arguments.task,
+            arguments.name,
+            folder.channels,
+            folder.size,
+            scale=arguments.scale,
+            latent_size=arguments.latent_size,
+            epochs=arguments.epochs or IMAGE_FOLDER_EPOCHS,
+            seed=arguments.seed or 0,
+        )
+        build_model(recipe.architecture, recipe.architecture_config)  # refuse a size the network cannot take now
+    except (ImageFolderError, ArchitectureError, ValueError) as exc:
+        hint = " (pass --size, e.g. --size 32, to resize the images)" if isinstance(exc, ArchitectureError) else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 1
+    for skipped in folder.skipped:
+        print(f"skipped {folder.root / skipped.path}: {skipped.reason}", file=sys.stderr)
+    print(
+        f"{len(folder.files)} images from {folder.root} ({folder.size_rule}; {folder.channels_rule}); "
+        f"{len(folder.skipped)} skipped",
+        file=sys.stderr,
+    )
+    run = FolderRun(recipe, folder, arguments.held_out, command_line(argv))
+    options = TrainOptions(device=arguments.device, epochs=arguments.epochs, seed=arguments.seed)
+    card = train_folder(run, arguments.out, options)
+    print(
+        f"wrote {arguments.out / recipe.name} (selected epoch {card.training['selected_epoch']}, "
+        f"{card.training['duration_s']} s)",
+        file=sys.stderr,
+    )
+    for key, value in card.training["validation"].items():
+        print(f"  held-out {key}: {value}", file=sys.stderr)
+    return 0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -60,17 +61,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def server(checkpoints_dir: Path) -> Iterator[str]:
+@contextmanager
+def running_server(
+    checkpoints_dir: Path, default_models: dict[str, str], extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`python -m uvicorn app.main:app` on a free port, configured through AE_* variables; its base URL."""
     port = free_port()
     env = {
         **os.environ,
         "AE_CHECKPOINTS_DIR": str(checkpoints_dir),
         "AE_DEVICE": "cpu",
-        "AE_DEFAULT_MODELS": json.dumps(DEFAULT_MODELS),
+        "AE_DEFAULT_MODELS": json.dumps(default_models),
         "AE_TORCH_THREADS": "1",
         "AE_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+        **(extra_env or {}),
     }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     # The log goes to a file: an unread pipe fills after a few hundred request lines and blocks the server.
@@ -100,6 +104,13 @@ def server(checkpoints_dir: Path) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(checkpoints_dir: Path) -> Iterator[str]:
+    """The service on the tiny checkpoints as a real uvicorn process; its base URL."""
+    with running_server(checkpoints_dir, DEFAULT_MODELS) as base_url:
+        yield base_url
 
 
 @pytest.fixture

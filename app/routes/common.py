@@ -1,13 +1,21 @@
-"""What the image routes share: the OpenAPI description of the three ways to send images, and errors."""
+"""What the routes share: the OpenAPI description of the three ways to send images, JSON bodies read after
+the key check, and errors."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from app.dependencies import require_json
+from app.errors import InvalidRequest
+from app.inputs import validation_failed
 from app.schemas import ErrorResponse
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad image or request (e.g. wrong size with preprocess=none)"},
@@ -59,3 +67,29 @@ def note_request(request: Request, model: str, images: int) -> None:
     """Record the model and image count for the access log line."""
     request.state.model = model
     request.state.images = images
+
+
+def json_body(model: type[BodyT]) -> Callable[[Request], Awaitable[BodyT]]:
+    """A dependency reading the JSON body into `model`, solved after the router's dependencies (the API key).
+
+    FastAPI parses a body parameter before it solves any dependency, so without this a client with no
+    key would have its JSON parsed and be told it is malformed, instead of a 401 before any work.
+    """
+
+    async def read(request: Request) -> BodyT:
+        await require_json(request)  # 415 for a form or a missing content type
+        try:
+            data = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the body is not valid JSON", param="body") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise validation_failed(exc) from None
+
+    return read
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting the JSON body that `json_body(model)` reads."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}

@@ -8,12 +8,11 @@ from typing import Annotated
 import torch
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.dependencies import require_json
 from app.errors import InvalidRequest, ValidationFailed
 from app.imaging import encode_png, tensor_to_image
 from app.inputs import merge_options, read_upload, require_images
 from app.responses import IMAGE_RESPONSES, ImageResult, choose_format, image_response
-from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
+from app.routes.common import ERROR_RESPONSES, image_request_body, json_body, json_request_body, note_request
 from app.schemas import (
     DecodeRequest,
     EncodeBody,
@@ -31,6 +30,9 @@ from app.service import Service, ServiceDep
 router = APIRouter(prefix="/v1/vae", tags=["vae"])
 IMAGE_OUT = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
 QueryModel = Annotated[ModelName, Query(description="checkpoint name; a JSON field of the same name wins")]
+# JSON bodies read by a dependency, so that they are parsed only after the API key is checked.
+SampleBody = Annotated[SampleRequest, Depends(json_body(SampleRequest))]
+DecodeBody = Annotated[DecodeRequest, Depends(json_body(DecodeRequest))]
 
 
 def check_limit(value: int, limit: int, param: str) -> None:
@@ -56,12 +58,12 @@ async def images_response(
 
 @router.post(
     "/sample",
-    dependencies=[Depends(require_json)],
     summary="Draw n images from the prior; the same seed gives the same images",
     responses=IMAGE_OUT,
+    openapi_extra=json_request_body(SampleRequest),
     response_class=Response,
 )
-async def sample(request: Request, body: SampleRequest, service: ServiceDep, model: QueryModel = None) -> Response:
+async def sample(request: Request, body: SampleBody, service: ServiceDep, model: QueryModel = None) -> Response:
     check_limit(body.n, service.settings.max_samples, "n")
     entry = service.registry.resolve(body.model or model, "vae", "vae")
     note_request(request, entry.name, body.n)
@@ -71,12 +73,12 @@ async def sample(request: Request, body: SampleRequest, service: ServiceDep, mod
 
 @router.post(
     "/decode",
-    dependencies=[Depends(require_json)],
     summary="Decode latent vectors into images",
     responses=IMAGE_OUT,
+    openapi_extra=json_request_body(DecodeRequest),
     response_class=Response,
 )
-async def decode(request: Request, body: DecodeRequest, service: ServiceDep, model: QueryModel = None) -> Response:
+async def decode(request: Request, body: DecodeBody, service: ServiceDep, model: QueryModel = None) -> Response:
     check_limit(len(body.latents), service.settings.max_images_per_request, "latents")
     entry = service.registry.resolve(body.model or model, "vae", "vae")
     note_request(request, entry.name, len(body.latents))

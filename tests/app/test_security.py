@@ -68,6 +68,14 @@ def test_v1_refuses_a_missing_or_wrong_key_with_a_401(keyed: TestClient, headers
         assert response.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("route", ["/v1/vae/sample", "/v1/vae/decode", "/v1/denoise", "/v1/embeddings"])
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"n": "many", "latents": 3}'])
+def test_the_key_is_checked_before_the_body_is_read(keyed: TestClient, route: str, body: bytes) -> None:
+    """Without a key, a malformed body is a 401 like any other: nothing is parsed for a stranger."""
+    response = keyed.post(route, content=body, headers={"content-type": "application/json"})
+    assert_error(response, 401, "unauthorized")
+
+
 def test_v1_serves_any_configured_key(keyed: TestClient) -> None:
     assert keyed.get("/v1/models", headers=bearer(KEY)).status_code == 200
     response = keyed.post("/v1/denoise", files=multipart(DIGIT), headers=bearer(OTHER_KEY))

@@ -278,6 +278,7 @@ def rss_at(samples: list[Sample], requests: int) -> Sample:
 class Verdict:
     first_half_mib: float
     second_half_mib: float
+    last_quarter_mib_per_10k: float  # the rate at the end: what a much longer run would add
     levels_off: bool
     rule: str
 
@@ -292,11 +293,13 @@ def judge(samples: list[Sample], warm_up: int, tolerance_mib: float) -> Verdict:
     first = (middle.rss_kib - start.rss_kib) / 1024
     second = (end.rss_kib - middle.rss_kib) / 1024
     levels_off = second <= max(tolerance_mib, 0.5 * first)
+    quarter = rss_at(samples, end.requests - (end.requests - start.requests) // 4)
+    per_10k = (end.rss_kib - quarter.rss_kib) / 1024 / max(1, end.requests - quarter.requests) * 10000
     rule = (
         f"growth from request {middle.requests} to {end.requests} <= max({tolerance_mib:g} MiB, half the growth "
         f"from request {start.requests} to {middle.requests})"
     )
-    return Verdict(first, second, levels_off, rule)
+    return Verdict(first, second, per_10k, levels_off, rule)
 
 
 def git_revision() -> str:
@@ -341,7 +344,8 @@ def report(
         f"- Resident memory: {mib(samples[0].rss_kib)} MiB when ready, {mib(samples[-1].rss_kib)} MiB at the end, "
         f"peak sample {mib(max(s.rss_kib for s in samples))} MiB.",
         f"- Growth after the first {args.warm_up} requests: first half {verdict.first_half_mib:+.1f} MiB, "
-        f"second half {verdict.second_half_mib:+.1f} MiB.",
+        f"second half {verdict.second_half_mib:+.1f} MiB; over the last quarter "
+        f"{verdict.last_quarter_mib_per_10k:+.2f} MiB per 10,000 requests.",
         f"- **Verdict: {'the memory levels off' if verdict.levels_off else 'the memory does NOT level off'}** "
         f"(rule: {verdict.rule}).",
         "",

@@ -29,7 +29,7 @@ from aeclient.errors import ApiError
 
 # `ae train|evaluate|bench ARGS` is `python -m MODULE ARGS`; their own --help describes ARGS.
 DELEGATED = {
-    "train": ("models.train", "train a recipe into checkpoints/<name>"),
+    "train": ("models.train", "train a recipe, or a task on your own images, into checkpoints/<name>"),
     "evaluate": ("models.evaluate", "measure checkpoints on MNIST and write the model report"),
     "bench": ("bench.run", "benchmark the service"),
 }
@@ -42,6 +42,7 @@ EPILOG = """examples:
   ae embed *.png --format jsonl > vectors.jsonl
   ae sample -n 16 --seed 1 -o grid.png
   ae train mnist-ae --data-dir /data/mnist   (ae train --help for its options)
+  ae train --images-dir pictures/ --task denoise --name my-denoiser --size 32
 """
 
 

@@ -322,22 +322,31 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=Path("checkpoints"), help="parent folder of the checkpoint (default: checkpoints)"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs (own images: 20)")
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     own = parser.add_argument_group("your own images (instead of a recipe)")
-    own.add_argument("--images-dir", type=Path, help="folder of images, searched recursively (PNG, JPEG, ...)")
-    own.add_argument("--task", choices=list(IMAGE_FOLDER_TASKS), help="what the model learns to do")
-    own.add_argument("--name", help="the checkpoint's name (lowercase letters, digits, '.', '_', '-')")
     own.add_argument(
-        "--size", type=size_argument, help="resize every image: N or WIDTHxHEIGHT (default: the images' one size)"
+        "--images-dir", type=Path, metavar="PATH", help="folder of images, searched recursively (PNG, JPEG, ...)"
+    )
+    own.add_argument("--task", choices=list(IMAGE_FOLDER_TASKS), help="what the model learns to do")
+    own.add_argument("--name", metavar="NAME", help="the checkpoint's name (lowercase letters, digits, '.', '_', '-')")
+    own.add_argument(
+        "--size",
+        type=size_argument,
+        metavar="N|WxH",
+        help="resize every image: N or WIDTHxHEIGHT (default: the images' one size)",
     )
     own.add_argument("--channels", type=int, choices=(1, 3), help="1 grayscale, 3 RGB (default: detected)")
     own.add_argument(
-        "--held-out", type=float, default=0.1, help="share of the images held out for the metrics (default: 0.1)"
+        "--held-out",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="share of the images held out for the metrics (default: 0.1)",
     )
     own.add_argument("--scale", type=int, choices=(2, 4), default=2, help="super-resolution factor (default: 2)")
-    own.add_argument("--latent-size", type=int, help="code size of reconstruct (32) and vae (16)")
+    own.add_argument("--latent-size", type=int, metavar="D", help="code size of reconstruct (32) and vae (16)")
     arguments = parser.parse_args(argv)
     if arguments.list:
         return arguments

@@ -28,7 +28,15 @@ PreprocessOption = Annotated[
         "none: such images are refused with a 400 naming the expected size"
     ),
 ]
-Latent = list[Annotated[float, Field(allow_inf_nan=False)]]
+# A latent vector. The prior is N(0, I), so values beyond a few units mean nothing; past LATENT_MAX_ABS they
+# only overflow to inf/NaN inside the decoder and come back as a blank image, so they are refused (422),
+# as are NaN and infinities. LATENT_MAX_LENGTH bounds the work before the model's latent size is checked.
+LATENT_MAX_ABS = 1000.0
+LATENT_MAX_LENGTH = 4096
+Latent = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False, ge=-LATENT_MAX_ABS, le=LATENT_MAX_ABS)]],
+    Field(min_length=1, max_length=LATENT_MAX_LENGTH),
+]
 
 
 class Options(BaseModel):

@@ -105,3 +105,19 @@ def test_the_manifold_tiles_are_decodings_of_the_grid_points(client: TestClient)
 def test_the_manifold_needs_a_two_dimensional_latent_space(client: TestClient) -> None:
     error = assert_error(client.get("/v1/vae/manifold?model=tiny-vae-3d&size=3"), 400, "task_not_supported")
     assert "2-D" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "latents",
+    [[[1e300, 0.0]], [[1000.5, 0.0]], [[0.0, -3e38]], [[]], [[0.0] * 4097]],
+    ids=["overflows-float32", "over-1000", "float32-max", "empty", "too-long"],
+)
+def test_absurd_latents_are_refused_not_decoded_into_blank_images(client: TestClient, latents: list) -> None:
+    for route, body in (("/v1/vae/decode", {"latents": latents}), ("/v1/vae/interpolate", {"latents": latents * 2})):
+        error = assert_error(client.post(route, json=body), 422, "validation_error")
+        assert error["param"].startswith("latents"), error
+
+
+def test_latents_up_to_the_limit_are_decoded(client: TestClient) -> None:
+    response = client.post("/v1/vae/decode", json={"latents": [[1000.0, -1000.0]]})
+    assert response.status_code == 200 and len(json_images(response)) == 1

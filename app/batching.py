@@ -40,6 +40,10 @@ class BatchingConfig:
     max_delay_ms: float = 2.0  # how long the first queued request waits for company
     max_queue_images: int = 2048  # images waiting before new requests are refused (Overloaded -> 503)
     timeout_s: float = 30.0  # a request that waits longer gets RequestTimeout (504)
+    # Adaptive: wait for company only when the previous pass had some (requests of several callers).
+    # A lone client then never pays the delay, while concurrent callers, whose requests queue up
+    # during each pass anyway, are still gathered into full batches.
+    adaptive_delay: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -134,6 +138,7 @@ class Batcher:
         self._queues: dict[Shape, _ShapeQueue] = {}  # insertion order = order of first arrival
         self._queued_images = 0
         self._seconds_per_image = 0.0  # moving average of model time, for Retry-After
+        self._previous_pass_callers = 0  # requests in the last forward pass (for adaptive_delay)
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -294,7 +299,10 @@ class Batcher:
             pass
 
     async def _wait_for_company(self, shape: Shape) -> None:
-        """Wait until a full batch of this shape is queued or its oldest request has waited max_delay_ms."""
+        """Wait until a full batch of this shape is queued or its oldest request has waited max_delay_ms
+        (with adaptive_delay, only when the previous pass had several callers)."""
+        if self.config.adaptive_delay and self._previous_pass_callers < 2:
+            return
         queue = self._queues[shape]
         deadline = queue.requests[0].enqueued_at + self.config.max_delay_ms / 1000
         while not self._closed and shape in self._queues and queue.images < self.config.max_batch_size:
@@ -304,6 +312,7 @@ class Batcher:
             await self._wait_for_work(timeout=remaining)
 
     async def _execute(self, parts: list[_Part]) -> None:
+        self._previous_pass_callers = len(parts)
         slices = [part.request.images[part.start : part.stop] for part in parts]
         inputs = slices[0] if len(slices) == 1 else torch.cat(slices)  # (B, C, H, W)
         loop = asyncio.get_running_loop()

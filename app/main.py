@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import Depends, FastAPI
 
+from app.admission import AdmissionControl
 from app.errors import ServiceError
 from app.errors_http import install_error_handlers
 from app.middleware import BodySizeLimit, RequestContext
@@ -110,8 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
         app.include_router(admin.router)
     install_cors(app, settings)
-    # Added last = runs first: the request context wraps everything, including 413s from the body cap.
+    # Added last = runs first: the request context wraps everything, including the 503s of admission
+    # control (which refuses before the body is read) and the 413s of the body cap.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionControl, limit=settings.max_requests_in_flight)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 

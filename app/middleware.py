@@ -19,6 +19,7 @@ from app.errors import PayloadTooLarge
 from app.observability import Metrics
 
 access_log = logging.getLogger("app.access")
+CLIENT_CLOSED_REQUEST = 499  # logged for a request whose client disconnected before its answer (app.admission)
 REQUEST_ID_HEADER = "x-request-id"
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # anything else is replaced, never echoed
 
@@ -59,6 +60,8 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if state.get("client_disconnected") and status == 500:  # no answer was sent: nobody to send it to
+                status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - started
             # Route templates, never raw paths, so metric labels stay bounded; unknown paths share one label.
             route = scope.get("route")

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
@@ -92,25 +93,34 @@ class Metrics:
             registry=self.registry,
         )
 
+        # `labels()` validates and locks on every call; a request observes half a dozen series, so
+        # each labelled series is looked up once and kept (the label values are bounded: routes, models).
+        self._stage = lru_cache(maxsize=None)(self.stage_seconds.labels)
+        self._requests = lru_cache(maxsize=None)(self.requests.labels)
+        self._request_seconds = lru_cache(maxsize=None)(self.request_seconds.labels)
+        self._images = lru_cache(maxsize=None)(self.images.labels)
+        self._batch_size = lru_cache(maxsize=None)(self.batch_size.labels)
+        self._queue_depth = lru_cache(maxsize=None)(self.queue_depth.labels)
+
     # -- BatchObserver -------------------------------------------------------------------------------
 
     def observe_queue_wait(self, model: str, seconds: float) -> None:
-        self.stage_seconds.labels("queue", model).observe(seconds)
+        self._stage("queue", model).observe(seconds)
 
     def observe_batch(self, model: str, batch_size: int, seconds: float) -> None:
-        self.batch_size.labels(model).observe(batch_size)
-        self.stage_seconds.labels("model", model).observe(seconds)
+        self._batch_size(model).observe(batch_size)
+        self._stage("model", model).observe(seconds)
 
     def observe_queue_depth(self, model: str, images: int) -> None:
-        self.queue_depth.labels(model).set(images)
+        self._queue_depth(model).set(images)
 
     # -- the HTTP side -------------------------------------------------------------------------------
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, images: int | None) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route, method, str(status)).observe(seconds)
+        self._requests(route, method, status).inc()
+        self._request_seconds(route, method, status).observe(seconds)
         if images:
-            self.images.labels(route).inc(images)
+            self._images(route).inc(images)
 
     @contextmanager
     def stage(self, stage: str, name: str) -> Iterator[None]:
@@ -119,7 +129,7 @@ class Metrics:
         try:
             yield
         finally:
-            self.stage_seconds.labels(stage, name).observe(time.perf_counter() - started)
+            self._stage(stage, name).observe(time.perf_counter() - started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

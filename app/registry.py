@@ -155,6 +155,7 @@ class ModelRegistry:
         self.batching = BatchingConfig(
             max_batch_size=settings.batch_max_size,
             max_delay_ms=settings.batch_max_delay_ms,
+            adaptive_delay=settings.batch_adaptive_delay,
             max_queue_images=settings.batch_max_queue_images,
             timeout_s=settings.batch_timeout_s,
         )

@@ -14,9 +14,9 @@ from collections import defaultdict
 from typing import Annotated
 
 import torch
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from app.dependencies import MetricsDep, RegistryDep, SettingsDep
+from app.dependencies import RegistryDep
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.imaging import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
 from app.inputs import ImageUpload
@@ -183,8 +183,10 @@ def _card(entry: ModelEntry) -> ModelCard:
     return entry.card
 
 
-async def get_service(registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep) -> Service:
-    return Service(registry, settings, metrics)
+async def get_service(request: Request, registry: RegistryDep) -> Service:
+    # Settings and metrics straight from the app: each sub-dependency FastAPI resolves costs as much
+    # as a small route's own work. The registry stays a dependency, so tests can swap it.
+    return Service(registry, request.app.state.settings, request.app.state.metrics)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]

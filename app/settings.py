@@ -65,8 +65,17 @@ class Settings(BaseSettings):
     # Batching (see app.batching): requests for the same model and task share forward passes
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_delay_ms: float = Field(default=2.0, ge=0)
+    batch_adaptive_delay: bool = Field(
+        default=True, description="wait the delay only when the previous pass had several callers"
+    )
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
+    max_requests_in_flight: int = Field(
+        default=256,
+        ge=1,
+        description="per model: inference requests served at once; more get 503 + Retry-After before "
+        "their body is read (app.admission)",
+    )
 
     # Access control (app.security): all off when empty
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -155,6 +155,53 @@ async def test_a_lone_request_is_served_once_the_delay_has_passed() -> None:
     await batcher.close()
 
 
+async def test_adaptive_delay_runs_a_lone_request_at_once() -> None:
+    model = RecordingModel()
+    config = BatchingConfig(max_batch_size=64, max_delay_ms=LONG_DELAY_MS, adaptive_delay=True)
+    batcher = Batcher("m", model, config)
+
+    # Without the adaptive rule this would wait a minute for company; the test's 10 s limit would fail it.
+    for caller in range(3):
+        await asyncio.wait_for(batcher.submit(caller_images(caller, 1)), timeout=10)
+
+    assert model.batch_sizes == [1, 1, 1]
+    await batcher.close()
+
+
+async def test_adaptive_delay_still_gathers_requests_that_queue_during_a_pass() -> None:
+    model = RecordingModel(gated=True)
+    config = BatchingConfig(max_batch_size=4, max_delay_ms=LONG_DELAY_MS, adaptive_delay=True)
+    batcher = Batcher("m", model, config)
+    first = asyncio.create_task(batcher.submit(caller_images(1, 1)))  # alone: starts without waiting
+    await wait_until(model.started.is_set)
+    crowd = [asyncio.create_task(batcher.submit(caller_images(caller, 1))) for caller in range(2, 5)]
+    await wait_until(lambda: batcher.queue_depth == 3)
+
+    model.gate.set()
+    await asyncio.gather(first, *crowd)
+
+    assert model.batch_sizes == [1, 3]  # the three that queued meanwhile share the next pass
+    torch.testing.assert_close(model.batches[1][:, 0, 0, 0], torch.tensor([2.0, 3.0, 4.0]))
+    await batcher.close()
+
+
+async def test_adaptive_delay_waits_for_company_after_a_crowded_pass() -> None:
+    model = RecordingModel()
+    config = BatchingConfig(max_batch_size=2, max_delay_ms=LONG_DELAY_MS, adaptive_delay=True)
+    batcher = Batcher("m", model, config)
+    await asyncio.gather(*(batcher.submit(caller_images(caller, 1)) for caller in (1, 2)))  # one pass of 2
+    assert model.batch_sizes == [2]
+
+    lonely = asyncio.create_task(batcher.submit(caller_images(3, 1)))
+    await asyncio.sleep(0.05)  # plenty of time for a batcher that does not wait to run it alone
+    assert model.batch_sizes == [2]
+    company = asyncio.create_task(batcher.submit(caller_images(4, 1)))
+    await asyncio.gather(lonely, company)
+
+    assert model.batch_sizes == [2, 2]  # the lone request waited for the next caller
+    await batcher.close()
+
+
 async def test_a_request_larger_than_a_batch_is_split_and_reassembled() -> None:
     model = RecordingModel()
     batcher = Batcher("m", model, BatchingConfig(max_batch_size=8, max_delay_ms=1))

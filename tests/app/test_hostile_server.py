@@ -98,6 +98,7 @@ def slow_batching_server(checkpoints_dir: Path) -> Iterator[tuple[subprocess.Pop
         "AE_DEFAULT_MODELS": json.dumps(dict.fromkeys(DEFAULT_MODELS, "absent")),
         "AE_TORCH_THREADS": "1",
         "AE_BATCH_MAX_DELAY_MS": "3000",
+        "AE_BATCH_ADAPTIVE_DELAY": "false",  # even a lone request waits for company (the default runs it at once)
     }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(

@@ -1,0 +1,137 @@
+"""Admission control for the inference routes: a bounded number of requests per model at a time.
+
+The batcher's queue is bounded, but a request only reaches it after its body has been read, parsed
+and decoded. Under overload that is too late: requests pile up in the server and the event loop
+ahead of the batcher, and every one of them ends up waiting seconds. So this plain ASGI middleware
+counts the requests being served per model and refuses one more than `limit` at once, before its
+body is read, with 503 `overloaded` and a `Retry-After` header. A refusal costs a few tens of
+microseconds, so the service keeps answering at full speed however many requests arrive.
+
+The model is the one named in the query string (`?model=...`); requests that name it in the body,
+or name none, are counted under their route's default. This is only the key of a counter: the route
+still resolves and validates the model as usual.
+
+It also stops work for clients that have gone away: once the body has been read, it watches for the
+client disconnecting and then cancels the request's handler, which takes the request's images that
+have not started out of the batcher's queue. The access log and metrics record such a request with
+status 499 (the usual "client closed request").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import defaultdict
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import Overloaded
+
+INFERENCE_PREFIX = "/v1/"
+NOT_INFERENCE_PREFIX = "/v1/models"  # listing and management: cheap, and must work while a model is busy
+
+
+class AdmissionControl:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight: defaultdict[str, int] = defaultdict(int)  # requests being served, per model key
+        self.seconds_per_request: defaultdict[str, float] = defaultdict(float)  # moving average, for Retry-After
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not is_inference(scope):
+            await self.app(scope, receive, send)
+            return
+        key = model_key(scope)
+        if self.in_flight[key] >= self.limit:
+            await self.refuse(scope, send, key)
+            return
+        self.in_flight[key] += 1
+        started = time.perf_counter()
+        try:
+            await run_until_disconnect(self.app, scope, receive, send)
+        finally:
+            self.in_flight[key] -= 1
+            seconds = time.perf_counter() - started
+            self.seconds_per_request[key] = 0.9 * self.seconds_per_request[key] + 0.1 * seconds
+
+    async def refuse(self, scope: Scope, send: Send, key: str) -> None:
+        # A new request would wait about as long as the ones being served take: that is when to come back.
+        error = Overloaded(
+            f"too many requests for {key}: {self.in_flight[key]} are being served; retry later",
+            retry_after=math.ceil(self.seconds_per_request[key]),
+        )
+        scope.setdefault("state", {})["error_type"] = error.type
+        body = json.dumps({"error": {"type": error.type, "message": error.message, "param": None}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def is_inference(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and path.startswith(INFERENCE_PREFIX)
+        and not path.startswith(NOT_INFERENCE_PREFIX)
+    )
+
+
+def model_key(scope: Scope) -> str:
+    """'model <name>' when the query string names one, else 'the default model of <path>'."""
+    query: bytes = scope.get("query_string", b"")
+    if b"model=" in query:
+        names = parse_qs(query.decode("latin-1")).get("model")
+        if names and names[-1]:
+            return f"model {names[-1][:128]!r}"
+    return f"the default model of {scope['path']}"
+
+
+async def run_until_disconnect(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the app for one request; cancel it if the client disconnects before its answer is sent."""
+    body_read = asyncio.Event()
+    answered = False
+
+    async def receive_body() -> Message:
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    async def send_tracked(message: Message) -> None:
+        nonlocal answered
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered = True  # from now on the server reports a disconnect for every request
+
+    handler = asyncio.ensure_future(app(scope, receive_body, send_tracked))
+    watcher = asyncio.ensure_future(watch_for_disconnect(receive, body_read))
+    try:
+        await asyncio.wait((handler, watcher), return_when=asyncio.FIRST_COMPLETED)
+        disconnected = watcher.done() and not watcher.cancelled() and watcher.exception() is None
+        gone = disconnected and not handler.done() and not answered
+        if gone:  # the client went away while its request was being served: drop the work
+            scope.setdefault("state", {})["client_disconnected"] = True
+            handler.cancel()
+        try:
+            await handler
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not gone or (current is not None and current.cancelling()):
+                raise  # not our cancellation: this middleware itself is being cancelled
+    finally:
+        watcher.cancel()
+        if not handler.done():
+            handler.cancel()
+
+
+async def watch_for_disconnect(receive: Receive, body_read: asyncio.Event) -> None:
+    """Return when the client disconnects (only listened for once the app has read the whole body)."""
+    await body_read.wait()
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,190 @@
+"""Admission control (app.admission): a bounded number of inference requests per model, refusals
+before the body is read, and handlers cancelled when their client disconnects.
+
+The middleware is driven with plain ASGI messages around a stand-in app that holds each request
+until the test releases it, so every assertion is about which requests got in, never about timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from app.admission import AdmissionControl
+from app.main import create_app
+from app.middleware import RequestContext
+from app.observability import Metrics
+from app.settings import Settings
+
+
+class HeldApp:
+    """An inference route stand-in: reads the body, then waits until released, then answers 200."""
+
+    def __init__(self) -> None:
+        self.entered: list[str] = []
+        self.cancelled: list[str] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["query_string"].decode() or scope["path"]
+        self.entered.append(name)
+        while (await receive()).get("more_body", False):
+            pass
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(name)
+            raise
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+
+class Client:
+    """One HTTP request as the server would hand it to the app; records what the app sends back."""
+
+    def __init__(self, path: str = "/v1/denoise", query: str = "", method: str = "POST") -> None:
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "query_string": query.encode(),
+            "headers": [],
+        }
+        self.sent: list[Message] = []
+        self.body_reads = 0
+        self.disconnect = asyncio.Event()
+
+    async def receive(self) -> Message:
+        self.body_reads += 1
+        if self.body_reads == 1:
+            return {"type": "http.request", "body": b"image bytes", "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int | None:
+        starts = [m for m in self.sent if m["type"] == "http.response.start"]
+        return starts[0]["status"] if starts else None
+
+    def header(self, name: str) -> str | None:
+        start = next(m for m in self.sent if m["type"] == "http.response.start")
+        return next((v.decode() for k, v in start["headers"] if k.decode().lower() == name), None)
+
+    def body(self) -> dict[str, Any]:
+        return dict(json.loads(b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")))
+
+
+def start(middleware: Any, client: Client) -> asyncio.Task[None]:
+    return asyncio.create_task(middleware(client.scope, client.receive, client.send))
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_one_request_over_the_limit_gets_a_503_with_retry_after_before_its_body_is_read() -> None:
+    app = HeldApp()
+    gate = AdmissionControl(app, limit=2)
+    admitted = [Client(query="model=a"), Client(query="model=a")]
+    tasks = [start(gate, client) for client in admitted]
+    await settle()
+
+    refused = Client(query="model=a")
+    await gate(refused.scope, refused.receive, refused.send)
+
+    assert refused.status == 503
+    assert refused.body()["error"]["type"] == "overloaded"
+    assert int(refused.header("retry-after") or "0") >= 1
+    assert refused.body_reads == 0  # refused before reading the body
+    assert app.entered == ["model=a", "model=a"]  # the app never saw it
+
+    app.release.set()
+    await asyncio.gather(*tasks)
+    assert [client.status for client in admitted] == [200, 200]
+    later = Client(query="model=a")  # the slots are free again
+    await gate(later.scope, later.receive, later.send)
+    assert later.status == 200
+
+
+async def test_each_model_has_its_own_limit() -> None:
+    app = HeldApp()
+    gate = AdmissionControl(app, limit=1)
+    busy = start(gate, Client(query="model=a"))
+    other_model = start(gate, Client(query="model=b"))
+    default_model = start(gate, Client())  # no model named: counted under the route's default
+    await settle()
+
+    assert sorted(app.entered) == ["/v1/denoise", "model=a", "model=b"]
+    app.release.set()
+    await asyncio.gather(busy, other_model, default_model)
+
+
+async def test_listing_and_management_routes_are_never_refused() -> None:
+    app = HeldApp()
+    gate = AdmissionControl(app, limit=1)
+    busy = start(gate, Client())
+    await settle()
+    others = [
+        Client("/v1/models", method="GET"),
+        Client("/v1/models/mnist-ae/unload"),
+        Client("/healthz", method="GET"),
+    ]
+    tasks = [start(gate, client) for client in others]
+    await settle()
+
+    assert len(app.entered) == 4
+    app.release.set()
+    await asyncio.gather(busy, *tasks)
+    assert [client.status for client in others] == [200, 200, 200]
+
+
+async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged_as_499() -> None:
+    app = HeldApp()
+    metrics = Metrics()
+    gate = AdmissionControl(app, limit=4)
+    stack = RequestContext(gate, metrics)
+    client = Client()
+    task = start(stack, client)
+    await settle()
+    assert app.entered == ["/v1/denoise"] and not app.cancelled
+
+    client.disconnect.set()
+    await asyncio.wait_for(task, timeout=10)  # the middleware returns: nothing is left waiting
+
+    assert app.cancelled == ["/v1/denoise"]
+    assert client.status is None  # nobody to answer
+    assert 'status="499"' in metrics.render().decode()
+    assert gate.in_flight["the default model of /v1/denoise"] == 0
+
+
+async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_that_follows() -> None:
+    app = HeldApp()
+    app.release.set()
+    gate = AdmissionControl(app, limit=1)
+    client = Client()
+    client.disconnect.set()  # the server reports a disconnect as soon as the answer is complete
+
+    await gate(client.scope, client.receive, client.send)
+
+    assert client.status == 200 and not app.cancelled
+    assert gate.in_flight["the default model of /v1/denoise"] == 0
+
+
+def test_the_service_installs_admission_control_with_the_configured_limit(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"max_requests_in_flight": 7}))
+    limits = [m.kwargs.get("limit") for m in app.user_middleware if m.cls is AdmissionControl]
+    assert limits == [7]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_the_limit_must_be_positive(limit: int) -> None:
+    with pytest.raises(ValueError):
+        Settings(max_requests_in_flight=limit)

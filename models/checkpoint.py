@@ -39,7 +39,9 @@ class InputSpec:
     channels: int  # 1 grayscale, 3 RGB
     height: int | None = None  # None: any size (fully convolutional models)
     width: int | None = None
-    domain: str = "mnist"  # "mnist" (white digit on black, 28x28 frame) or "natural" (photographs)
+    # "mnist" (white digit on black, 28x28 frame), "natural" (photographs) or "user-images" (trained on a
+    # folder of one's own images); only "mnist" changes how the service prepares inputs (the MNIST frame).
+    domain: str = "mnist"
 
     @property
     def any_size(self) -> bool:

@@ -119,7 +119,7 @@ IMAGE_FOLDER_TASKS: dict[str, tuple[str, ...]] = {
     "super-resolve": ("super-resolve",),
     "vae": ("vae", "reconstruct", "embed"),
 }
-IMAGE_FOLDER_EPOCHS = 20
+IMAGE_FOLDER_BATCH_SIZE = 64  # smaller than MNIST's 128: a folder of a few hundred images still gives several steps
 
 
 def image_folder_recipe(
@@ -129,7 +129,7 @@ def image_folder_recipe(
     image_size: tuple[int, int],
     scale: int = 2,
     latent_size: int | None = None,
-    epochs: int = IMAGE_FOLDER_EPOCHS,
+    epochs: int = 20,
     seed: int = 0,
 ) -> Recipe:
     """The recipe for one task on one's own images of `image_size` = (height, width) and `channels`.
@@ -156,6 +156,7 @@ def image_folder_recipe(
             },
             objective=Reconstruction(code_noise_sigma=0.2, code_penalty=1.0),
             epochs=epochs,
+            batch_size=IMAGE_FOLDER_BATCH_SIZE,
             seed=seed,
         )
     if task == "denoise":
@@ -173,6 +174,7 @@ def image_folder_recipe(
             },
             objective=BlindDenoising(max_sigma=0.5),
             epochs=epochs,
+            batch_size=IMAGE_FOLDER_BATCH_SIZE,
             seed=seed,
         )
     if task == "super-resolve":
@@ -187,6 +189,7 @@ def image_folder_recipe(
             architecture_config={"scale": scale, "in_channels": channels, "width": 32, "encoder_layers": 3},
             objective=SuperResolution(scale=scale),
             epochs=epochs,
+            batch_size=IMAGE_FOLDER_BATCH_SIZE,
             seed=seed,
         )
     if task == "vae":
@@ -205,6 +208,7 @@ def image_folder_recipe(
             },
             objective=GreyLevelElbo(kl_warmup_epochs=epochs / 4),
             epochs=epochs,
+            batch_size=IMAGE_FOLDER_BATCH_SIZE,
             seed=seed,
         )
     raise ValueError(f"unknown task {task!r}; one of {sorted(IMAGE_FOLDER_TASKS)}")

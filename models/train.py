@@ -322,7 +322,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=Path("checkpoints"), help="parent folder of the checkpoint (default: checkpoints)"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs (own images: 20)")
+    parser.add_argument(
+        "--epochs", type=int, help="override the recipe's number of epochs (own images: at least 20 and 1,500 steps)"
+    )
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     own = parser.add_argument_group("your own images (instead of a recipe)")

@@ -14,7 +14,7 @@ from torch import nn
 from models.architectures import ArchitectureError, ConvAutoencoder, ConvVAE, build_model
 from models.architectures.conv_autoencoder import ConvAutoencoderConfig
 from models.checkpoint import load_checkpoint
-from models.folder_training import DOMAIN, LICENCE, held_out_checks
+from models.folder_training import DOMAIN, LICENCE, MIN_EPOCHS, MIN_STEPS, default_epochs, held_out_checks
 from models.image_folder import hold_out, load_image_folder
 from models.train import main
 
@@ -198,3 +198,11 @@ def test_images_dir_needs_a_task_and_a_name(capsys: Capture) -> None:
     with pytest.raises(SystemExit):
         main(["--images-dir", "/nonexistent", "--name", "fine"])
     assert "--images-dir needs --task and --name" in capsys.readouterr().err
+
+
+def test_without_epochs_a_small_folder_gets_enough_steps() -> None:
+    assert default_epochs(270, batch_size=64) == 300  # 5 steps an epoch: 1,500 steps
+    assert default_epochs(100_000, batch_size=64) == MIN_EPOCHS  # 1,563 steps an epoch
+    for images in (2, 63, 64, 65, 1000, 5000):
+        epochs = default_epochs(images, batch_size=64)
+        assert epochs >= MIN_EPOCHS and epochs * -(-images // 64) >= MIN_STEPS

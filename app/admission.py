@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,11 +85,11 @@ def is_inference(scope: Scope) -> bool:
 def model_key(scope: Scope) -> str:
     """'model <name>' when the query string names one, else 'the default model of <path>'."""
     query: bytes = scope.get("query_string", b"")
-    if b"model=" in query:
-        names = parse_qs(query.decode("latin-1")).get("model")
-        if names and names[-1]:
-            return f"model {names[-1][:128]!r}"
-    return f"the default model of {scope['path']}"
+    name = ""
+    for pair in query.split(b"&") if b"model=" in query else ():
+        if pair.startswith(b"model="):  # the last one wins, as in the route's own parsing
+            name = unquote_plus(pair[len(b"model=") :].decode("latin-1"))
+    return f"model {name[:128]!r}" if name else f"the default model of {scope['path']}"
 
 
 async def run_until_disconnect(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from app.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.imaging import ALLOWED_CONTENT_TYPES
+from app.multipart import split_simple_multipart
 from app.settings import Settings
 
 Source = Literal["multipart", "raw", "json"]
@@ -83,6 +84,25 @@ def require_images(upload: ImageUpload) -> None:
 
 
 async def _read_multipart(request: Request, settings: Settings) -> ImageUpload:
+    # One file more than allowed lets us answer "too many images" ourselves, with a 413.
+    max_files = settings.max_images_per_request + 1
+    plain = split_simple_multipart(
+        request.headers.get("content-type", ""), await request.body(), max_files=max_files, max_fields=64
+    )
+    if plain is None:  # anything unusual: Starlette's parser (it reads the body kept by request.body())
+        return await _read_multipart_in_full(request, settings)
+    blobs: list[bytes] = []
+    fields: dict[str, Any] = {}
+    for part in plain:
+        _check_part(part.name, part.is_file)
+        if isinstance(part.value, bytes):
+            blobs.append(part.value)
+        else:
+            fields[part.name] = part.value
+    return ImageUpload(blobs, "multipart", fields)
+
+
+async def _read_multipart_in_full(request: Request, settings: Settings) -> ImageUpload:
     try:
         # One file more than allowed lets us answer "too many images" ourselves, with a 413.
         form = await request.form(max_files=settings.max_images_per_request + 1, max_fields=64)
@@ -95,16 +115,21 @@ async def _read_multipart(request: Request, settings: Settings) -> ImageUpload:
     blobs: list[bytes] = []
     fields: dict[str, Any] = {}
     for name, value in form.multi_items():
+        _check_part(name, isinstance(value, UploadFile))
         if isinstance(value, UploadFile):
-            if name != IMAGE_PART:
-                raise InvalidRequest(f"unexpected file part {name!r}; send images as parts named 'image'", param=name)
             blobs.append(await value.read())
-        elif name == IMAGE_PART:
-            raise InvalidRequest("the 'image' part must be a file (curl -F image=@digit.png)", param=name)
         else:
             fields[name] = value
     await form.close()
     return ImageUpload(blobs, "multipart", fields)
+
+
+def _check_part(name: str, is_file: bool) -> None:
+    """Files are images named 'image'; 'image' is always a file."""
+    if is_file and name != IMAGE_PART:
+        raise InvalidRequest(f"unexpected file part {name!r}; send images as parts named 'image'", param=name)
+    if not is_file and name == IMAGE_PART:
+        raise InvalidRequest("the 'image' part must be a file (curl -F image=@digit.png)", param=name)
 
 
 def _read_json(body: bytes, max_images: int) -> ImageUpload:

@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     for package, seconds in own_time.most_common(args.top):
         print(f"| {package} | {seconds / busy:.1%} | {seconds / requests * 1e6:.0f} |")
     if args.functions:
+        print("\nfunctions by own time:")
+        print("| function | share | µs / request |\n|---|---:|---:|")
+        by_own = sorted((item for item in stats.items() if item[0][2] != IDLE), key=lambda item: -item[1][2])
+        for (filename, line, function), (_c, _p, tottime, _cumtime, _callers) in by_own[: args.top]:
+            where = f"{package_of(filename, function)}:{line} {function}"
+            print(f"| {where} | {tottime / busy:.1%} | {tottime / requests * 1e6:.0f} |")
         print("\nfunctions by cumulative time (own time plus what they call):")
         print("| function | cumulative share | µs / request |\n|---|---:|---:|")
         by_cumulative = sorted(stats.items(), key=lambda item: -item[1][3])

@@ -21,7 +21,6 @@ generated examples per operation, about 1,450 requests in 10 s on 2 cores (plus 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,9 +58,10 @@ BOUNDED = settings(
 
 
 @pytest.fixture(scope="module")
-def fuzzed_app(checkpoints_dir: Path) -> Iterator[FastAPI]:
+def fuzzed_app(checkpoints_dir: Path) -> FastAPI:
     # The admin key mounts the management routes (load, unload, reload), so they are fuzzed too.
-    yield create_app(make_settings(checkpoints_dir, admin_api_key=ADMIN_KEY, torch_threads=1))
+    # schemathesis starts the app's lifespan on first use and keeps it running until the process exits.
+    return create_app(make_settings(checkpoints_dir, admin_api_key=ADMIN_KEY, torch_threads=1))
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ class ImageFolder:
     def describe(self, max_listed: int = 20) -> dict[str, Any]:
         """JSON-friendly description for the model card (paths relative to the folder)."""
         return {
-            "images_dir": self.root.name,
+            "images_dir": self.root.resolve().name,  # the folder's own name, also when given as "."
             "images": len(self.files),
             "channels": self.channels_rule,
             "size": self.size_rule,

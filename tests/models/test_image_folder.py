@@ -212,3 +212,11 @@ def test_an_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
     loaded = load_image_folder(tmp_path)
     assert loaded.files[0].name == "anim.gif"
     assert float(loaded.images[0].mean()) == pytest.approx(200 / 255, abs=1e-6)
+
+
+def test_the_card_names_the_folder_also_when_it_is_given_as_dot(
+    folder: tuple[Path, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = folder
+    monkeypatch.chdir(root)
+    assert load_image_folder(Path(".")).describe()["images_dir"] == "my-images"

@@ -135,7 +135,9 @@ def save_checkpoint(model: Architecture, card: ModelCard, directory: Path) -> Mo
     card.architecture_config = model.config_dict()
     state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}
     weights = directory / WEIGHTS_FILE
-    safetensors.torch.save_file(state, str(weights), metadata={"name": card.name, "architecture": card.architecture})
+    # One metadata key only: safetensors writes several in hash order, which would make the same weights
+    # produce files (and sha256 sums) that differ from run to run.
+    safetensors.torch.save_file(state, str(weights), metadata={"architecture": card.architecture})
     card.weights_sha256 = sha256_of(weights)
     card.save(directory)
     return card

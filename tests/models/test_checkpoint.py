@@ -63,6 +63,12 @@ def test_round_trip_is_bit_exact(saved: Path) -> None:
     assert torch.equal(original(images), loaded.model(images))
 
 
+def test_the_same_weights_give_the_same_file(tmp_path: Path) -> None:
+    """Reproducible training must reproduce the sha256 too, not only the tensors."""
+    sums = {save_checkpoint(tiny_model(), card(), tmp_path / str(run) / "tiny").weights_sha256 for run in range(8)}
+    assert len(sums) == 1
+
+
 def test_vae_round_trip(tmp_path: Path) -> None:
     model = ConvVAE(ConvVAEConfig(latent_size=2, widths=(3, 4), hidden_size=8))
     vae_card = ModelCard(name="v", tasks=["vae"], architecture="", architecture_config={}, input=InputSpec(1, 28, 28))

@@ -4,8 +4,10 @@ The batcher's queue is bounded, but a request only reaches it after its body has
 and decoded. Under overload that is too late: requests pile up in the server and the event loop
 ahead of the batcher, and every one of them ends up waiting seconds. So this plain ASGI middleware
 counts the requests being served per model and refuses one more than `limit` at once, before its
-body is read, with 503 `overloaded` and a `Retry-After` header. A refusal costs a few tens of
-microseconds, so the service keeps answering at full speed however many requests arrive.
+body is read, with 503 `overloaded` and a `Retry-After` header. A refusal costs the app about
+15 microseconds (they are logged as one summary line a second, see app.middleware.RefusalSummary),
+far less than serving a request, so the model keeps its share of the CPU while a flood is refused.
+Only the routes that run models are counted; listing models, management and the probes pass.
 
 The model is the one named in the query string (`?model=...`); requests that name it in the body,
 or name none, are counted under their route's default. This is only the key of a counter: the route
@@ -24,25 +26,24 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Overloaded
 
-INFERENCE_PREFIX = "/v1/"
-NOT_INFERENCE_PREFIX = "/v1/models"  # listing and management: cheap, and must work while a model is busy
-
 
 class AdmissionControl:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, paths: Iterable[str]) -> None:
         self.app = app
         self.limit = limit
+        self.paths = frozenset(paths)  # the routes that run models; any other request passes untouched
         self.in_flight: defaultdict[str, int] = defaultdict(int)  # requests being served, per model key
         self.seconds_per_request: defaultdict[str, float] = defaultdict(float)  # moving average, for Retry-After
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not is_inference(scope):
+        if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         key = model_key(scope)
@@ -64,22 +65,14 @@ class AdmissionControl:
             f"too many requests for {key}: {self.in_flight[key]} are being served; retry later",
             retry_after=math.ceil(self.seconds_per_request[key]),
         )
-        scope.setdefault("state", {})["error_type"] = error.type
+        state = scope.setdefault("state", {})
+        state["error_type"] = error.type
+        state["refused_at_admission"] = True  # logged in a summary line per second (app.middleware)
         body = json.dumps({"error": {"type": error.type, "message": error.message, "param": None}}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def is_inference(scope: Scope) -> bool:
-    path: str = scope.get("path", "")
-    return (
-        scope["type"] == "http"
-        and scope["method"] == "POST"
-        and path.startswith(INFERENCE_PREFIX)
-        and not path.startswith(NOT_INFERENCE_PREFIX)
-    )
 
 
 def model_key(scope: Scope) -> str:

@@ -31,6 +31,10 @@ UNAUTHORIZED: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "missing or wrong API key (AE_API_KEYS)"}
 }
 
+# The routes that run models: admission control (app.admission) bounds their requests in flight.
+# Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
+MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
+
 # What a default model must be able to run, per default key (see Settings.default_models).
 WARM_UP_TASKS: dict[str, tuple[TaskFunction, ...]] = {
     "denoise": ("denoise",),
@@ -114,7 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last = runs first: the request context wraps everything, including the 503s of admission
     # control (which refuses before the body is read) and the 413s of the body cap.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AdmissionControl, limit=settings.max_requests_in_flight)
+    model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
+    app.add_middleware(AdmissionControl, limit=settings.max_requests_in_flight, paths=model_routes)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 

@@ -6,6 +6,7 @@ cap is enforced while the body is read, before a large upload is held in memory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -36,6 +37,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.refusals = RefusalSummary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,25 +65,52 @@ class RequestContext:
             if state.get("client_disconnected") and status == 500:  # no answer was sent: nobody to send it to
                 status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - started
-            # Route templates, never raw paths, so metric labels stay bounded; unknown paths share one label.
-            route = scope.get("route")
-            template = getattr(route, "path", None) or (scope["path"] if "endpoint" in scope else "unmatched")
-            images = state.get("images")
-            self.metrics.observe_request(template, scope["method"], status, seconds, images)
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": template,
-                    "path": scope["path"],
-                    "model": state.get("model"),
-                    "images": images,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "error_type": state.get("error_type"),
-                },
+            self.metrics.observe_request(route_template(scope), scope["method"], status, seconds, state.get("images"))
+            if state.get("refused_at_admission"):
+                self.refusals.note(scope["method"], scope["path"])
+            else:
+                self.log(scope, state, status, seconds)
+
+    @staticmethod
+    def log(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+        access_log.info(
+            "request",
+            extra={
+                "request_id": state["request_id"],
+                "method": scope["method"],
+                "route": route_template(scope),
+                "path": scope["path"],
+                "model": state.get("model"),
+                "images": state.get("images"),
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "error_type": state.get("error_type"),
+            },
+        )
+
+
+class RefusalSummary:
+    """Requests refused by admission control (app.admission) are logged as one line per path and
+    second, with their count, instead of one line each: under overload that would be thousands of
+    identical lines a second, and writing them would cost a third of what a refusal costs. Metrics
+    still count every one."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.counts: dict[tuple[str, str], int] = {}  # (method, path) -> refusals not logged yet
+
+    def note(self, method: str, path: str) -> None:
+        if not self.counts:  # the first refusal of a period: log the period's count when it ends
+            asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+        self.counts[method, path] = self.counts.get((method, path), 0) + 1
+
+    def flush(self) -> None:
+        for (method, path), count in self.counts.items():
+            access_log.warning(
+                "requests refused: overloaded",
+                extra={"method": method, "path": path, "status": 503, "error_type": "overloaded", "refused": count},
             )
+        self.counts.clear()
 
 
 class BodySizeLimit:
@@ -117,6 +146,14 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def route_template(scope: Scope) -> str:
+    """The route's template, never the raw path, so metric labels stay bounded; unknown paths share one.
+    A request refused by admission control never reached routing; its path is one of the inference routes."""
+    route = scope.get("route")
+    known = "endpoint" in scope or scope.get("state", {}).get("refused_at_admission")
+    return getattr(route, "path", None) or (scope["path"] if known else "unmatched")
 
 
 def _header(scope: Scope, name: str) -> str | None:

@@ -21,7 +21,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-LOG_FIELDS = ("request_id", "method", "route", "path", "model", "images", "status", "duration_ms", "error_type")
+LOG_FIELDS = (
+    "request_id",
+    "method",
+    "route",
+    "path",
+    "model",
+    "images",
+    "status",
+    "duration_ms",
+    "error_type",
+    "refused",  # how many requests one summary line of admission-control refusals stands for
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from app.main import create_app
 from app.middleware import RequestContext
 from app.observability import Metrics
 from app.settings import Settings
+
+PATHS = {"/v1/denoise", "/v1/vae/sample"}
 
 
 class HeldApp:
@@ -92,7 +95,7 @@ async def settle() -> None:
 
 async def test_one_request_over_the_limit_gets_a_503_with_retry_after_before_its_body_is_read() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, limit=2)
+    gate = AdmissionControl(app, paths=PATHS, limit=2)
     admitted = [Client(query="model=a"), Client(query="model=a")]
     tasks = [start(gate, client) for client in admitted]
     await settle()
@@ -116,7 +119,7 @@ async def test_one_request_over_the_limit_gets_a_503_with_retry_after_before_its
 
 async def test_each_model_has_its_own_limit() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, limit=1)
+    gate = AdmissionControl(app, paths=PATHS, limit=1)
     busy = start(gate, Client(query="model=a"))
     other_model = start(gate, Client(query="model=b"))
     default_model = start(gate, Client())  # no model named: counted under the route's default
@@ -129,7 +132,7 @@ async def test_each_model_has_its_own_limit() -> None:
 
 async def test_listing_and_management_routes_are_never_refused() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, limit=1)
+    gate = AdmissionControl(app, paths=PATHS, limit=1)
     busy = start(gate, Client())
     await settle()
     others = [
@@ -149,7 +152,7 @@ async def test_listing_and_management_routes_are_never_refused() -> None:
 async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged_as_499() -> None:
     app = HeldApp()
     metrics = Metrics()
-    gate = AdmissionControl(app, limit=4)
+    gate = AdmissionControl(app, paths=PATHS, limit=4)
     stack = RequestContext(gate, metrics)
     client = Client()
     task = start(stack, client)
@@ -168,7 +171,7 @@ async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged
 async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_that_follows() -> None:
     app = HeldApp()
     app.release.set()
-    gate = AdmissionControl(app, limit=1)
+    gate = AdmissionControl(app, paths=PATHS, limit=1)
     client = Client()
     client.disconnect.set()  # the server reports a disconnect as soon as the answer is complete
 
@@ -178,13 +181,54 @@ async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_th
     assert gate.in_flight["the default model of /v1/denoise"] == 0
 
 
-def test_the_service_installs_admission_control_with_the_configured_limit(settings: Settings) -> None:
+def test_the_service_installs_admission_control_with_the_configured_limit_on_the_model_routes(
+    settings: Settings,
+) -> None:
     app = create_app(settings.model_copy(update={"max_requests_in_flight": 7}))
-    limits = [m.kwargs.get("limit") for m in app.user_middleware if m.cls is AdmissionControl]
-    assert limits == [7]
+    [admission] = [m.kwargs for m in app.user_middleware if m.cls is AdmissionControl]
+    assert admission["limit"] == 7
+    assert set(admission["paths"]) == {
+        "/v1/denoise",
+        "/v1/super-resolve",
+        "/v1/reconstruct",
+        "/v1/embeddings",
+        "/v1/vae/encode",
+        "/v1/vae/decode",
+        "/v1/vae/sample",
+        "/v1/vae/interpolate",
+        "/v1/vae/manifold",
+    }
 
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_the_limit_must_be_positive(limit: int) -> None:
     with pytest.raises(ValueError):
         Settings(max_requests_in_flight=limit)
+
+
+async def test_refusals_are_logged_as_one_summary_line_with_their_count(caplog: pytest.LogCaptureFixture) -> None:
+    app = HeldApp()
+    metrics = Metrics()
+    stack = RequestContext(AdmissionControl(app, paths=PATHS, limit=1), metrics)
+    stack.refusals.interval_s = 0.01
+    access = logging.getLogger("app.access")
+    access.addHandler(caplog.handler)
+    try:
+        busy = start(stack, Client())
+        await settle()
+        for _ in range(3):
+            refused = Client()
+            await stack(refused.scope, refused.receive, refused.send)
+            assert refused.status == 503
+        assert not [r for r in caplog.records if r.name == "app.access"]  # nothing logged per refusal
+        await asyncio.sleep(0.1)  # the summary is written when the period ends
+
+        lines = [r for r in caplog.records if r.name == "app.access"]
+        assert [(r.getMessage(), getattr(r, "refused", None), getattr(r, "status", None)) for r in lines] == [
+            ("requests refused: overloaded", 3, 503)
+        ]
+        assert 'ae_requests_total{method="POST",route="/v1/denoise",status="503"} 3.0' in metrics.render().decode()
+        app.release.set()
+        await busy
+    finally:
+        access.removeHandler(caplog.handler)

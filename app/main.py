@@ -119,7 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # control (which refuses before the body is read) and the 413s of the body cap.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
-    app.add_middleware(AdmissionControl, limit=settings.max_requests_in_flight, paths=model_routes)
+    app.add_middleware(
+        AdmissionControl,
+        limit=settings.max_requests_in_flight,
+        paths=model_routes,
+        max_loop_lag_ms=settings.max_loop_lag_ms,
+    )
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 

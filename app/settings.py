@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="per model: inference requests served at once; more get 503 + Retry-After before "
         "their body is read (app.admission)",
     )
+    max_loop_lag_ms: float = Field(
+        default=25.0,
+        ge=0,
+        description="while the event loop runs later than this, fewer requests are admitted (0: off)",
+    )
 
     # Access control (app.security): all off when empty
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -133,6 +133,7 @@ class Results:
     window_end: float
     outcomes: list[Outcome] = field(default_factory=list)
     unanswered: int = 0  # open loop: requests due in the window still without answer at the end
+    connections: int = 0  # connections opened
 
 
 async def send_one(connection: Connection, data: bytes, due: float, timeout: float, results: Results) -> None:
@@ -173,6 +174,7 @@ async def open_loop(args: argparse.Namespace, requests: list[bytes], results: Re
             connection = idle.get_nowait()
         elif opened < args.max_connections:
             opened += 1
+            results.connections = opened
             connection = Connection(args.host, args.port)
         else:  # every connection is busy: wait for one (this wait counts in the latency)
             connection = await idle.get()
@@ -270,6 +272,7 @@ def summarise(args: argparse.Namespace, results: Results) -> dict[str, object]:
         "timeouts": timeouts,
         "errors": failures,
         "due_in_window": sum(1 for o in results.outcomes if in_window(o.due)) + results.unanswered,
+        "connections": results.connections if args.rate else args.concurrency,
     }
 
 

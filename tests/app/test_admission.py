@@ -187,6 +187,7 @@ def test_the_service_installs_admission_control_with_the_configured_limit_on_the
     app = create_app(settings.model_copy(update={"max_requests_in_flight": 7}))
     [admission] = [m.kwargs for m in app.user_middleware if m.cls is AdmissionControl]
     assert admission["limit"] == 7
+    assert admission["max_loop_lag_ms"] == settings.max_loop_lag_ms
     assert set(admission["paths"]) == {
         "/v1/denoise",
         "/v1/super-resolve",
@@ -232,3 +233,32 @@ async def test_refusals_are_logged_as_one_summary_line_with_their_count(caplog: 
         await busy
     finally:
         access.removeHandler(caplog.handler)
+
+
+async def test_a_loop_that_stays_late_shrinks_the_allowance_and_one_that_keeps_time_restores_it() -> None:
+    app = HeldApp()
+    gate = AdmissionControl(app, paths=PATHS, limit=8, max_loop_lag_ms=25)
+    gate.observe_loop_lag(0.5)  # one late check is a burst of answers, not a backlog
+    gate.observe_loop_lag(0.001)
+    gate.observe_loop_lag(0.5)
+    assert gate.allowance == 8
+
+    for _ in range(3):  # late three times in a row: a backlog
+        gate.observe_loop_lag(0.5)
+    assert gate.allowance == 1  # cut by 25 ms / 500 ms, down to one request at a time
+    admitted = start(gate, Client())
+    await settle()
+    refused = Client()
+    await gate(refused.scope, refused.receive, refused.send)
+    assert refused.status == 503 and app.entered == ["/v1/denoise"]
+
+    for _ in range(20):
+        gate.observe_loop_lag(0.0)
+    assert gate.allowance == 8  # back to the limit, one more per check on time
+    app.release.set()
+    await admitted
+
+
+def test_without_a_lag_limit_the_allowance_is_the_limit() -> None:
+    gate = AdmissionControl(HeldApp(), paths=PATHS, limit=8, max_loop_lag_ms=0)
+    assert gate.max_loop_lag_s == 0 and gate.allowance == 8

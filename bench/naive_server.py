@@ -7,7 +7,7 @@ model, encode the output as PNG) so that the difference measured is the serving 
 Kept in `bench/` only; it is not part of the service.
 
 With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.batching.Batcher`
-(default settings) instead of calling the model: what batching alone buys without the rest of the
+(the service's default settings) instead of calling the model: what batching alone buys without the rest of the
 service (validation, preprocessing, middleware, logging, metrics).
 
     AE_BENCH_CHECKPOINT=checkpoints/mnist-denoise uvicorn bench.naive_server:app --port 8001
@@ -36,7 +36,8 @@ def create_app(checkpoint_dir: Path, device: str = "cpu", batched: bool = False)
         with torch.inference_mode():
             return model(images.to(device)).cpu()
 
-    batcher = Batcher("naive", forward, BatchingConfig()) if batched else None
+    batching = BatchingConfig(adaptive_delay=True)  # the service's default batching settings
+    batcher = Batcher("naive", forward, batching) if batched else None
     app = FastAPI(title="naive server, batched" if batched else "naive server")
 
     @app.get("/ping")

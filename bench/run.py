@@ -79,12 +79,19 @@ def machine_description(device: str) -> dict[str, str]:
         http = "httptools"
     except ImportError:
         http = "h11 (pure Python; httptools is not installed)"
+    try:
+        import uvloop  # noqa: F401  # uvicorn's event loop when installed, else asyncio's own
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio (uvloop is not installed)"
     described = {
         "cpu": f"{os.cpu_count()} x {cpu}",
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else "none used",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "uvicorn http": http,
+        "uvicorn event loop": loop,
         "load average before the run": " ".join(load),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -291,13 +298,18 @@ def bench_service(args: argparse.Namespace, images_dir: Path, png: bytes, logs: 
     return runs
 
 
-def bench_service_no_delay(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path) -> list[Run]:
-    """For comparison: the service with max_delay_ms=0 (a pass starts as soon as the model is free)."""
+def bench_service_other_delays(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path) -> list[Run]:
+    """For comparison: the service with max_delay_ms=0 (a pass starts as soon as the model is free), and
+    with the adaptive delay off (every pass waits up to max_delay_ms for company, the lone client too)."""
     runs: list[Run] = []
-    no_delay = service_env(args) | {"AE_BATCH_MAX_DELAY_MS": "0"}
-    with service(args, images_dir, png, logs, "service, max_delay_ms=0", no_delay) as measure:
-        for clients in (1, 32):
-            runs.append(measure(f"1 image, {clients} clients", concurrency=clients))
+    variants = {
+        "service, max_delay_ms=0": {"AE_BATCH_MAX_DELAY_MS": "0"},
+        "service, fixed 2 ms delay": {"AE_BATCH_ADAPTIVE_DELAY": "false"},
+    }
+    for name, settings in variants.items():
+        with service(args, images_dir, png, logs, name, service_env(args) | settings) as measure:
+            for clients in (1, 32):
+                runs.append(measure(f"1 image, {clients} clients", concurrency=clients))
     return runs
 
 
@@ -334,6 +346,8 @@ def runs_table(runs: list[Run]) -> list[str]:
             answers += f", {result['timeouts']} timed out"
         if result["errors"]:
             answers += ", errors " + json.dumps(result["errors"])
+        if result["mode"] == "open":
+            answers += f" ({result.get('connections', '?')} connections)"
         mean_batch = "–" if run.mean_batch_size is None else f"{run.mean_batch_size:.1f}"
         lines.append(
             f"| {run.server} | {run.workload} | {result['requests_per_s']:,.0f} | {images:,.0f} "
@@ -471,8 +485,8 @@ def report(
         "",
         "The batcher alone (`app.batching.Batcher`, trivial batch function, 32 closed-loop callers of one "
         f"image, one core): {batcher_rates[0.0]:,.0f} requests/s with max_delay_ms=0, "
-        f"{batcher_rates[2.0]:,.0f} requests/s with the default 2 ms (32 callers never fill a batch of 64, "
-        "so every pass waits out the delay).",
+        f"{batcher_rates[2.0]:,.0f} requests/s with a fixed 2 ms delay (adaptive delay off: 32 callers never "
+        "fill a batch of 64, so every pass waits out the delay).",
         "",
         "### 2-3. Naive server and service over HTTP",
         "",
@@ -549,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
         runs += bench_naive(args, images_dir, probe, logs, batched=True)
         print("3/3 service", flush=True)
         runs += bench_service(args, images_dir, probe, logs)
-        runs += bench_service_no_delay(args, images_dir, probe, logs)
+        runs += bench_service_other_delays(args, images_dir, probe, logs)
 
     generated = report(machine, command, one_core, all_cores, codec_s, batcher_rates, runs, args)
     write_report(args.out, generated)

@@ -70,8 +70,10 @@ class Settings(BaseSettings):
     )
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
+    # One full batch per model: enough to keep the model running full batches, few enough that an
+    # admitted request waits about one pass, and that the event loop keeps time under a flood.
     max_requests_in_flight: int = Field(
-        default=256,
+        default=64,
         ge=1,
         description="per model: inference requests served at once; more get 503 + Retry-After before "
         "their body is read (app.admission)",

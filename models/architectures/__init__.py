@@ -6,10 +6,14 @@ from typing import Any
 
 from models.architectures.base import Architecture, ArchitectureError
 from models.architectures.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
+from models.architectures.dncnn import DnCNN, DnCNNConfig
+from models.architectures.fsrcnn import FSRCNN, FSRCNNConfig
 from models.architectures.super_resolution import SuperResolutionAE, SuperResolutionAEConfig
 from models.architectures.vae import ConvVAE, ConvVAEConfig
 
-ARCHITECTURES: dict[str, type[Architecture]] = {cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE)}
+ARCHITECTURES: dict[str, type[Architecture]] = {
+    cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE, DnCNN, FSRCNN)
+}
 
 
 def register(cls: type[Architecture]) -> type[Architecture]:
@@ -31,12 +35,16 @@ def build_model(architecture: str, kwargs: dict[str, Any]) -> Architecture:
 
 __all__ = [
     "ARCHITECTURES",
+    "FSRCNN",
     "Architecture",
     "ArchitectureError",
     "ConvAutoencoder",
     "ConvAutoencoderConfig",
     "ConvVAE",
     "ConvVAEConfig",
+    "DnCNN",
+    "DnCNNConfig",
+    "FSRCNNConfig",
     "SuperResolutionAE",
     "SuperResolutionAEConfig",
     "build_model",

@@ -7,11 +7,13 @@ import torch
 
 from models.architectures import (
     ARCHITECTURES,
+    FSRCNN,
     ArchitectureError,
     ConvAutoencoder,
     ConvAutoencoderConfig,
     ConvVAE,
     ConvVAEConfig,
+    DnCNN,
     SuperResolutionAE,
     SuperResolutionAEConfig,
     build_model,
@@ -23,7 +25,13 @@ def digits(batch: int = 3, size: int = 28) -> torch.Tensor:
 
 
 def test_registry_names_every_architecture() -> None:
-    expected = {"conv-autoencoder": ConvAutoencoder, "sr-autoencoder": SuperResolutionAE, "conv-vae": ConvVAE}
+    expected = {
+        "conv-autoencoder": ConvAutoencoder,
+        "sr-autoencoder": SuperResolutionAE,
+        "conv-vae": ConvVAE,
+        "dncnn": DnCNN,
+        "fsrcnn": FSRCNN,
+    }
     assert expected == ARCHITECTURES
 
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from models.architectures import Architecture, ConvAutoencoder, ConvVAE
 from models.corruptions import blind_gaussian_noise, downscale, gaussian_noise
+from models.natural_images import bicubic_downscale
 
 
 def draw_seed(generator: torch.Generator) -> int:
@@ -202,3 +203,64 @@ class GreyLevelElbo(BernoulliElbo):
 
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return clean, clean
+
+
+def random_dihedral(patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each square patch (B, C, P, P) flipped and/or rotated by a multiple of 90 degrees, one of the 8 at random."""
+    choices = torch.randint(0, 8, (patches.shape[0],), generator=generator).tolist()
+    out = []
+    for patch, choice in zip(patches, choices, strict=True):
+        turned = torch.rot90(patch, choice % 4, dims=(1, 2))
+        out.append(turned.flip(2) if choice >= 4 else turned)
+    return torch.stack(out)
+
+
+class _PixelSquaredError(Objective):
+    """Mean squared error per pixel: what PSNR measures (the image-restoration literature's loss)."""
+
+    loss_name = "mean squared error per pixel (pixels in [0, 1])"
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        return F.mse_loss(model(inputs), targets)
+
+
+@dataclass(frozen=True)
+class PatchDenoising(_PixelSquaredError):
+    """Natural-image patches, randomly flipped/rotated, plus white Gaussian noise (not clipped) -> the clean patch.
+
+    `sigma` is on the 0..255 scale; with `max_sigma` set, each patch draws its sigma uniformly from
+    [sigma, max_sigma] instead (a blind model).
+    """
+
+    name: ClassVar[str] = "patch-denoising"
+    sigma: float = 25.0
+    max_sigma: float | None = None
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = random_dihedral(clean, generator)
+        if self.max_sigma is None:
+            sigmas = torch.full((clean.shape[0],), self.sigma)
+        else:
+            sigmas = self.sigma + torch.rand(clean.shape[0], generator=generator) * (self.max_sigma - self.sigma)
+        noise = torch.randn(clean.shape, generator=generator)
+        return clean + (sigmas / 255.0).view(-1, 1, 1, 1) * noise, clean
+
+
+@dataclass(frozen=True)
+class PatchSuperResolution(_PixelSquaredError):
+    """High-resolution luminance patches, randomly flipped/rotated, downscaled by Pillow's bicubic (the
+    evaluation's degradation, models.natural_images) -> the high-resolution patch."""
+
+    name: ClassVar[str] = "patch-super-resolution"
+    scale: int = 2
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = random_dihedral(clean, generator)
+        return bicubic_downscale(clean, self.scale), clean

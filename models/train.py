@@ -317,7 +317,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("recipe", nargs="?", choices=sorted(RECIPES), help="recipe name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
-    parser.add_argument("--data-dir", type=Path, help=f"MNIST IDX files (gzip or not); {DATA_DIR_HINT}")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"MNIST IDX files (gzip or not); {DATA_DIR_HINT}; for the natural-image recipes (bsd-*, t91-*) "
+        "the folder holding Train400/ and T91/, e.g. /work/shared/datasets",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("checkpoints"), help="parent folder of the checkpoint (default: checkpoints)"
     )
@@ -387,12 +392,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_image_folder(arguments, list(sys.argv[1:] if argv is None else argv))
     recipe = RECIPES[arguments.recipe]
+    options = TrainOptions(device=arguments.device, epochs=arguments.epochs, seed=arguments.seed)
+    if recipe.dataset != "mnist":
+        # Imported here, not at the top: models.natural_training builds on this module.
+        from models.natural_training import command_line, run_natural
+
+        try:
+            card = run_natural(recipe, arguments.data_dir, arguments.out, options, command_line(list(sys.argv[1:])))
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {arguments.out / recipe.name} ({card.training['duration_s']} s)", file=sys.stderr)
+        return 0
     try:
         data = TrainingData.hold_out(load_mnist(arguments.data_dir, "train"))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    options = TrainOptions(device=arguments.device, epochs=arguments.epochs, seed=arguments.seed)
     card = run(recipe, data, arguments.out, options)
     print(
         f"wrote {arguments.out / recipe.name} (selected epoch {card.training['selected_epoch']}, "

@@ -1,7 +1,11 @@
 """Evaluate the trained checkpoints on the MNIST test set and write `docs/model-report.md`.
 
     python -m models.evaluate --data-dir ../shared/datasets/mnist [--checkpoints checkpoints]
-        [--only NAME ...] [--report docs/model-report.md]
+        [--only NAME ...] [--report docs/model-report.md] [--natural-dir ../shared/datasets] [--bm3d-subset N]
+
+Models of photographs (card domain "natural") are measured on BSD68/Set12 (denoising) and Set5/Set14
+(super-resolution) with the literature's protocols (models/evaluation/natural.py), read from
+--natural-dir, by default the parent of --data-dir.
 
 Metrics go into each checkpoint's `config.json` ("metrics"; the weights are untouched), figures next
 to the report. The protocol (noise levels, seeds, subsets) is `EvaluationSettings`' defaults.
@@ -23,6 +27,19 @@ from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_ch
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with the MNIST IDX files")
+    parser.add_argument(
+        "--natural-dir",
+        type=Path,
+        help="folder holding BSD68/, Set12/, Set5/, Set14/ for the natural-image models (default: --data-dir's parent)",
+    )
+    parser.add_argument(
+        "--bm3d-subset",
+        type=int,
+        default=EvaluationSettings.natural_bm3d_images,
+        metavar="N",
+        help="natural-image denoising: BM3D on the first N images of BSD68 and Set12 in name order (0: all; "
+        "default %(default)s: BM3D takes seconds per 481x321 image)",
+    )
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder of checkpoint folders")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="evaluate only these checkpoints")
     parser.add_argument("--report", type=Path, default=Path("docs/model-report.md"), help="report to (re)write")
@@ -42,8 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     context = EvaluationContext(
         data_dir=arguments.data_dir,
         figures_dir=(report or arguments.report).parent,
-        settings=EvaluationSettings(bm3d_workers=arguments.threads or os.cpu_count() or 1),
+        settings=EvaluationSettings(
+            bm3d_workers=arguments.threads or os.cpu_count() or 1,
+            natural_bm3d_images=arguments.bm3d_subset or None,
+        ),
         device=torch.device(arguments.device),
+        natural_dir=arguments.natural_dir,
     )
     command = "python -m models.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
     cards = evaluate_checkpoints(arguments.checkpoints, context, report, command, arguments.only)

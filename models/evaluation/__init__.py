@@ -21,6 +21,7 @@ from models.checkpoint import CARD_FILE, Checkpoint, ModelCard, load_checkpoint,
 from models.evaluation.context import EvaluationContext, EvaluationSettings
 from models.evaluation.denoise import evaluate_denoising
 from models.evaluation.embedding import evaluate_embedding, evaluate_reconstruction
+from models.evaluation.natural import evaluate_natural_denoising, evaluate_natural_super_resolution
 from models.evaluation.report import render_report
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
@@ -33,6 +34,12 @@ TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
     "embed": evaluate_embedding,
     "reconstruct": evaluate_reconstruction,
     "vae": evaluate_vae,
+}
+
+# Models of photographs (card input domain "natural") are measured with the literature's protocols.
+NATURAL_TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
+    "denoise": evaluate_natural_denoising,
+    "super-resolve": evaluate_natural_super_resolution,
 }
 
 __all__ = ["TASK_EVALUATIONS", "EvaluationContext", "EvaluationSettings", "evaluate_checkpoints", "machine_description"]
@@ -66,13 +73,14 @@ def checkpoint_directories(checkpoints_dir: Path, only: Sequence[str] | None = N
 
 def evaluate_checkpoint(checkpoint: Checkpoint, context: EvaluationContext) -> dict[str, Any]:
     """Every task's metrics for one checkpoint: {task: metrics}."""
-    unknown = [task for task in checkpoint.card.tasks if task not in TASK_EVALUATIONS]
+    evaluations = NATURAL_TASK_EVALUATIONS if checkpoint.card.input.domain == "natural" else TASK_EVALUATIONS
+    unknown = [task for task in checkpoint.card.tasks if task not in evaluations]
     if unknown:
         raise ValueError(f"{checkpoint.card.name}: no evaluation for tasks {unknown}")
     results = {}
     for task in checkpoint.card.tasks:
         started = time.perf_counter()
-        results[task] = TASK_EVALUATIONS[task](checkpoint, context)
+        results[task] = evaluations[task](checkpoint, context)
         print(f"  {checkpoint.card.name} {task}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return results
 

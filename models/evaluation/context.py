@@ -44,6 +44,9 @@ class EvaluationSettings:
     vae_chunk_images: int = 50  # images per importance-sampling batch (x K decoder passes)
     manifold_grid: int = 20  # the 2-D latent map is manifold_grid x manifold_grid decoded digits
     batch_size: int = 500  # images per model call
+    # natural images (models.evaluation.natural): AWGN seed, and BM3D on the first N images of each set
+    natural_noise_seed: int = 0
+    natural_bm3d_images: int | None = 10  # None: every image (minutes per set and sigma on 2 cores)
 
 
 @dataclass
@@ -55,6 +58,8 @@ class EvaluationContext:
     settings: EvaluationSettings = field(default_factory=EvaluationSettings)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     verify_data: bool = True
+    # The folder holding BSD68/, Set12/, Set5/ and Set14/; None: the parent of data_dir (the MNIST folder).
+    natural_dir: Path | None = None
     # Results that do not depend on the model (noisy images, baseline scores, PCA fits), keyed by name.
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +70,10 @@ class EvaluationContext:
     @cached_property
     def train(self) -> MnistSplit:
         return load_mnist(self.data_dir, "train", verify=self.verify_data)
+
+    @property
+    def natural_data_dir(self) -> Path:
+        return self.natural_dir if self.natural_dir is not None else Path(self.data_dir).parent
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self.cache:

@@ -38,7 +38,52 @@ def _margin_line(target: dict[str, Any]) -> str:
     )
 
 
+def _speed_line(speed: dict[str, Any]) -> str:
+    return (
+        f"Speed: {speed['megapixels_per_second']:.3f} megapixels of input per second ({speed['input']}, "
+        f"{speed['seconds']} s per image, median of 3, {speed['torch_threads']} torch threads, tiled)."
+    )
+
+
+def render_natural_denoise(metrics: dict[str, Any]) -> Lines:
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    for sigma, sets in metrics["noise"].items():
+        for folder, result in sets.items():
+            subset = result["bm3d_subset"]
+            rows = [
+                ["noisy input", f"{result['scores']['noisy input']:.2f}", f"{subset['scores']['noisy input']:.2f}"],
+                ["BM3D (measured)", "-", f"{subset['scores']['BM3D']:.2f}" if subset["scores"]["BM3D"] else "-"],
+                ["model", f"{result['scores']['model']:.2f}", f"{subset['scores']['model']:.2f}"],
+            ]
+            published = result.get("published", {})
+            rows += [[f"{name} (published)", f"{value:.2f}", "-"] for name, value in published.items()]
+            lines += [f"{folder}, sigma {sigma} (PSNR in dB):", ""]
+            lines += _table(
+                ["method", f"all {result['images']} images", f"first {subset['images']} (BM3D subset)"], rows
+            )
+    lines += [_speed_line(metrics["speed"]), ""]
+    if "target" in metrics:
+        lines += [_margin_line(metrics["target"]), ""]
+    return lines
+
+
+def render_natural_super_resolve(metrics: dict[str, Any]) -> Lines:
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    rows = []
+    for folder, result in metrics["sets"].items():
+        rows.append([folder, "bicubic (measured)", f"{result['scores']['bicubic']:.2f}"])
+        rows.append([folder, "model", f"{result['scores']['model']:.2f}"])
+        rows += [[folder, f"{name} (published)", f"{value:.2f}"] for name, value in result["published"].items()]
+    lines += _table(["set", "method", f"PSNR on Y, x{metrics['scale']} (dB)"], rows)
+    lines += [_speed_line(metrics["speed"]), ""]
+    if "target" in metrics:
+        lines += [_margin_line(metrics["target"]), ""]
+    return lines
+
+
 def render_denoise(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    if metrics.get("domain") == "natural":
+        return render_natural_denoise(metrics)
     lines: Lines = [metrics["protocol"] + ".", ""]
     for sigma, scores in metrics["noise"].items():
         blur = f"gaussian blur with sigma {scores['gaussian_blur_sigma']}"
@@ -51,6 +96,8 @@ def render_denoise(metrics: dict[str, Any], report_dir: Path) -> Lines:
 
 
 def render_super_resolve(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    if metrics.get("domain") == "natural":
+        return render_natural_super_resolve(metrics)
     lines: Lines = [metrics["protocol"] + f" ({metrics['images']} digits).", ""]
     lines += _table(["method", "PSNR (dB)", "SSIM"], _quality_rows(metrics["scores"]))
     if "target" in metrics:

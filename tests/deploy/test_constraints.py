@@ -1,4 +1,5 @@
-"""deploy/constraints.txt pins every runtime dependency, and the Dockerfile's pip commands resolve against it.
+"""deploy/constraints.txt pins every runtime dependency (constraints-dev.txt the test toolchain), and the
+Dockerfile's pip commands resolve against them.
 
 No network here, so the Dockerfile's install commands run as `pip install --dry-run --no-index` against this
 environment: they succeed only if the constraints, the project's requirements and what the tests run on agree.
@@ -20,11 +21,11 @@ from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "deploy"))
-from pin_runtime import PROJECT, runtime_closure  # noqa: E402
+from pin_runtime import DEV_OUTPUT, OUTPUT, PROJECT, closure  # noqa: E402
 
 
-def pins() -> dict[str, str]:
-    lines = (REPO_ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+def pins(path: Path = OUTPUT) -> dict[str, str]:
+    lines = path.read_text().splitlines()
     found = [re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)", line) for line in lines if line and not line.startswith("#")]
     assert all(found), "every line is NAME==VERSION"
     return {canonicalize_name(match.group(1)): match.group(2) for match in found if match}
@@ -41,7 +42,18 @@ def test_every_runtime_dependency_of_pyproject_is_pinned_within_its_range() -> N
 
 
 def test_constraints_match_the_environment_the_tests_run_in() -> None:
-    assert pins() == runtime_closure(PROJECT), "rerun `python deploy/pin_runtime.py`"
+    assert pins() == closure(PROJECT), "rerun `python deploy/pin_runtime.py`"
+    development = {**pins(), **pins(DEV_OUTPUT)}
+    assert development == closure(PROJECT, frozenset({"dev"})), "rerun `python deploy/pin_runtime.py`"
+    assert "pytest" in development and "schemathesis" in development and "scipy" in development
+
+
+def test_ci_and_the_readme_install_the_test_toolchain_at_its_pinned_versions() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    pinned_install = '-c deploy/constraints.txt -c deploy/constraints-dev.txt -e ".[dev]"'
+    assert pinned_install in readme
+    assert pinned_install in ci
 
 
 def dockerfile_pip_installs() -> list[list[str]]:

@@ -37,5 +37,5 @@ def test_the_deployment_guide_names_only_real_variables_and_architectures() -> N
     for name in set(re.findall(r"AE_[A-Z0-9_]+", guide)):
         base = name.split("__")[0]  # AE_DEFAULT_MODELS__EMBED sets one field of AE_DEFAULT_MODELS
         assert base in SETTINGS_VARIABLES | CLIENT_AND_COMPOSE_VARIABLES, name
-    named = set(re.findall(r"`([a-z]+(?:-[a-z]+)+)`", guide.split("## Adding your own checkpoint", 1)[1]))
+    named = set(re.findall(r"`([a-z0-9]+(?:-[a-z0-9]+)*)`", guide.split("## Adding your own checkpoint", 1)[1]))
     assert set(ARCHITECTURES) <= named, "every architecture is named where checkpoints are explained"

@@ -5,7 +5,8 @@ Decoding is deliberate about every step, because the models were trained on one 
   GIF/WebP and multi-page TIFF the first frame is used.
 - The pixel count is checked from the header, before any pixel is decoded.
 - EXIF orientation is applied, so a phone photo comes out the way it is shown.
-- Modes are converted to L (grayscale) or RGB, whichever the model reads:
+- Modes are converted to L (grayscale) or RGB, whichever the model reads (or, for models that read
+  both, L for a grayscale picture and RGB for the others, see `GRAYSCALE_MODES`):
   * L: as is. 1 (bilevel): 0 -> 0, 1 -> 255.
   * LA, RGBA, PA and P or L/RGB with a transparent colour: composited on **white**, the way browsers
     and viewers show transparency. A digit drawn as dark strokes on a transparent canvas therefore
@@ -35,6 +36,8 @@ ALLOWED_CONTENT_TYPES = frozenset(
 )
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 TRANSPARENT_MODES = frozenset({"LA", "La", "RGBA", "RGBa", "PA"})
+# Modes that hold no colour: with channels=None such a picture stays grayscale (composited on white, it still is).
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "F"}) | SIXTEEN_BIT_MODES
 
 # Set once for the process, not per call: `warnings.catch_warnings` is not thread-safe and images are
 # decoded in worker threads. Our own pixel cap replaces Pillow's decompression-bomb warning, and what
@@ -58,26 +61,29 @@ def declared_pixels(data: bytes) -> int | None:
         return None
 
 
-def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "image") -> Image.Image:
-    """Bytes -> an 'L' (channels=1) or 'RGB' (channels=3) image; see the module docstring for the rules.
+def decode_image(
+    data: bytes, max_pixels: int, channels: int | None = 1, param: str = "image", output_scale: int = 1
+) -> Image.Image:
+    """Bytes -> an 'L' (channels=1) or 'RGB' (channels=3) image; channels=None: 'L' for a picture without
+    colour (a mode of GRAYSCALE_MODES), 'RGB' for the others. See the module docstring for the rules.
 
     Raises InvalidImage (400) for bytes that are not an image of an allowed format, and
-    PayloadTooLarge (413) for an image with more than `max_pixels` pixels.
+    PayloadTooLarge (413) for an image with more than `max_pixels` pixels, or, when the answer is the image
+    upscaled `output_scale` times, one whose answer would have more than `max_pixels` pixels.
     """
     if not data:
         raise InvalidImage("the image is empty", param=param)
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         width, height = image.size  # from the header: nothing is decoded yet
-        if width * height > max_pixels:
-            raise PayloadTooLarge(
-                f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", param=param
-            )
+        check_pixels(width, height, max_pixels, output_scale, param)
         if width < 1 or height < 1:
             raise InvalidImage(f"the image has no pixels ({width}x{height})", param=param)
         image.seek(0)  # first frame of an animation or the first page
         image.load()
         upright = ImageOps.exif_transpose(image) or image
+        if channels is None:
+            return _to_mode(upright, "L" if upright.mode in GRAYSCALE_MODES else "RGB")
         return _to_mode(upright, "L" if channels == 1 else "RGB")
     except (PayloadTooLarge, InvalidImage):
         raise
@@ -89,6 +95,23 @@ def decode_image(data: bytes, max_pixels: int, channels: int = 1, param: str = "
         raise PayloadTooLarge(f"the image has more pixels than the limit of {max_pixels}", param=param) from None
     except Exception as exc:  # a truncated or corrupt file fails in the decoder with many error types
         raise InvalidImage(f"the image could not be decoded: {exc}", param=param) from None
+
+
+def check_pixels(width: int, height: int, max_pixels: int, output_scale: int, param: str) -> None:
+    """PayloadTooLarge when the image, or its answer upscaled `output_scale` times, has more than `max_pixels`."""
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", param=param
+        )
+    out_width, out_height = width * output_scale, height * output_scale
+    if out_width * out_height > max_pixels:
+        # The cap bounds what the service holds and sends back, and an upscaled answer is scale^2 larger.
+        raise PayloadTooLarge(
+            f"the image is {width}x{height}, and upscaled x{output_scale} the answer would be "
+            f"{out_width}x{out_height} = {out_width * out_height} pixels; the limit of {max_pixels} pixels applies "
+            f"to the answer, so send at most {max_pixels // (output_scale * output_scale)} pixels at x{output_scale}",
+            param=param,
+        )
 
 
 def _to_mode(image: Image.Image, target: str) -> Image.Image:

@@ -5,7 +5,11 @@
   `mnist-frame`; with `preprocess=none` another size is refused with a 400 naming the expected size.
 - Super-resolution models take exactly their trained input size (14x14 for x2, 7x7 for x4): framing a
   picture down to 7x7 would throw away what the model is meant to restore, so other sizes get a 400.
-- Other fixed-size models take exactly their size; any-size models take the picture as it is.
+- Other fixed-size models take exactly their size; any-size models take the picture as it is. Models of
+  photographs (domain "natural") are never framed: they take any size up to the pixel cap.
+- Channels: what the card says (a grayscale picture is repeated into RGB for a 3-channel model), except for
+  the architectures of GRAYSCALE_NETWORKS, which read 1 or 3 channels: they get the picture's own channels,
+  so a grayscale picture comes back grayscale.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ from models.checkpoint import ModelCard
 
 Preprocess = Literal["auto", "none"]
 Preprocessing = Literal["none", "mnist-frame"]
+
+
+# Architectures whose network is grayscale and whose task methods read 1 or 3 channels (DnCNN denoises
+# colour channel by channel, FSRCNN upscales the luminance and the colour bicubically). A grayscale picture
+# goes to them as one channel: three equal channels would cost three times the work for the same pixels,
+# and the answer would come back as RGB.
+GRAYSCALE_NETWORKS = frozenset({"dncnn", "fsrcnn"})
+
+
+def input_channels(card: ModelCard) -> int | None:
+    """The channels to decode pictures into for this model; None: the picture's own (L stays L, else RGB)."""
+    if card.architecture in GRAYSCALE_NETWORKS and card.input.channels == 3:
+        return None
+    return card.input.channels
 
 
 @dataclass

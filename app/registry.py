@@ -24,6 +24,7 @@ import torch
 
 from app.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
 from app.errors import (
+    InvalidRequest,
     ModelFailed,
     ModelNotFound,
     ModelOutOfMemory,
@@ -305,6 +306,42 @@ class ModelRegistry:
         if entry.state == "unavailable":
             raise ModelUnavailable(f"model {entry.name!r} is unavailable: {entry.reason}", param="model")
         return entry
+
+    def resolve_super_resolution(self, name: str | None, scale: int | None) -> ModelEntry:
+        """The super-resolution model a request means. With `model`, that model, whose factor must be `scale`
+        when both are given. Without it, the default, unless `scale` asks for another factor: then a servable
+        model with that factor, those of the default's domain (MNIST digits, photographs) first, then by name."""
+        if name is not None or scale is None:
+            entry = self.resolve(name, "super-resolve", "super-resolve")
+            if scale is not None and entry.card is not None and entry.card.scale != scale:
+                raise InvalidRequest(
+                    f"model {entry.name!r} upscales x{entry.card.scale}, not x{scale}; "
+                    "leave out scale, or leave out model to have one chosen by its scale",
+                    param="scale",
+                )
+            return entry
+        # .get: a default missing from the checkpoints folder need not stop a request that names a scale.
+        default_name = self.default_for("super-resolve")
+        default = self.entries.get(default_name)
+        domain = default.card.input.domain if default is not None and default.card is not None else None
+        servable = [
+            (entry.name, entry.card)
+            for entry in self.entries.values()
+            if entry.card is not None and "super-resolve" in entry.card.tasks and entry.state != "unavailable"
+        ]
+        matching = sorted(
+            (model != default_name, card.input.domain != domain, model)
+            for model, card in servable
+            if card.scale == scale
+        )
+        if not matching:
+            scales = sorted({card.scale for _, card in servable if card.scale})
+            raise InvalidRequest(
+                f"no super-resolution model upscales x{scale}; available scales: "
+                f"{', '.join(f'x{s}' for s in scales) or 'none'}",
+                param="scale",
+            )
+        return self.resolve(matching[0][2], "super-resolve", "super-resolve")
 
     # -- inference ---------------------------------------------------------------------------------
 

@@ -24,8 +24,9 @@ ResponseFormat = Annotated[
 PreprocessOption = Annotated[
     Literal["auto", "none"],
     Field(
-        description="auto: images of another size than the model's 28x28 are brought into the MNIST frame; "
-        "none: such images are refused with a 400 naming the expected size"
+        description="auto: for MNIST-domain models, images of another size than 28x28 are brought into the "
+        "MNIST frame; none: such images are refused with a 400 naming the expected size. Models of photographs "
+        "(domain 'natural') take any size and are never framed"
     ),
 ]
 # A latent vector. The prior is N(0, I), so values beyond a few units mean nothing; past LATENT_MAX_ABS they
@@ -49,6 +50,23 @@ class ImageOptions(Options):
     model: ModelName = None
     response_format: ResponseFormat = None
     preprocess: PreprocessOption = "auto"
+
+
+# Factors a `scale` may name; the models decide which of them are served (a 400 lists those).
+MIN_SCALE, MAX_SCALE = 2, 8
+
+
+class SuperResolveOptions(ImageOptions):
+    """Options of /v1/super-resolve: `scale` picks a model by its factor when `model` is left out."""
+
+    scale: int | None = Field(
+        None,
+        ge=MIN_SCALE,
+        le=MAX_SCALE,
+        description="upscaling factor. Without `model`: the default super-resolution model if it has this "
+        "factor, else a model that has it (those of the default's domain first, then by name); a factor no model "
+        "has is a 400 listing the available ones. With `model`: it must be that model's factor (else a 400)",
+    )
 
 
 class EmbeddingOptions(Options):
@@ -83,6 +101,10 @@ class ImagesField(BaseModel):
 
 # The JSON bodies of the image routes: the route's options plus `images`.
 class ImageBody(ImageOptions, ImagesField):
+    pass
+
+
+class SuperResolveBody(SuperResolveOptions, ImagesField):
     pass
 
 

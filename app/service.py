@@ -22,7 +22,7 @@ from app.imaging import INLINE_PIXELS, declared_pixels, decode_image, grid_colum
 from app.inputs import ImageUpload
 from app.observability import Metrics
 from app.offload import run_cpu_work
-from app.preprocessing import PreparedImage, Preprocess, Preprocessing, prepare
+from app.preprocessing import PreparedImage, Preprocess, Preprocessing, input_channels, prepare
 from app.registry import ModelEntry, ModelRegistry, TaskFunction
 from app.responses import ImageResult
 from app.settings import Settings
@@ -42,12 +42,17 @@ class Service:
     ) -> list[PreparedImage]:
         """Decode and preprocess every image; in a worker thread unless the images are small (app.offload)."""
 
+        # The pixel cap bounds what the service holds and sends back: for super-resolution that is the answer,
+        # scale^2 larger than the image sent (checked from the header, before anything is decoded).
+        output_scale = (card.scale or 1) if task == "super-resolve" else 1
+        channels = input_channels(card)
+
         def work() -> list[PreparedImage]:
             with self.metrics.stage("decode", route):
                 prepared = []
                 for index, blob in enumerate(upload.blobs):
                     param = upload.param(index)
-                    image = decode_image(blob, self.settings.max_pixels, card.input.channels, param=param)
+                    image = decode_image(blob, self.settings.max_pixels, channels, param, output_scale)
                     prepared.append(prepare(image, card, task, preprocess, param=param))
                 return prepared
 

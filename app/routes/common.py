@@ -20,7 +20,10 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad image or request (e.g. wrong size with preprocess=none)"},
     404: {"model": ErrorResponse, "description": "unknown model"},
-    413: {"model": ErrorResponse, "description": "body, pixel count or image count over the limit"},
+    413: {
+        "model": ErrorResponse,
+        "description": "body, pixel count (of an upscaled answer too) or image count over the limit",
+    },
     415: {"model": ErrorResponse, "description": "unsupported content type or image type"},
     422: {"model": ErrorResponse, "description": "invalid fields"},
     503: {

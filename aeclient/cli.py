@@ -38,6 +38,7 @@ EPILOG = """examples:
   ae health --url http://127.0.0.1:8000      is it up and ready?
   ae denoise noisy.png -o clean.png
   ae super-resolve small.png -o big.png --model mnist-sr-x4
+  ae super-resolve photo.jpg -o big.png --scale 3   a model that upscales x3
   ae reconstruct a.png b.png -o out/         images to out/, one error per line on stdout
   ae embed *.png --format jsonl > vectors.jsonl
   ae sample -n 16 --seed 1 -o grid.png
@@ -75,8 +76,10 @@ def save_all(images: Sequence[Image.Image], paths: Sequence[Path]) -> None:
 
 # The client verbs: each takes the parsed arguments and a connected client.
 def run_images(args: argparse.Namespace, client: Client) -> int:
-    method = client.denoise if args.command == "denoise" else client.super_resolve
-    images = method(list(args.images), model=args.model, preprocess=args.preprocess)
+    if args.command == "denoise":
+        images = client.denoise(list(args.images), model=args.model, preprocess=args.preprocess)
+    else:
+        images = client.super_resolve(list(args.images), model=args.model, preprocess=args.preprocess, scale=args.scale)
     save_all(images, output_paths(args.images, args.output))
     return 0
 
@@ -147,7 +150,12 @@ def run_models(args: argparse.Namespace, client: Client) -> int:
     print(f"{'NAME':<20} {'STATE':<12} {'INPUT':<10} TASKS")
     for card in cards:
         spec = card.get("input") or {}
-        size = f"{spec.get('width')}x{spec.get('height')}" if spec else "-"
+        if not spec:
+            size = "-"
+        elif spec.get("width") is None or spec.get("height") is None:
+            size = "any"  # fully convolutional: any size up to the server's pixel cap
+        else:
+            size = f"{spec['width']}x{spec['height']}"
         print(f"{card['name']:<20} {card['state']:<12} {size:<10} {', '.join(card['tasks'])}")
     return 0
 
@@ -199,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = verb(name, summary, run_images)
         sub.add_argument("images", nargs="+", help="image files")
         sub.add_argument("-o", "--output", required=True, help="output file, or a folder for several inputs")
+        if name == "super-resolve":
+            sub.add_argument(
+                "--scale", type=int, help="upscaling factor; without --model the server picks a model that has it"
+            )
         add_client_options(sub, preprocess=True)
 
     sub = verb("reconstruct", "reconstruct images; prints each image's reconstruction error", run_reconstruct)

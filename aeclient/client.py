@@ -90,8 +90,12 @@ class Client(_Base):
     def denoise(self, images: Images, *, model: str | None = None, preprocess: str = "auto") -> list[Image.Image]:
         return self._run(api.denoise(images, model, preprocess))
 
-    def super_resolve(self, images: Images, *, model: str | None = None, preprocess: str = "auto") -> list[Image.Image]:
-        return self._run(api.super_resolve(images, model, preprocess))
+    def super_resolve(
+        self, images: Images, *, model: str | None = None, preprocess: str = "auto", scale: int | None = None
+    ) -> list[Image.Image]:
+        """scale: the upscaling factor; without `model` the server picks a model that has it (a factor no
+        model has, or one that is not `model`'s, raises InvalidRequestError)."""
+        return self._run(api.super_resolve(images, model, preprocess, scale))
 
     def reconstruct(self, images: Images, *, model: str | None = None, preprocess: str = "auto") -> Reconstruction:
         return self._run(api.reconstruct(images, model, preprocess))
@@ -189,9 +193,9 @@ class AsyncClient(_Base):
         return await self._run(api.denoise(images, model, preprocess))
 
     async def super_resolve(
-        self, images: Images, *, model: str | None = None, preprocess: str = "auto"
+        self, images: Images, *, model: str | None = None, preprocess: str = "auto", scale: int | None = None
     ) -> list[Image.Image]:
-        return await self._run(api.super_resolve(images, model, preprocess))
+        return await self._run(api.super_resolve(images, model, preprocess, scale))
 
     async def reconstruct(
         self, images: Images, *, model: str | None = None, preprocess: str = "auto"

@@ -62,8 +62,11 @@ def denoise(images: Images, model: str | None, preprocess: str) -> Call[list[Ima
     return Call("POST", "/v1/denoise", _image_list, json=_image_body(images, model, preprocess))
 
 
-def super_resolve(images: Images, model: str | None, preprocess: str) -> Call[list[Image.Image]]:
-    return Call("POST", "/v1/super-resolve", _image_list, json=_image_body(images, model, preprocess))
+def super_resolve(
+    images: Images, model: str | None, preprocess: str, scale: int | None = None
+) -> Call[list[Image.Image]]:
+    """scale: the upscaling factor; without a model the server picks one that has it."""
+    return Call("POST", "/v1/super-resolve", _image_list, json=_image_body(images, model, preprocess, scale=scale))
 
 
 def _reconstruction(response: httpx.Response) -> Reconstruction:

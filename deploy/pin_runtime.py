@@ -1,13 +1,14 @@
-"""Write deploy/constraints.txt (runtime) and deploy/constraints-dev.txt (test toolchain): exact versions, as installed.
+"""Write deploy/constraints.txt (runtime) and deploy/constraints-dev.txt (test toolchain): exact versions.
 
     python deploy/pin_runtime.py            # after `pip install -e ".[dev]"` in the environment the tests pass in
 
 The Docker image installs with `-c deploy/constraints.txt`, so it gets the versions the test suite ran
 against. CI and the README's set-up also install the `dev` extra with -c deploy/constraints-dev.txt: a new
 release of pytest, schemathesis, ruff or mypy must not turn a green suite red overnight (pytest 9.1 broke
-schemathesis's plugin that way). The closure is read from the installed packages' metadata: the project's runtime requirements
-(no extras), then theirs, and so on. Requirements whose markers do not hold here (another OS, another
-Python) are left out, as are the CUDA libraries torch pulls in on GPU builds (that wheel index pins them).
+schemathesis's plugin that way). The closure is read from the installed packages' metadata: the project's
+requirements (with the dev extra for the second file), then theirs, and so on. Requirements whose markers
+do not hold here (another OS, another Python) are left out, as are the CUDA libraries torch pulls in on
+GPU builds (that wheel index pins them).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from models.architectures import Architecture, ArchitectureError, ConvVAE, build
 from models.checkpoint import InputSpec, ModelCard, save_checkpoint
 from models.image_folder import ImageFolder, format_size, hold_out, load_image_folder
 from models.recipes import IMAGE_FOLDER_BATCH_SIZE, Recipe, image_folder_recipe
-from models.train import ImageSplit, TrainOptions, TrainResult, cpu_description, train, write_figures
+from models.train import ImageSplit, TrainOptions, TrainResult, train, training_run, write_figures
 from models.validation import BATCH, ValidationData, check_denoise, check_reconstruct, check_super_resolve
 
 DOMAIN = "user-images"  # anything but "mnist": the service then neither frames nor resizes inputs
@@ -124,23 +124,7 @@ def folder_model_card(
         "licence": LICENCE,
         "train_images": len(split.train_images),
         "validation_images": held_out,
-        **recipe.objective.describe(),
-        "epochs": result.epochs,
-        "selected_epoch": result.selected_epoch,
-        "batch_size": recipe.batch_size,
-        "optimiser": "Adam",
-        "learning_rate": recipe.learning_rate,
-        "learning_rate_schedule": "cosine decay to 0 over all steps",
-        "weight_decay": recipe.weight_decay,
-        "seed": result.seed,
-        "device": device,
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu_description(),
-        "duration_s": round(result.duration_s, 1),
-        "images_per_second": round(result.images_per_second, 1),
-        "final_train_loss": round(result.final_train_loss, 6),
-        "validation_losses": [round(loss, 6) for loss in result.validation_losses],
+        **training_run(recipe, result, device),
         "validation": figures,
     }
     metrics = {

@@ -24,7 +24,7 @@ import torch
 from models.checkpoint import InputSpec, ModelCard, save_checkpoint
 from models.natural_images import load_images, luminance
 from models.recipes import Recipe
-from models.train import ImageSplit, TrainOptions, TrainResult, cpu_description, train, write_figures
+from models.train import ImageSplit, TrainOptions, TrainResult, train, training_run, write_figures
 
 
 @dataclass(frozen=True)
@@ -104,22 +104,7 @@ def natural_model_card(recipe: Recipe, result: TrainResult, patches: Patches, de
         "validation_images": f"{len(split.validation_images)} patches of the last {patches.held_out_images} images "
         "in name order (model selection only)",
         "augmentation": "one of the 8 flips/rotations at random per patch and step",
-        **recipe.objective.describe(),
-        "epochs": result.epochs,
-        "selected_epoch": result.selected_epoch,
-        "batch_size": recipe.batch_size,
-        "optimiser": "Adam",
-        "learning_rate": recipe.learning_rate,
-        "learning_rate_schedule": "cosine decay to 0 over all steps",
-        "seed": result.seed,
-        "device": device,
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu_description(),
-        "duration_s": round(result.duration_s, 1),
-        "images_per_second": round(result.images_per_second, 1),
-        "final_train_loss": round(result.final_train_loss, 8),
-        "validation_losses": [round(loss, 8) for loss in result.validation_losses],
+        **training_run(recipe, result, device, loss_digits=8),
     }
     colour = (
         "colour pictures are denoised channel by channel (R, G, B each as a grayscale image)"

@@ -65,14 +65,13 @@ class Objective(ABC):
         return {"objective": self.name, "loss": self.loss_name, **fields}
 
 
-class _PixelCrossEntropy(Objective):
-    """Binary cross-entropy per pixel against grey-level targets in [0, 1].
+class _PixelLoss(Objective):
+    """The model's output against the target, pixel by pixel, with the subclass's `pixel_loss`."""
 
-    Like the squared error it is minimised by the conditional mean (so it serves PSNR), but its gradient
-    does not vanish through the sigmoid output: squared error tends to stall on an all-black image first.
-    """
-
-    loss_name = "binary cross-entropy per pixel (grey-level targets)"
+    @staticmethod
+    @abstractmethod
+    def pixel_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mean loss over every pixel of the batch."""
 
     def loss(
         self,
@@ -82,7 +81,21 @@ class _PixelCrossEntropy(Objective):
         epochs_done: float,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        return F.binary_cross_entropy(model(inputs), targets)
+        return self.pixel_loss(model(inputs), targets)
+
+
+class _PixelCrossEntropy(_PixelLoss):
+    """Binary cross-entropy per pixel against grey-level targets in [0, 1].
+
+    Like the squared error it is minimised by the conditional mean (so it serves PSNR), but its gradient
+    does not vanish through the sigmoid output: squared error tends to stall on an all-black image first.
+    """
+
+    loss_name = "binary cross-entropy per pixel (grey-level targets)"
+
+    @staticmethod
+    def pixel_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy(output, target)
 
 
 @dataclass(frozen=True)
@@ -215,20 +228,14 @@ def random_dihedral(patches: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.stack(out)
 
 
-class _PixelSquaredError(Objective):
+class _PixelSquaredError(_PixelLoss):
     """Mean squared error per pixel: what PSNR measures (the image-restoration literature's loss)."""
 
     loss_name = "mean squared error per pixel (pixels in [0, 1])"
 
-    def loss(
-        self,
-        model: Architecture,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        epochs_done: float,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        return F.mse_loss(model(inputs), targets)
+    @staticmethod
+    def pixel_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(output, target)
 
 
 @dataclass(frozen=True)

@@ -209,19 +209,9 @@ def cpu_description() -> str:
     return f"{model_name}, {os.cpu_count()} logical cores visible, {torch.get_num_threads()} torch threads"
 
 
-def model_card(
-    recipe: Recipe, result: TrainResult, data: TrainingData, device: str, validation: dict[str, float]
-) -> ModelCard:
-    training: dict[str, Any] = {
-        "recipe": recipe.name,
-        "command": (
-            f"python -m models.train {recipe.name} --data-dir MNIST_DIR --seed {result.seed} --epochs {result.epochs} "
-            f"--threads {torch.get_num_threads()}"
-        ),
-        "dataset": "MNIST",
-        "licence": MNIST_LICENCE,
-        "train_images": len(data.train_images),
-        "validation_images": f"the last {len(data.validation_images)} training digits (model selection only)",
+def training_run(recipe: Recipe, result: TrainResult, device: str, loss_digits: int = 6) -> dict[str, Any]:
+    """What every model card says of how its weights were trained: objective, schedule, machine, duration."""
+    return {
         **recipe.objective.describe(),
         "epochs": result.epochs,
         "selected_epoch": result.selected_epoch,
@@ -237,8 +227,25 @@ def model_card(
         "cpu": cpu_description(),
         "duration_s": round(result.duration_s, 1),
         "images_per_second": round(result.images_per_second, 1),
-        "final_train_loss": round(result.final_train_loss, 6),
-        "validation_losses": [round(loss, 6) for loss in result.validation_losses],
+        "final_train_loss": round(result.final_train_loss, loss_digits),
+        "validation_losses": [round(loss, loss_digits) for loss in result.validation_losses],
+    }
+
+
+def model_card(
+    recipe: Recipe, result: TrainResult, data: TrainingData, device: str, validation: dict[str, float]
+) -> ModelCard:
+    training: dict[str, Any] = {
+        "recipe": recipe.name,
+        "command": (
+            f"python -m models.train {recipe.name} --data-dir MNIST_DIR --seed {result.seed} --epochs {result.epochs} "
+            f"--threads {torch.get_num_threads()}"
+        ),
+        "dataset": "MNIST",
+        "licence": MNIST_LICENCE,
+        "train_images": len(data.train_images),
+        "validation_images": f"the last {len(data.validation_images)} training digits (model selection only)",
+        **training_run(recipe, result, device),
         "validation": validation,
     }
     return ModelCard(

@@ -8,8 +8,9 @@
 - Other fixed-size models take exactly their size; any-size models take the picture as it is. Models of
   photographs (domain "natural") are never framed: they take any size up to the pixel cap.
 - Channels: what the card says (a grayscale picture is repeated into RGB for a 3-channel model), except for
-  the architectures of GRAYSCALE_NETWORKS, which read 1 or 3 channels: they get the picture's own channels,
-  so a grayscale picture comes back grayscale.
+  architectures that read 1 or 3 channels alike (`reads_grayscale_and_colour`: DnCNN denoises colour
+  channel by channel, FSRCNN upscales the luminance): they get the picture's own channels, so a grayscale
+  picture costs a third of the work and comes back grayscale.
 """
 
 from __future__ import annotations
@@ -23,22 +24,17 @@ from PIL import Image
 from app.errors import InvalidRequest
 from app.imaging import array_to_tensor, image_to_array
 from app.mnist_frame import FRAME_SIZE, to_mnist_frame
+from models.architectures import ARCHITECTURES
 from models.checkpoint import ModelCard
 
 Preprocess = Literal["auto", "none"]
 Preprocessing = Literal["none", "mnist-frame"]
 
 
-# Architectures whose network is grayscale and whose task methods read 1 or 3 channels (DnCNN denoises
-# colour channel by channel, FSRCNN upscales the luminance and the colour bicubically). A grayscale picture
-# goes to them as one channel: three equal channels would cost three times the work for the same pixels,
-# and the answer would come back as RGB.
-GRAYSCALE_NETWORKS = frozenset({"dncnn", "fsrcnn"})
-
-
 def input_channels(card: ModelCard) -> int | None:
     """The channels to decode pictures into for this model; None: the picture's own (L stays L, else RGB)."""
-    if card.architecture in GRAYSCALE_NETWORKS and card.input.channels == 3:
+    architecture = ARCHITECTURES.get(card.architecture)
+    if architecture is not None and architecture.reads_grayscale_and_colour and card.input.channels == 3:
         return None
     return card.input.channels
 

@@ -37,6 +37,9 @@ class Architecture(nn.Module):
 
     config_class: ClassVar[type[Any]]
     name: ClassVar[str]
+    # True where the task methods read grayscale (1 channel) and colour (3) alike, whatever the card's
+    # channels: a grayscale picture is then served as one channel and comes back grayscale.
+    reads_grayscale_and_colour: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         super().__init__()

@@ -40,6 +40,7 @@ class DnCNNConfig:
 
 class DnCNN(Architecture):
     name = "dncnn"
+    reads_grayscale_and_colour = True  # a grayscale network; colour by the documented rule
     config_class = DnCNNConfig
     config: DnCNNConfig
 

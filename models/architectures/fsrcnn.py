@@ -51,6 +51,7 @@ class FSRCNNConfig:
 
 class FSRCNN(Architecture):
     name = "fsrcnn"
+    reads_grayscale_and_colour = True  # a grayscale network; colour by the documented rule
     config_class = FSRCNNConfig
     config: FSRCNNConfig
 

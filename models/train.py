@@ -33,7 +33,14 @@ from typing import Any, TextIO
 import torch
 
 from models.architectures import Architecture, build_model
-from models.checkpoint import MODEL_NAME_PATTERN, InputSpec, ModelCard, save_checkpoint
+from models.checkpoint import (
+    MODEL_NAME_PATTERN,
+    CheckpointError,
+    InputSpec,
+    ModelCard,
+    load_checkpoint,
+    save_checkpoint,
+)
 from models.data import MNIST_LICENCE, DataError, MnistSplit, load_mnist
 from models.image_folder import parse_size
 from models.plots import image_grid, loss_curve
@@ -83,6 +90,10 @@ class TrainOptions:
     seed: int | None = None  # None: the recipe's
     max_steps_per_epoch: int | None = None  # for smoke tests
     stream: TextIO = field(default_factory=lambda: sys.stderr)
+    # Fine-tuning: a checkpoint folder of the same architecture and config whose weights start the run
+    # (e.g. a sigma-15 denoiser from the sigma-25 one), and the peak learning rate (None: the recipe's).
+    init_from: Path | None = None
+    learning_rate: float | None = None
 
 
 @dataclass
@@ -96,6 +107,27 @@ class TrainResult:
     train_curve: list[tuple[float, float]]  # (fractional epoch, mean loss since the previous point)
     duration_s: float
     images_per_second: float
+    learning_rate: float  # the peak of the cosine schedule
+    initialised_from: dict[str, str] | None = None  # {"checkpoint", "sha256"} when fine-tuned
+
+
+def initial_weights(model: Architecture, recipe: Recipe, directory: Path) -> dict[str, str]:
+    """Load a checkpoint's weights into `model`; -> what the card records of them.
+
+    The checkpoint must be of the recipe's architecture with tensors of the same names and shapes (config
+    fields that are labels, such as a denoiser's sigma, may differ): anything else is a CheckpointError
+    naming both, not a silent partial load.
+    """
+    start = load_checkpoint(directory)
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    start_shapes = {name: tuple(tensor.shape) for name, tensor in start.model.state_dict().items()}
+    if start.card.architecture != recipe.architecture or start_shapes != shapes:
+        raise CheckpointError(
+            f"{directory}: a {start.card.architecture} with {start.model.config_dict()} cannot start recipe "
+            f"{recipe.name!r} ({recipe.architecture} with {model.config_dict()}): its weights do not fit"
+        )
+    model.load_state_dict(start.model.state_dict())
+    return {"checkpoint": start.card.name, "sha256": start.card.weights_sha256}
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -127,13 +159,16 @@ def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None)
     seed = options.seed if options.seed is not None else recipe.seed
     device = torch.device(options.device)
     torch.manual_seed(seed)  # initial weights
-    model = build_model(recipe.architecture, recipe.architecture_config).to(device)
+    model = build_model(recipe.architecture, recipe.architecture_config)
+    initialised_from = initial_weights(model, recipe, options.init_from) if options.init_from else None
+    model = model.to(device)
+    learning_rate = options.learning_rate if options.learning_rate is not None else recipe.learning_rate
     data_generator = make_generator(seed)  # data order and corruptions (on the CPU: same on any device)
     model_generator = make_generator(seed + 1, device)  # sampling inside the loss (VAE reparameterisation)
     # The hold-out pairs are drawn once, so every epoch is scored on the same corrupted digits.
     val_inputs, val_targets = recipe.objective.make_batch(data.validation_images, make_generator(seed + 2))
 
-    optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(data.train_images) / recipe.batch_size)
     if options.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, options.max_steps_per_epoch)
@@ -193,6 +228,8 @@ def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None)
         train_curve=train_curve,
         duration_s=duration,
         images_per_second=images_seen / duration,
+        learning_rate=learning_rate,
+        initialised_from=initialised_from,
     )
 
 
@@ -211,13 +248,13 @@ def cpu_description() -> str:
 
 def training_run(recipe: Recipe, result: TrainResult, device: str, loss_digits: int = 6) -> dict[str, Any]:
     """What every model card says of how its weights were trained: objective, schedule, machine, duration."""
-    return {
+    facts: dict[str, Any] = {
         **recipe.objective.describe(),
         "epochs": result.epochs,
         "selected_epoch": result.selected_epoch,
         "batch_size": recipe.batch_size,
         "optimiser": "Adam",
-        "learning_rate": recipe.learning_rate,
+        "learning_rate": result.learning_rate,
         "learning_rate_schedule": "cosine decay to 0 over all steps",
         "weight_decay": recipe.weight_decay,
         "seed": result.seed,
@@ -230,6 +267,9 @@ def training_run(recipe: Recipe, result: TrainResult, device: str, loss_digits: 
         "final_train_loss": round(result.final_train_loss, loss_digits),
         "validation_losses": [round(loss, loss_digits) for loss in result.validation_losses],
     }
+    if result.initialised_from is not None:
+        facts["initialised_from"] = result.initialised_from  # fine-tuned: the duration is this run's only
+    return facts
 
 
 def model_card(
@@ -339,6 +379,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CHECKPOINT_DIR",
+        help="fine-tune: start from this checkpoint's weights (same architecture and config as the recipe)",
+    )
+    parser.add_argument("--learning-rate", type=float, help="override the recipe's peak learning rate")
     own = parser.add_argument_group("your own images (instead of a recipe)")
     own.add_argument(
         "--images-dir", type=Path, metavar="PATH", help="folder of images, searched recursively (PNG, JPEG, ...)"
@@ -399,24 +446,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_image_folder(arguments, list(sys.argv[1:] if argv is None else argv))
     recipe = RECIPES[arguments.recipe]
-    options = TrainOptions(device=arguments.device, epochs=arguments.epochs, seed=arguments.seed)
+    options = TrainOptions(
+        device=arguments.device,
+        epochs=arguments.epochs,
+        seed=arguments.seed,
+        init_from=arguments.init_from,
+        learning_rate=arguments.learning_rate,
+    )
     if recipe.dataset != "mnist":
         # Imported here, not at the top: models.natural_training builds on this module.
         from models.natural_training import command_line, run_natural
 
         try:
             card = run_natural(recipe, arguments.data_dir, arguments.out, options, command_line(list(sys.argv[1:])))
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, CheckpointError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"wrote {arguments.out / recipe.name} ({card.training['duration_s']} s)", file=sys.stderr)
         return 0
     try:
         data = TrainingData.hold_out(load_mnist(arguments.data_dir, "train"))
-    except DataError as exc:
+        card = run(recipe, data, arguments.out, options)
+    except (DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    card = run(recipe, data, arguments.out, options)
     print(
         f"wrote {arguments.out / recipe.name} (selected epoch {card.training['selected_epoch']}, "
         f"{card.training['duration_s']} s)",

@@ -90,3 +90,59 @@ def test_cli_trains_a_natural_recipe(data_dir: Path, tmp_path: Path) -> None:
 def test_cli_names_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bsd-denoise-sigma25", "--data-dir", str(tmp_path)]) == 1
     assert "Train400" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    quiet = io.StringIO()
+    start = run_natural(
+        RECIPES["bsd-denoise-sigma25"],
+        data_dir,
+        tmp_path / "start",
+        TrainOptions(epochs=1, max_steps_per_epoch=1, stream=quiet),
+        command="test",
+    )
+    # A learning rate of zero leaves the weights where they started: exactly the checkpoint's, not the fresh
+    # initialisation of another seed.
+    options = TrainOptions(
+        epochs=1,
+        max_steps_per_epoch=1,
+        stream=quiet,
+        seed=7,
+        init_from=tmp_path / "start" / start.name,
+        learning_rate=0.0,
+    )
+    tuned = run_natural(RECIPES["bsd-denoise-sigma15"], data_dir, tmp_path / "tuned", options, command="test")
+    assert tuned.training["initialised_from"] == {"checkpoint": start.name, "sha256": start.weights_sha256}
+    assert tuned.training["learning_rate"] == 0.0
+    # (batch norm's running statistics do move in a training step; the learned parameters do not)
+    before = dict(load_checkpoint(tmp_path / "start" / start.name).model.named_parameters())
+    after = dict(load_checkpoint(tmp_path / "tuned" / tuned.name).model.named_parameters())
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_fine_tuning_refuses_another_architecture(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_natural(
+        RECIPES["t91-sr-x2"],
+        data_dir,
+        tmp_path,
+        TrainOptions(epochs=1, max_steps_per_epoch=1, stream=io.StringIO()),
+        command="test",
+    )
+    argv = [
+        "bsd-denoise-sigma15",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path),
+        "--init-from",
+        str(tmp_path / "t91-sr-x2"),
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+    ]
+    assert main(argv) == 1
+    assert "cannot start recipe 'bsd-denoise-sigma15'" in capsys.readouterr().err

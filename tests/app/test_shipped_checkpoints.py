@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from drawn_digits import decode_png, png_bytes
 from fastapi.testclient import TestClient
+from PIL import Image
 from service_helpers import mse, multipart
 
 from app.main import create_app
@@ -57,3 +58,46 @@ def test_a_photo_of_a_digit_reconstructs_like_a_digit(shipped: TestClient) -> No
     digit_score = score(shipped.post("/v1/reconstruct", files=multipart((EXAMPLES / "digit.png").read_bytes())))
     noise_score = score(shipped.post("/v1/reconstruct", files=multipart(png_bytes(noise))))
     assert score(photo) < noise_score / 3, (score(photo), digit_score, noise_score)
+
+
+# -- the models of photographs (when trained and shipped) ---------------------------------------------------------
+
+
+def synthetic_scene(size: int = 96, seed: int = 0) -> np.ndarray:
+    """A grayscale 'photograph' in [0, 1]: a smooth gradient, discs and bars with sharp edges, a soft texture."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:size, 0:size] / size
+    scene = 0.3 + 0.3 * rows + 0.1 * np.sin(6 * np.pi * columns) * np.cos(4 * np.pi * rows)
+    for _ in range(6):
+        centre, radius, level = rng.random(2), 0.05 + 0.15 * rng.random(), rng.random()
+        scene[(rows - centre[0]) ** 2 + (columns - centre[1]) ** 2 < radius**2] = level
+    scene[size // 3 : size // 3 + 4, :] = 0.05  # a dark bar across the picture
+    return np.clip(scene, 0.0, 1.0)
+
+
+def psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((image - reference) ** 2)))
+
+
+@pytest.mark.skipif(not (CHECKPOINTS / "bsd-denoise-sigma25").is_dir(), reason="bsd-denoise-sigma25 not shipped")
+def test_the_photo_denoiser_removes_sigma_25_noise(shipped: TestClient) -> None:
+    clean = synthetic_scene()
+    noisy = np.round(np.clip(clean + np.random.default_rng(1).normal(0, 25 / 255, clean.shape), 0, 1) * 255) / 255
+    response = shipped.post("/v1/denoise?model=bsd-denoise-sigma25", files=multipart(png_bytes(noisy)))
+    assert response.status_code == 200, response.text
+    denoised = decode_png(response.content)
+    assert denoised.shape == clean.shape
+    assert psnr(denoised, clean) > psnr(noisy, clean) + 6.0, (psnr(denoised, clean), psnr(noisy, clean))
+
+
+@pytest.mark.skipif(not (CHECKPOINTS / "t91-sr-x2").is_dir(), reason="t91-sr-x2 not shipped")
+def test_the_photo_super_resolution_beats_bicubic(shipped: TestClient) -> None:
+    clean = synthetic_scene(size=128)
+    low = Image.fromarray(np.round(clean * 255).astype(np.uint8)).resize((64, 64), Image.Resampling.BICUBIC)
+    bicubic = np.asarray(low.resize((128, 128), Image.Resampling.BICUBIC), dtype=np.float64) / 255
+    buffer = png_bytes(np.asarray(low, dtype=np.float64) / 255)
+    response = shipped.post("/v1/super-resolve?model=t91-sr-x2", files=multipart(buffer))
+    assert response.status_code == 200, response.text
+    upscaled = decode_png(response.content)
+    assert upscaled.shape == clean.shape
+    assert psnr(upscaled, clean) > psnr(bicubic, clean) + 0.3, (psnr(upscaled, clean), psnr(bicubic, clean))

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,9 @@ def save_checkpoint(model: Architecture, card: ModelCard, directory: Path) -> Mo
     safetensors.torch.save_file(state, str(weights), metadata={"architecture": card.architecture})
     card.weights_sha256 = sha256_of(weights)
     card.save(directory)
+    # safetensors creates its file readable by its owner only (0600); the service often runs as another
+    # account (the container's non-root user), so the weights get the card's permissions (the umask's).
+    weights.chmod(stat.S_IMODE((directory / CARD_FILE).stat().st_mode))
     return card
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,17 @@ def test_the_same_weights_give_the_same_file(tmp_path: Path) -> None:
     """Reproducible training must reproduce the sha256 too, not only the tensors."""
     sums = {save_checkpoint(tiny_model(), card(), tmp_path / str(run) / "tiny").weights_sha256 for run in range(8)}
     assert len(sums) == 1
+
+
+def test_the_weights_are_as_readable_as_the_card(tmp_path: Path) -> None:
+    """Another account (the container's non-root user) must be able to read what training wrote."""
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(tiny_model(), card(), tmp_path / "tiny")
+    finally:
+        os.umask(previous)
+    modes = {stat.S_IMODE((tmp_path / "tiny" / name).stat().st_mode) for name in (WEIGHTS_FILE, CARD_FILE)}
+    assert modes == {0o644}
 
 
 def test_vae_round_trip(tmp_path: Path) -> None:

@@ -108,10 +108,13 @@ class TrainResult:
     duration_s: float
     images_per_second: float
     learning_rate: float  # the peak of the cosine schedule
-    initialised_from: dict[str, str] | None = None  # {"checkpoint", "sha256"} when fine-tuned
+    initialised_from: dict[str, Any] | None = None  # {"checkpoint", "sha256", "training"} when fine-tuned
 
 
-def initial_weights(model: Architecture, recipe: Recipe, directory: Path) -> dict[str, str]:
+HISTORY_KEYS = ("command", "epochs", "learning_rate", "device", "cpu", "duration_s", "initialised_from")
+
+
+def initial_weights(model: Architecture, recipe: Recipe, directory: Path) -> dict[str, Any]:
     """Load a checkpoint's weights into `model`; -> what the card records of them.
 
     The checkpoint must be of the recipe's architecture with tensors of the same names and shapes (config
@@ -127,7 +130,9 @@ def initial_weights(model: Architecture, recipe: Recipe, directory: Path) -> dic
             f"{recipe.name!r} ({recipe.architecture} with {model.config_dict()}): its weights do not fit"
         )
     model.load_state_dict(start.model.state_dict())
-    return {"checkpoint": start.card.name, "sha256": start.card.weights_sha256}
+    # How the starting weights were trained, so that the card still tells the whole history (and time).
+    history = {key: start.card.training[key] for key in HISTORY_KEYS if key in start.card.training}
+    return {"checkpoint": start.card.name, "sha256": start.card.weights_sha256, "training": history}
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -112,7 +112,9 @@ def test_fine_tuning_starts_from_the_given_checkpoint(data_dir: Path, tmp_path: 
         learning_rate=0.0,
     )
     tuned = run_natural(RECIPES["bsd-denoise-sigma15"], data_dir, tmp_path / "tuned", options, command="test")
-    assert tuned.training["initialised_from"] == {"checkpoint": start.name, "sha256": start.weights_sha256}
+    started_from = tuned.training["initialised_from"]
+    assert (started_from["checkpoint"], started_from["sha256"]) == (start.name, start.weights_sha256)
+    assert started_from["training"]["duration_s"] == start.training["duration_s"]  # the history stays on the card
     assert tuned.training["learning_rate"] == 0.0
     # (batch norm's running statistics do move in a training step; the learned parameters do not)
     before = dict(load_checkpoint(tmp_path / "start" / start.name).model.named_parameters())

@@ -35,6 +35,7 @@ def _margin_line(target: dict[str, Any]) -> str:
     return (
         f"Target: {target['description']}. Measured margin over {target['best_baseline']}: "
         f"{target['margin_db']:+.2f} dB: {_met(target)}."
+        + (f" {target['closing_the_gap']}" if "closing_the_gap" in target else "")
     )
 
 

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
+from models.evaluation import (
+    EvaluationContext,
+    EvaluationSettings,
+    evaluate_checkpoints,
+    machine_description,
+    write_report,
+)
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +50,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="evaluate only these checkpoints")
     parser.add_argument("--report", type=Path, default=Path("docs/model-report.md"), help="report to (re)write")
     parser.add_argument("--no-report", action="store_true", help="update the cards only")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="evaluate nothing: rewrite the report from the metrics the cards already hold (e.g. after "
+        "evaluating models one by one with --only NAME --no-report)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads and BM3D processes (default: all cores)"
@@ -67,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         natural_dir=arguments.natural_dir,
     )
     command = "python -m models.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if arguments.report_only:
+        write_report(arguments.checkpoints, arguments.report, command, machine_description(context.device))
+        print(f"wrote {arguments.report} from the cards in {arguments.checkpoints}")
+        return 0
     cards = evaluate_checkpoints(arguments.checkpoints, context, report, command, arguments.only)
     print(f"evaluated {len(cards)} checkpoint(s): {', '.join(cards)}" + (f"; report: {report}" if report else ""))
     return 0

@@ -42,7 +42,14 @@ NATURAL_TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
     "super-resolve": evaluate_natural_super_resolution,
 }
 
-__all__ = ["TASK_EVALUATIONS", "EvaluationContext", "EvaluationSettings", "evaluate_checkpoints", "machine_description"]
+__all__ = [
+    "TASK_EVALUATIONS",
+    "EvaluationContext",
+    "EvaluationSettings",
+    "evaluate_checkpoints",
+    "machine_description",
+    "write_report",
+]
 
 
 def machine_description(device: torch.device) -> str:
@@ -116,7 +123,12 @@ def evaluate_checkpoints(
         }
         updated[checkpoint.card.name] = update_metrics(directory, metrics)
     if report_path is not None:
-        cards = [read_card(directory) for directory in checkpoint_directories(checkpoints_dir)]
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(render_report(cards, report_path, command, machine, _utc_now()))
+        write_report(checkpoints_dir, report_path, command, machine)
     return updated
+
+
+def write_report(checkpoints_dir: Path, report_path: Path, command: str, machine: str) -> None:
+    """(Re)write the report from the metrics every card holds (evaluated in this run or before)."""
+    cards = [read_card(directory) for directory in checkpoint_directories(checkpoints_dir)]
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_report(cards, report_path, command, machine, _utc_now()))

@@ -226,6 +226,19 @@ def test_evaluation_is_deterministic(evaluated: dict[str, Any], tmp_path: Path) 
         assert first == second, name
 
 
+def test_report_only_rewrites_the_report_from_the_cards_alone(evaluated: dict[str, Any], tmp_path: Path) -> None:
+    root = evaluated["root"]
+    cards_before = {path.name: (path / "config.json").read_text() for path in (root / "checkpoints").iterdir()}
+    report = tmp_path / "report.md"
+    argv = ["--data-dir", str(tmp_path / "no-mnist-here"), "--checkpoints", str(root / "checkpoints")]
+    assert main([*argv, "--report", str(report), "--report-only"]) == 0
+    text = report.read_text()
+    assert "--report-only" in text.splitlines()[2]  # the header names the command that wrote it
+    for name, card_text in cards_before.items():
+        assert f"## {name}" in text
+        assert (root / "checkpoints" / name / "config.json").read_text() == card_text  # nothing re-evaluated
+
+
 def test_only_refuses_unknown_names(evaluated: dict[str, Any]) -> None:
     root = evaluated["root"]
     with pytest.raises(ValueError, match="no checkpoint named"):

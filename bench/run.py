@@ -150,12 +150,17 @@ def server(app: str, env: dict[str, str], log: Path, probe_png: bytes, ready_pat
             wait_until_ready(process, port, probe_png, ready_path, log)
             yield port
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_s=15)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """Ask a server to shut down gracefully; kill it if it is still there after `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], port: int, png: bytes, path: str, log: Path) -> None:

@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.run import free_port, machine_description
+from bench.run import free_port, machine_description, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
@@ -396,12 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         ready = process.poll() is None and httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     verdict = judge(samples, args.warm_up, args.tolerance_mib)
     text_report = report(args, tally, samples, seconds, verdict, ready)
     if args.output is not None:

@@ -7,12 +7,13 @@ from typing import Any
 from models.architectures.base import Architecture, ArchitectureError
 from models.architectures.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
 from models.architectures.dncnn import DnCNN, DnCNNConfig
+from models.architectures.ffdnet import FFDNet, FFDNetConfig
 from models.architectures.fsrcnn import FSRCNN, FSRCNNConfig
 from models.architectures.super_resolution import SuperResolutionAE, SuperResolutionAEConfig
 from models.architectures.vae import ConvVAE, ConvVAEConfig
 
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE, DnCNN, FSRCNN)
+    cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE, DnCNN, FSRCNN, FFDNet)
 }
 
 
@@ -44,6 +45,8 @@ __all__ = [
     "ConvVAEConfig",
     "DnCNN",
     "DnCNNConfig",
+    "FFDNet",
+    "FFDNetConfig",
     "FSRCNNConfig",
     "SuperResolutionAE",
     "SuperResolutionAEConfig",

@@ -9,9 +9,15 @@ body is read, with 503 `overloaded` and a `Retry-After` header. A refusal costs 
 far less than serving a request, so the model keeps its share of the CPU while a flood is refused.
 Only the routes that run models are counted; listing models, management and the probes pass.
 
-The model is the one named in the query string (`?model=...`); requests that name it in the body,
-or name none, are counted under their route's default. This is only the key of a counter: the route
-still resolves and validates the model as usual.
+A request is counted against the model that serves it, which a client cannot steer. Before the body
+is read, that is the model the query string names (`?model=...`) when it is one the registry knows,
+else the route's default (a body may name another model, and an unknown name is only a 404 to come).
+Once the route has resolved the model (its body read), `count_against` moves the request to that
+model's count, and refuses it with the same 503 when that model already serves its limit. So a stream
+of made-up names in the query shares one count per route and cannot add allowance to a real model,
+and the bookkeeping stays bounded: counters exist only for known models and routes, and only while
+requests are in flight; the response times behind Retry-After are kept for at most
+`MAX_TIMED_KEYS` of them (least recently used dropped).
 
 The limit alone cannot stop one kind of overload: when requests arrive faster than the event loop
 can even read and refuse them, they wait in the server's socket buffers, where no limit sees them,
@@ -34,8 +40,8 @@ import asyncio
 import json
 import math
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Container, Iterable
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,17 +51,27 @@ from app.errors import Overloaded
 LAG_CHECK_S = 0.01  # how often the event loop's lateness is measured
 SHRINK, GROW = 0.8, 1  # per check: the allowance shrinks by 20% or more while the loop is late, else grows by 1
 LATE_CHECKS = 3  # checks in a row that must find the loop late before the allowance shrinks
+MAX_TIMED_KEYS = 1024  # models and routes whose response time is kept for Retry-After (LRU beyond)
 
 
 class AdmissionControl:
-    def __init__(self, app: ASGIApp, limit: int, paths: Iterable[str], max_loop_lag_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        paths: Iterable[str],
+        max_loop_lag_ms: float = 0.0,
+        known_models: Callable[[], Container[str]] | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.paths = frozenset(paths)  # the routes that run models; any other request passes untouched
         self.max_loop_lag_s = max_loop_lag_ms / 1000  # 0: the allowance never shrinks
+        # The names a query may count a request against before its body is read (the registry's models).
+        self.known_models = known_models or (lambda: ())
         self.allowance = float(limit)  # requests per model admitted now: the limit, less while the loop is late
-        self.in_flight: defaultdict[str, int] = defaultdict(int)  # requests being served, per model key
-        self.seconds_per_request: defaultdict[str, float] = defaultdict(float)  # moving average, for Retry-After
+        self.in_flight: dict[str, int] = {}  # requests being served, per model or route key; no zeros kept
+        self.seconds_per_request: OrderedDict[str, float] = OrderedDict()  # moving average, for Retry-After
         self._lag_timer: asyncio.TimerHandle | None = None
         self._late_checks = 0  # consecutive checks that found the loop late
 
@@ -65,18 +81,54 @@ class AdmissionControl:
             return
         if self.max_loop_lag_s and (self._lag_timer is None or self._lag_timer.cancelled()):
             self._schedule_lag_check(asyncio.get_running_loop())
-        key = model_key(scope)
-        if self.in_flight[key] >= self.allowance:
+        key = self.key_before_body(scope)
+        if self.in_flight.get(key, 0) >= self.allowance:
             await self.refuse(scope, send, key)
             return
-        self.in_flight[key] += 1
+        ticket = Ticket(self, key)
+        scope.setdefault("state", {})["admission"] = ticket
+        self._enter(key)
         started = time.perf_counter()
         try:
             await run_until_disconnect(self.app, scope, receive, send)
         finally:
-            self.in_flight[key] -= 1
+            self._leave(ticket.key)
             seconds = time.perf_counter() - started
-            self.seconds_per_request[key] = 0.9 * self.seconds_per_request[key] + 0.1 * seconds
+            for timed in {key, ticket.key}:  # a refusal at either key says when to come back
+                self._note_seconds(timed, seconds)
+
+    def key_before_body(self, scope: Scope) -> str:
+        """The model the query names if the registry knows it, else the route's default."""
+        name = query_model(scope)
+        if name and name in self.known_models():
+            return name
+        return f"the default model of {scope['path']}"
+
+    def move(self, ticket: Ticket, model: str) -> None:
+        """Count the ticket's request against `model` from now on; Overloaded if that model is at its limit."""
+        if model == ticket.key:
+            return
+        if self.in_flight.get(model, 0) >= self.allowance:
+            raise self.overloaded(model)
+        self._leave(ticket.key)
+        self._enter(model)
+        ticket.key = model
+
+    def _enter(self, key: str) -> None:
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+
+    def _leave(self, key: str) -> None:
+        remaining = self.in_flight[key] - 1
+        if remaining:
+            self.in_flight[key] = remaining
+        else:
+            del self.in_flight[key]  # no counter outlives its requests
+
+    def _note_seconds(self, key: str, seconds: float) -> None:
+        average = 0.9 * self.seconds_per_request.pop(key, 0.0) + 0.1 * seconds
+        self.seconds_per_request[key] = average  # most recently used last
+        if len(self.seconds_per_request) > MAX_TIMED_KEYS:
+            self.seconds_per_request.popitem(last=False)
 
     # -- the event loop's lateness -------------------------------------------------------------------
 
@@ -97,17 +149,20 @@ class AdmissionControl:
 
     def _check_lag(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         self.observe_loop_lag(loop.time() - due)
-        if self.allowance < self.limit or any(self.in_flight.values()):
+        if self.allowance < self.limit or self.in_flight:
             self._schedule_lag_check(loop)
         else:  # idle and at the limit: no timer until the next request
             self._lag_timer = None
 
-    async def refuse(self, scope: Scope, send: Send, key: str) -> None:
+    def overloaded(self, key: str) -> Overloaded:
         # A new request would wait about as long as the ones being served take: that is when to come back.
-        error = Overloaded(
-            f"too many requests for {key}: {self.in_flight[key]} are being served; retry later",
-            retry_after=math.ceil(self.seconds_per_request[key]),
+        return Overloaded(
+            f"too many requests for {describe(key)}: {self.in_flight.get(key, 0)} are being served; retry later",
+            retry_after=math.ceil(self.seconds_per_request.get(key, 0.0)),
         )
+
+    async def refuse(self, scope: Scope, send: Send, key: str) -> None:
+        error = self.overloaded(key)
         state = scope.setdefault("state", {})
         state["error_type"] = error.type
         state["refused_at_admission"] = True  # logged in a summary line per second (app.middleware)
@@ -118,14 +173,39 @@ class AdmissionControl:
         await send({"type": "http.response.body", "body": body})
 
 
-def model_key(scope: Scope) -> str:
-    """'model <name>' when the query string names one, else 'the default model of <path>'."""
+class Ticket:
+    """One admitted request: the key it is counted under, which `count_against` may move once."""
+
+    def __init__(self, control: AdmissionControl, key: str) -> None:
+        self.control = control
+        self.key = key
+
+    def move_to(self, model: str) -> None:
+        self.control.move(self, model)
+
+
+def count_against(scope: Scope, model: str) -> None:
+    """Count the request against `model`, the one that serves it (known once the route has read the body).
+
+    Raises Overloaded (503) when that model already serves as many requests as admission allows.
+    Requests that did not pass admission control (other routes, tests of a route alone) are not counted."""
+    ticket = scope.get("state", {}).get("admission")
+    if isinstance(ticket, Ticket):
+        ticket.move_to(model)
+
+
+def describe(key: str) -> str:
+    return key if key.startswith("the default model of ") else f"model {key!r}"
+
+
+def query_model(scope: Scope) -> str:
+    """The `model` the query string names ('' when none); the last one wins, as in the route's own parsing."""
     query: bytes = scope.get("query_string", b"")
     name = ""
     for pair in query.split(b"&") if b"model=" in query else ():
-        if pair.startswith(b"model="):  # the last one wins, as in the route's own parsing
+        if pair.startswith(b"model="):
             name = unquote_plus(pair[len(b"model=") :].decode("latin-1"))
-    return f"model {name[:128]!r}" if name else f"the default model of {scope['path']}"
+    return name
 
 
 async def run_until_disconnect(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

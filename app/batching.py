@@ -32,6 +32,7 @@ BatchFunction = Callable[[torch.Tensor], BatchOutput]
 # A synchronous function run in a worker thread: (B, C, H, W) -> tensor(s) whose first dim is B.
 
 Shape = tuple[int, ...]  # (C, H, W) of one image: only images of one shape share a forward pass
+FINISH_POLL_S = 0.005  # how often finish() looks whether the queue is empty
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class Batcher:
         self._seconds_per_image = 0.0  # moving average of model time, for Retry-After
         self._previous_pass_callers = 0  # requests in the last forward pass (for adaptive_delay)
         self._closed = False
+        self._accepting = True  # False once finish() began: queued work runs, new work is refused
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,7 +157,7 @@ class Batcher:
         Raises Overloaded when the queue is full, RequestTimeout past timeout_s, NotReady once
         closed, and re-raises any exception of the batch function to the callers of that pass only.
         """
-        if self._closed:
+        if self._closed or not self._accepting:
             raise NotReady(f"model {self.name!r} is shutting down")
         if images.dim() != 4:
             raise InvalidRequest(f"expected images shaped (n, C, H, W), got {tuple(images.shape)}")
@@ -183,6 +185,13 @@ class Batcher:
         except asyncio.CancelledError:  # the client went away: free the queue of its work
             self._drop(request)
             raise
+
+    async def finish(self) -> None:
+        """Refuse new work, run every request already queued, then stop (a model being replaced)."""
+        self._accepting = False
+        while self._queued_images and self._worker is not None and not self._worker.done():
+            await asyncio.sleep(FINISH_POLL_S)
+        await self.close()  # nothing is queued any more: close waits for the running pass
 
     async def close(self) -> None:
         """Refuse new work, fail what is queued with NotReady, and wait for the running pass to finish."""

@@ -1,4 +1,5 @@
-"""`ae-serve`: run the service with uvicorn, configured by the same AE_* settings.
+"""`ae-serve`: run the service with uvicorn, configured by the same AE_* settings (see app.server:
+deadlines for slow clients, a cap on connections, a drain on SIGTERM, metrics across workers).
 
 AE_HOST=0.0.0.0 AE_PORT=8000 AE_WORKERS=2 ae-serve
 ae-serve --port 9000   # flags override the environment
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-import uvicorn
-
+from app.server import serve as run_server
 from app.settings import get_settings
 
 
@@ -20,14 +20,7 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port, help="AE_PORT (default %(default)s)")
     parser.add_argument("--workers", type=int, default=settings.workers, help="AE_WORKERS (default %(default)s)")
     args = parser.parse_args(argv)
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-        access_log=False,  # the service logs one JSON line per request itself
-    )
+    run_server(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 if __name__ == "__main__":

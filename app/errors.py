@@ -106,3 +106,20 @@ class RequestTimeout(ServiceError):
 
     status_code = 504
     type = "timeout"
+
+
+class BodyTimeout(ServiceError):
+    """The request's body did not arrive within its deadline (app.connections); the connection is closed."""
+
+    status_code = 408
+    type = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="body", headers={"Connection": "close"})
+
+
+class ReplacementRefused(ServiceError):
+    """A model's new checkpoint cannot serve in place of the loaded one; the loaded one keeps serving."""
+
+    status_code = 409
+    type = "replacement_refused"

@@ -3,6 +3,8 @@
 - `ServiceError` subclasses (app.errors) carry their status, type and headers.
 - FastAPI's request validation -> 422 `validation_error` (400 `invalid_request` for a body that is not JSON).
 - Starlette's HTTP errors (unknown path 404, wrong method 405, malformed multipart 400) keep their status.
+- A client that went away while its body was being read (Starlette's `ClientDisconnect`) -> 499, the
+  status the access log and metrics use for disconnects; nobody reads it and it is no error of ours.
 - Anything else is a bug: 500 with a generic message, logged with its traceback, never the details.
 """
 
@@ -14,8 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from app.errors import ServiceError
+from app.middleware import CLIENT_CLOSED_REQUEST
 
 logger = logging.getLogger("app.errors")
 HTTP_ERROR_TYPES = {
@@ -56,8 +61,16 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
     return error_response(request, 422, "validation_error", "; ".join(parts) or "invalid request", param)
 
 
-async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    request.state.client_disconnected = True
+    request.state.error_type = "client_closed_request"
+    return Response(status_code=CLIENT_CLOSED_REQUEST)  # the server drops it: the connection is gone
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps errors of reading a JSON body
+        return await handle_client_disconnect(request, exc.__cause__)
     if isinstance(exc.__cause__, ServiceError):  # e.g. the body cap tripped while FastAPI read a JSON body
         return await handle_service_error(request, exc.__cause__)
     type_ = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
@@ -73,4 +86,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, handle_service_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(HTTPException, handle_http_error)
+    app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -16,8 +16,10 @@ import torch
 from fastapi import Depends, FastAPI
 
 from app.admission import AdmissionControl
+from app.connections import BodyDeadline
 from app.errors import ServiceError
 from app.errors_http import install_error_handlers
+from app.lifecycle import CloseConnectionsWhenDraining, Drain
 from app.middleware import BodySizeLimit, RequestContext
 from app.observability import Metrics, configure_logging
 from app.preprocessing import warm_up_input
@@ -92,6 +94,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # 1% of answers three times slower (docs/benchmarks.md).
     gc.freeze()
     app.state.registry = registry
+    # After start-up, so that a signal during start-up stops the process as uvicorn does.
+    if app.state.drain.install():
+        logger.info("SIGTERM and SIGINT drain for %g s before shutting down", settings.shutdown_drain_s)
     logger.info("service started with %d models on %s", len(registry.entries), registry.device)
     try:
         yield
@@ -112,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.drain = Drain(settings.shutdown_drain_s)
     app.state.registry = None
     install_error_handlers(app)
     app.include_router(health.router)  # probes never need a key; /metrics checks its own (AE_METRICS_REQUIRE_KEY)
@@ -130,8 +136,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=settings.max_requests_in_flight,
         paths=model_routes,
         max_loop_lag_ms=settings.max_loop_lag_ms,
+        known_models=lambda: app.state.registry.entries if app.state.registry is not None else (),
     )
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
+    # Outermost: while draining, every answer (refusals and errors too) closes its connection.
+    app.add_middleware(CloseConnectionsWhenDraining, drain=app.state.drain)
     return app
 
 

@@ -3,13 +3,16 @@
 Every request logs one JSON line on the `app.access` logger (route, method, model, images, status,
 duration_ms, request_id). Metrics live in a registry of their own per app, so several apps in one
 process (tests) never share counters. `Metrics` is also the batcher's `BatchObserver`.
-With several uvicorn workers each worker serves its own numbers at /metrics.
+With several workers under `ae-serve` (app.server), prometheus_client's multiprocess mode is on
+(`PROMETHEUS_MULTIPROC_DIR`): every worker writes its numbers to files there, and /metrics, whichever
+worker answers, adds up those of all workers, so counters never seem to reset between scrapes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -43,6 +47,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": os.getpid(),  # which worker wrote it (several share one log)
             "message": record.getMessage(),
         }
         for name in LOG_FIELDS:
@@ -105,7 +110,11 @@ class Metrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "ae_batcher_queue_depth", "images waiting for a forward pass", ["batcher"], registry=self.registry
+            "ae_batcher_queue_depth",
+            "images waiting for a forward pass",
+            ["batcher"],
+            registry=self.registry,
+            multiprocess_mode="livesum",  # across workers: the sum over the living ones
         )
         self.batch_size = Histogram(
             "ae_batch_size",
@@ -154,4 +163,9 @@ class Metrics:
             self._stage(stage, name).observe(time.perf_counter() - started)
 
     def render(self) -> bytes:
+        """The text exposition: this app's metrics, or in multiprocess mode those of every worker."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            every_worker = CollectorRegistry()
+            MultiProcessCollector(every_worker)
+            return generate_latest(every_worker)
         return generate_latest(self.registry)

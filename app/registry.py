@@ -30,6 +30,7 @@ from app.errors import (
     ModelOutOfMemory,
     ModelUnavailable,
     NotReady,
+    ReplacementRefused,
     TaskNotSupported,
 )
 from app.preprocessing import warm_up_input
@@ -161,6 +162,7 @@ class ModelRegistry:
             timeout_s=settings.batch_timeout_s,
         )
         self.entries: dict[str, ModelEntry] = {}
+        self.replacing: set[str] = set()  # models whose replacement is being loaded (one at a time)
 
     # -- discovery and loading -------------------------------------------------------------------
 
@@ -236,17 +238,92 @@ class ModelRegistry:
         if entry.state == "unavailable":
             raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
         try:
-            checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
-            model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
+            loaded = self._build(entry)
         except Exception as exc:  # CheckpointError, or e.g. out of GPU memory: this model only is unavailable
             self._mark_unavailable(entry, str(exc))
             raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
-        entry.card = checkpoint.card
-        entry.loaded = LoadedModel(checkpoint.card, model, self.device, self.dtype, executor)
+        entry.card = loaded.card
+        entry.loaded = loaded
         entry.state = "loaded"
         logger.info("loaded model %s on %s as %s", name, self.device, str(self.dtype).removeprefix("torch."))
         return entry.loaded
+
+    def _build(self, entry: ModelEntry) -> LoadedModel:
+        """The model of the folder's current card and weights, on the device, with its own worker thread
+        (blocking: reads and hashes the weights). Raises CheckpointError, or whatever moving it raises."""
+        checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
+        model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{entry.name}")
+        return LoadedModel(checkpoint.card, model, self.device, self.dtype, executor)
+
+    async def replace(self, name: str) -> None:
+        """Serve the model from its folder's current card and weights, without failing a request.
+
+        A loaded model is swapped only once the new one is built, checked and warmed up; requests
+        already queued for the old one are served by it, then it is freed. The new checkpoint is refused
+        (ReplacementRefused, 409) and the old one keeps serving when it is broken (sha256, format,
+        architecture), fails its warm-up, or would change what requests may send (tasks, input,
+        scale, latent size: a request prepared for the old model must run on the new one). A model
+        that is not loaded has its card re-read and checked, to be loaded on first use."""
+        entry = self.entry(name)
+        if name in self.replacing:
+            raise ReplacementRefused(f"model {name!r} is already being replaced", param="name")
+        self.replacing.add(name)
+        try:
+            if entry.loaded is None:
+                await asyncio.to_thread(self._refresh_card, entry)
+                return
+            await self._swap(entry, entry.loaded)
+        finally:
+            self.replacing.discard(name)
+
+    def _refresh_card(self, entry: ModelEntry) -> None:
+        try:
+            card = read_card(entry.directory)
+            if self.settings.verify_weights:
+                verify_weights(entry.directory, card)
+        except CheckpointError as exc:
+            serving = entry.card.weights_sha256 if entry.card is not None else "nothing"
+            raise ReplacementRefused(f"model {entry.name!r} keeps its checkpoint ({serving}): {exc}") from None
+        entry.card, entry.reason = card, None
+        if entry.state == "unavailable":  # a fixed checkpoint
+            entry.state = "not_loaded"
+
+    async def _swap(self, entry: ModelEntry, old: LoadedModel) -> None:
+        refused = f"model {entry.name!r} keeps serving the weights with sha256 {old.card.weights_sha256}"
+        try:
+            new = await asyncio.to_thread(self._build, entry)
+        except Exception as exc:
+            raise ReplacementRefused(f"{refused}: the new checkpoint is refused: {exc}") from None
+        try:
+            changed = interface_changes(old.card, new.card)
+            if changed:
+                raise ReplacementRefused(
+                    f"{refused}: the new checkpoint changes {', '.join(changed)}; serve it under a new name"
+                )
+            for task, inputs in warm_up_inputs(new.card):
+                await self.batcher(new, task).submit(inputs)
+        except ReplacementRefused:
+            await self._free(new)
+            raise
+        except Exception as exc:
+            await self._free(new)
+            raise ReplacementRefused(f"{refused}: the new model failed its warm-up pass: {exc}") from None
+        if entry.loaded is not old:  # unloaded meanwhile: the new model is not wanted
+            await self._free(new)
+            raise ReplacementRefused(f"model {entry.name!r} was unloaded while its replacement was being loaded")
+        entry.loaded, entry.card, entry.warmed_up = new, new.card, True
+        logger.info(
+            "model %s now serves weights %s (was %s)", entry.name, new.card.weights_sha256, old.card.weights_sha256
+        )
+        await self._free(old, finish_queued=True)
+
+    @staticmethod
+    async def _free(loaded: LoadedModel, finish_queued: bool = False) -> None:
+        """Stop a model's batchers (after the requests queued for them, with `finish_queued`) and its thread."""
+        for batcher in loaded.batchers.values():
+            await (batcher.finish() if finish_queued else batcher.close())
+        await asyncio.to_thread(loaded.executor.shutdown, wait=True)
 
     async def load(self, name: str) -> LoadedModel:
         """Load on first use, off the event loop, once even when many requests ask at the same time."""
@@ -259,13 +336,8 @@ class ModelRegistry:
         """One forward pass per task of the model's card, through its batchers (after a management load)."""
         entry = self.entry(name)
         loaded = await self.load(name)
-        for card_task in loaded.card.tasks:
-            for task in (task for task, of in CARD_TASK_OF.items() if of == card_task):
-                if task == "vae-decode":
-                    inputs = torch.zeros((1, loaded.card.latent_size or 2, 1, 1))
-                else:
-                    inputs = warm_up_input(loaded.card, task)
-                await self.run(name, task, inputs)
+        for task, inputs in warm_up_inputs(loaded.card):
+            await self.run(name, task, inputs)
         entry.warmed_up = True
 
     def preload_names(self) -> list[str]:
@@ -427,6 +499,32 @@ class ModelRegistry:
             "metrics": card.metrics if card else {},
             "training": card.training if card else {},
         }
+
+
+def warm_up_inputs(card: ModelCard) -> list[tuple[TaskFunction, torch.Tensor]]:
+    """One small input per task function of the card: what a warm-up pass runs."""
+    inputs: list[tuple[TaskFunction, torch.Tensor]] = []
+    for card_task in card.tasks:
+        for task in (task for task, of in CARD_TASK_OF.items() if of == card_task):
+            if task == "vae-decode":
+                inputs.append((task, torch.zeros((1, card.latent_size or 2, 1, 1))))
+            else:
+                inputs.append((task, warm_up_input(card, task)))
+    return inputs
+
+
+def interface_changes(old: ModelCard, new: ModelCard) -> list[str]:
+    """What requests see of a model that differs between two cards (empty: one may replace the other)."""
+    changes = []
+    if sorted(old.tasks) != sorted(new.tasks):
+        changes.append(f"its tasks ({', '.join(old.tasks)} -> {', '.join(new.tasks)})")
+    if old.input != new.input:
+        changes.append("its input (channels, size or domain)")
+    if old.scale != new.scale:
+        changes.append(f"its scale (x{old.scale} -> x{new.scale})")
+    if old.latent_size != new.latent_size:
+        changes.append(f"its latent size ({old.latent_size} -> {new.latent_size})")
+    return changes
 
 
 def ready_reasons(registry: ModelRegistry) -> list[str]:

@@ -178,7 +178,9 @@ class ModelInfo(BaseModel):
     device: str
     dtype: str
     description: str
-    sha256: str | None = Field(None, description="sha256 of model.safetensors, checked when the model loads")
+    sha256: str | None = Field(
+        None, description="sha256 of the model.safetensors that serves (or will, once loaded), checked when it loads"
+    )
     metrics: dict[str, Any] = Field(description="measured by models.evaluate, from the model card")
     training: dict[str, Any]
 

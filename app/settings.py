@@ -84,6 +84,33 @@ class Settings(BaseSettings):
         description="while the event loop runs later than this, fewer requests are admitted (0: off)",
     )
 
+    # Connections (app.connections): slow or idle clients must not hold the process's file descriptors
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a new connection, or the first byte of its next request, must bring the request's headers "
+        "within this; else 408 and the connection is closed",
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="a request's body must arrive within this after its headers; else 408"
+    )
+    keep_alive_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="an idle keep-alive connection is closed after this; longer than clients' own pool expiry "
+        "(httpx: 5 s) so that a client never reuses a connection the server is closing",
+    )
+    max_connections: int = Field(
+        default=2048, ge=1, description="open connections per process; more are refused at once with a 503"
+    )
+    # Shutdown (app.lifecycle): SIGTERM or SIGINT starts a drain
+    shutdown_drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="after SIGTERM: /readyz says 503 and requests are still served (each answer closes its "
+        "connection) for this long; then the server stops accepting and finishes what it has",
+    )
+
     # Access control (app.security): all off when empty
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="keys for /v1 as Authorization: Bearer; JSON list or comma list"

@@ -1,5 +1,5 @@
-"""Management routes: load, unload and rescan models. Mounted only when `AE_ADMIN_API_KEY` is set
-(app.main), and then only with that key (app.security).
+"""Management routes: load, unload, replace (reload from its folder) and rescan models. Mounted only
+when `AE_ADMIN_API_KEY` is set (app.main), and then only with that key (app.security).
 
 They never take a path or a URL: a name must be one the registry found by scanning the checkpoints
 directory (app.registry.ModelRegistry.scan), so nothing outside that directory can be loaded.
@@ -49,6 +49,22 @@ async def reload_models(registry: RegistryDep) -> ReloadResult:
 async def load_model(registry: RegistryDep, name: str = NamePath) -> ModelInfo:
     name = known_name(registry, name)
     await registry.warm_up_model(name)
+    return ModelInfo(**registry.describe(registry.entry(name)))
+
+
+@router.post(
+    "/{name}/reload",
+    summary="Serve the model's folder as it is now (new weights swap in once warmed up; no request fails)",
+    description="Write the new model.safetensors and config.json into the model's folder first (each by a "
+    "rename, so that no half-written file is read). A loaded model keeps serving until its replacement is "
+    "built, verified (sha256) and has run its warm-up pass; requests already queued finish on the old weights. "
+    "A broken replacement, or one that changes the model's tasks, input, scale or latent size, is refused with "
+    "409 and the old weights keep serving. `sha256` in the answer (and in GET /v1/models) is what serves.",
+    responses={**ERROR_RESPONSES, 409: {"model": ErrorResponse, "description": "replacement refused"}},
+)
+async def reload_model(registry: RegistryDep, name: str = NamePath) -> ModelInfo:
+    name = known_name(registry, name)
+    await registry.replace(name)
     return ModelInfo(**registry.describe(registry.entry(name)))
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from app.admission import count_against
 from app.dependencies import require_json
 from app.errors import InvalidRequest
 from app.inputs import validation_failed
@@ -67,7 +68,9 @@ def image_request_body(json_body: type[BaseModel], options: type[BaseModel]) -> 
 
 
 def note_request(request: Request, model: str, images: int) -> None:
-    """Record the model and image count for the access log line."""
+    """Count the request against the model that serves it (app.admission: 503 when that model is at its
+    limit) and record the model and image count for the access log line."""
+    count_against(request.scope, model)
     request.state.model = model
     request.state.images = images
 

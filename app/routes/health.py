@@ -29,6 +29,8 @@ async def readyz(request: Request) -> JSONResponse:
         body = Readiness(status="not_ready", reasons=["the model registry is not loaded yet"])
         return JSONResponse(body.model_dump(), status_code=503)
     reasons = ready_reasons(registry)
+    if request.app.state.drain.draining:  # first, so that load balancers stop sending at once
+        reasons.insert(0, "shutting down: draining the requests in flight")
     models = {name: str(entry.state) for name, entry in sorted(registry.entries.items())}
     body = Readiness(status="not_ready" if reasons else "ready", reasons=reasons, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from app.admission import AdmissionControl
+from app.admission import MAX_TIMED_KEYS, AdmissionControl, count_against
+from app.errors import Overloaded
 from app.main import create_app
 from app.middleware import RequestContext
 from app.observability import Metrics
@@ -119,7 +120,7 @@ async def test_one_request_over_the_limit_gets_a_503_with_retry_after_before_its
 
 async def test_each_model_has_its_own_limit() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, paths=PATHS, limit=1)
+    gate = AdmissionControl(app, paths=PATHS, limit=1, known_models=lambda: {"a", "b"})
     busy = start(gate, Client(query="model=a"))
     other_model = start(gate, Client(query="model=b"))
     default_model = start(gate, Client())  # no model named: counted under the route's default
@@ -128,6 +129,86 @@ async def test_each_model_has_its_own_limit() -> None:
     assert sorted(app.entered) == ["/v1/denoise", "model=a", "model=b"]
     app.release.set()
     await asyncio.gather(busy, other_model, default_model)
+
+
+async def test_names_the_registry_does_not_know_share_their_routes_count() -> None:
+    app = HeldApp()
+    gate = AdmissionControl(app, paths=PATHS, limit=1, known_models=lambda: {"real"})
+    held = start(gate, Client(query="model=made-up-1"))
+    await settle()
+
+    another = Client(query="model=made-up-2")  # a fresh name buys no fresh allowance
+    await gate(another.scope, another.receive, another.send)
+
+    assert another.status == 503 and app.entered == ["model=made-up-1"]
+    assert "the default model of /v1/denoise" in another.body()["error"]["message"]
+    app.release.set()
+    await held
+
+
+class ResolvingApp(HeldApp):
+    """Reads the body, then counts the request against the model the body names (as the routes do once
+    they have resolved it), answering 503 when that model is at its limit; else waits to be released."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        try:
+            count_against(scope, self.model)
+        except Overloaded as exc:
+            await send({"type": "http.response.start", "status": exc.status_code, "headers": []})
+            await send({"type": "http.response.body", "body": exc.message.encode()})
+            return
+        self.entered.append(scope["query_string"].decode())
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+
+async def test_the_per_model_bound_holds_when_the_query_names_something_else_than_the_body() -> None:
+    app = ResolvingApp("real")
+    gate = AdmissionControl(app, paths=PATHS, limit=2, known_models=lambda: {"real", "other"})
+    # Each request names a new made-up model, or another real one, in the query; the body names "real".
+    clients = [Client(query=f"model=made-up-{i}") for i in range(3)] + [Client(query="model=other")]
+    tasks = [start(gate, client) for client in clients]
+    await settle()
+
+    assert len(app.entered) == 2  # the limit of "real", whatever the queries said
+    assert gate.in_flight == {"real": 2}
+    app.release.set()
+    await asyncio.gather(*tasks)
+    assert sorted(client.status or 0 for client in clients) == [200, 200, 503, 503]
+    assert gate.in_flight == {}
+
+
+async def test_bookkeeping_stays_bounded_under_a_stream_of_made_up_names() -> None:
+    app = HeldApp()
+    app.release.set()
+    gate = AdmissionControl(app, paths=PATHS, limit=4, known_models=lambda: {"real"})
+    for i in range(5000):
+        client = Client(query=f"model=name-{i}")
+        await gate(client.scope, client.receive, client.send)
+        assert client.status == 200
+
+    assert gate.in_flight == {}  # no counter outlives its requests
+    assert list(gate.seconds_per_request) == ["the default model of /v1/denoise"]
+
+
+async def test_response_times_are_kept_for_a_bounded_number_of_models() -> None:
+    names = {f"model-{i}" for i in range(MAX_TIMED_KEYS + 50)}
+    app = HeldApp()
+    app.release.set()
+    gate = AdmissionControl(app, paths=PATHS, limit=4, known_models=lambda: names)
+    for name in sorted(names):
+        client = Client(query=f"model={name}")
+        await gate(client.scope, client.receive, client.send)
+
+    assert len(gate.seconds_per_request) == MAX_TIMED_KEYS
+    assert "model-999" in gate.seconds_per_request  # the most recent are kept
 
 
 async def test_listing_and_management_routes_are_never_refused() -> None:
@@ -165,7 +246,7 @@ async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged
     assert app.cancelled == ["/v1/denoise"]
     assert client.status is None  # nobody to answer
     assert 'status="499"' in metrics.render().decode()
-    assert gate.in_flight["the default model of /v1/denoise"] == 0
+    assert gate.in_flight == {}
 
 
 async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_that_follows() -> None:
@@ -178,7 +259,7 @@ async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_th
     await gate(client.scope, client.receive, client.send)
 
     assert client.status == 200 and not app.cancelled
-    assert gate.in_flight["the default model of /v1/denoise"] == 0
+    assert gate.in_flight == {}
 
 
 def test_the_service_installs_admission_control_with_the_configured_limit_on_the_model_routes(

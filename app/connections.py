@@ -1,0 +1,222 @@
+"""Deadlines for slow clients and a cap on open connections, where uvicorn has none.
+
+uvicorn closes a keep-alive connection that stays idle after an answer (`timeout_keep_alive`), but
+nothing bounds a connection that is opened and says nothing, or that sends its request headers one
+line a second, or its body one byte at a time: each such connection holds a file descriptor (and a
+little memory) for as long as the client likes, and a few thousand of them exhaust the process. So:
+
+- **Header deadline** (`AE_HEADER_TIMEOUT_S`): a new connection, and every later request on it from
+  its first byte, must bring the request's complete headers within this; else the server answers
+  408 `request_timeout` and closes the connection. (Idle time between requests is bounded by the
+  keep-alive timeout, `AE_KEEP_ALIVE_S`.)
+- **Body deadline** (`AE_BODY_TIMEOUT_S`): the body must be complete within this after the headers.
+  Where the app is reading it, `BodyDeadline` raises `BodyTimeout` inside the route, which answers
+  408 like any other error (logged and counted). If the app is not reading it (it answered without
+  the body, or is stuck), the protocol closes the connection a moment later, with a 408 when no
+  answer has started.
+- **Connection cap** (`AE_MAX_CONNECTIONS`): one connection more than this, per process, is answered
+  503 `too_many_connections` (`Retry-After: 1`) as soon as it is accepted, and closed.
+
+Refusals written here are JSON in the service's error shape. The connection is then half-closed
+(FIN after the answer) and what the client still sends is read and dropped for a moment before the
+socket is closed: closing a socket with unread data makes the kernel send a reset, which can destroy
+the answer in the client's buffers before it reads it.
+
+The deadlines and the cap live in the HTTP protocol (`GuardedHttpToolsProtocol`, a subclass of
+uvicorn's httptools protocol, which uvicorn uses by default when httptools is installed, as it is
+here). `ae-serve` uses it; with plain uvicorn pass `--http app.connections:GuardedHttpToolsProtocol`.
+It reads its limits from the same `AE_*` settings as the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from app.errors import BodyTimeout
+from app.settings import get_settings
+
+# After a refusal, what the client still sends is dropped for this long before the socket is closed.
+LINGER_S = 1.0
+# The protocol's own body deadline comes this much after the app's (BodyDeadline), so that where the app
+# reads the body, the app answers the 408 (and logs and counts it).
+BODY_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    body_timeout_s: float
+    keep_alive_s: float
+    max_connections: int
+
+
+@cache
+def connection_limits() -> ConnectionLimits:
+    """The limits of this process, from its AE_* settings (read once)."""
+    settings = get_settings()
+    return ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        keep_alive_s=settings.keep_alive_s,
+        max_connections=settings.max_connections,
+    )
+
+
+def error_answer(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 answer in the service's error shape that closes its connection."""
+    body = json.dumps({"error": {"type": type_, "message": message, "param": None}}).encode()
+    lines = [
+        STATUS_LINE[status],
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n",
+        *(f"{name}: {value}\r\n".encode("latin-1") for name, value in (headers or {}).items()),
+        b"\r\n",
+    ]
+    return b"".join(lines) + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, a body deadline and a connection cap."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = connection_limits()
+        self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]  # uvicorn's own timer
+        self.deadline: asyncio.TimerHandle | None = None
+        self.refused = False  # an answer that closes the connection was written here; the rest is dropped
+
+    # -- the connection ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            self.refuse(
+                503,
+                "too_many_connections",
+                f"this server process holds {self.limits.max_connections} connections, its limit; retry later",
+                {"retry-after": "1"},
+            )
+            return
+        self.set_deadline(self.limits.header_timeout_s, self.headers_overdue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.clear_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # read and dropped: the answer has been written
+        super().data_received(data)
+
+    # -- httptools callbacks: where a request's headers and body begin and end -----------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.deadline is None:  # the first byte of a later request on this connection
+            self.set_deadline(self.limits.header_timeout_s, self.headers_overdue)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.set_deadline(self.limits.body_timeout_s + BODY_GRACE_S, self.body_overdue)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.clear_deadline()
+
+    # -- deadlines -----------------------------------------------------------------------------------
+
+    def set_deadline(self, seconds: float, callback: Any) -> None:
+        self.clear_deadline()
+        self.deadline = self.loop.call_later(seconds, callback)
+
+    def clear_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def headers_overdue(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing() or self.refused:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An answer to an earlier request is still being written: close once it is sent, never cut it.
+            self.cycle.keep_alive = False
+            return
+        seconds = self.limits.header_timeout_s
+        self.refuse(408, "request_timeout", f"the request's headers did not arrive within {seconds:g} s")
+
+    def body_overdue(self) -> None:
+        """The body is still incomplete and the app did not answer with a 408 itself (it is not reading)."""
+        self.deadline = None
+        cycle = self.cycle
+        if self.transport.is_closing() or self.refused or cycle is None:
+            return
+        if cycle.response_complete:  # answered without reading the body: the rest need not arrive
+            self.transport.close()
+        elif cycle.response_started:  # an answer is being written: the connection closes after it
+            cycle.keep_alive = False
+        else:
+            cycle.disconnected = True  # the app's later messages are dropped; it reads a disconnect
+            cycle.message_event.set()
+            seconds = self.limits.body_timeout_s
+            self.refuse(408, "request_timeout", f"the request's body did not arrive within {seconds:g} s")
+
+    # -- refusing ------------------------------------------------------------------------------------
+
+    def refuse(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
+        """Write a closing error answer, half-close, drop what still arrives, and close after LINGER_S."""
+        self.refused = True
+        self.clear_deadline()
+        self._unset_keepalive_if_required()
+        self.transport.write(error_answer(status, type_, message, headers))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.flow.resume_reading()
+        self.deadline = self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class BodyDeadline:
+    """The body of a request must have arrived `seconds` after the app was handed the request (its headers
+    were complete); past that the route reading it gets `BodyTimeout`, answered 408 with Connection: close."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        body_complete = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_complete
+            if body_complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(f"the request's body did not arrive within {self.seconds:g} s") from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_complete = True
+            return message
+
+        await self.app(scope, receive_in_time, send)

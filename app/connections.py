@@ -14,8 +14,11 @@ little memory) for as long as the client likes, and a few thousand of them exhau
   408 like any other error (logged and counted). If the app is not reading it (it answered without
   the body, or is stuck), the protocol closes the connection a moment later, with a 408 when no
   answer has started.
-- **Connection cap** (`AE_MAX_CONNECTIONS`): one connection more than this, per process, is answered
-  503 `too_many_connections` (`Retry-After: 1`) as soon as it is accepted, and closed.
+- **Connection cap** (`AE_MAX_CONNECTIONS`): at the cap, a new connection first makes room by
+  evicting the connection that has waited longest for its request's headers, if that has waited more
+  than `EVICT_AFTER_S` (it gets the 408 of its deadline early), so that clients dripping headers cannot
+  keep out prompt ones such as health probes; when no connection is that late (they are all being
+  served), the new one is answered 503 `too_many_connections` (`Retry-After: 1`) at once and closed.
 
 Refusals written here are JSON in the service's error shape. The connection is then half-closed
 (FIN after the answer) and what the client still sends is read and dropped for a moment before the
@@ -49,6 +52,10 @@ LINGER_S = 1.0
 # The protocol's own body deadline comes this much after the app's (BodyDeadline), so that where the app
 # reads the body, the app answers the 408 (and logs and counts it).
 BODY_GRACE_S = 1.0
+# At the connection cap, a connection that has waited this long for its headers may be evicted.
+EVICT_AFTER_S = 1.0
+# At shutdown, a connection that has not carried a request yet gets this long for its first one to arrive.
+SHUTDOWN_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,13 +106,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = connection_limits()
         self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]  # uvicorn's own timer
         self.deadline: asyncio.TimerHandle | None = None
+        self.waiting_since: float | None = None  # loop time since when a request's headers are awaited
         self.refused = False  # an answer that closes the connection was written here; the rest is dropped
+        self.closing = False  # the server is shutting down: the request now arriving is the last one
 
     # -- the connection ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self.make_room():
             self.refuse(
                 503,
                 "too_many_connections",
@@ -113,7 +122,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 {"retry-after": "1"},
             )
             return
-        self.set_deadline(self.limits.header_timeout_s, self.headers_overdue)
+        self.await_headers()
+
+    def make_room(self) -> bool:
+        """At the cap: evict the connection waiting longest for its headers, if it has waited over
+        EVICT_AFTER_S; False when there is none to evict. Costs a pass over the connections, which
+        only happens at the cap."""
+        others = [c for c in self.connections if c is not self and not getattr(c, "refused", False)]
+        if len(others) < self.limits.max_connections:
+            return True  # the rest are refused ones closing
+        late = [c for c in others if isinstance(c, GuardedHttpToolsProtocol) and c.evictable()]
+        if not late:
+            return False
+        oldest = min(late, key=lambda c: c.waiting_since or 0.0)
+        if self.loop.time() - (oldest.waiting_since or 0.0) < EVICT_AFTER_S:
+            return False
+        oldest.refuse(
+            408, "request_timeout", "the server is at its connection limit and this request's headers are late"
+        )
+        return True
+
+    def evictable(self) -> bool:
+        """Waiting for a request's headers, with no answer being written."""
+        return self.waiting_since is not None and (self.cycle is None or self.cycle.response_complete)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.clear_deadline()
@@ -128,18 +159,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.deadline is None:  # the first byte of a later request on this connection
-            self.set_deadline(self.limits.header_timeout_s, self.headers_overdue)
+        if self.waiting_since is None:  # the first byte of a later request on this connection
+            self.await_headers()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        self.waiting_since = None
+        if self.closing and self.cycle is not None:  # the server is shutting down: this is the last request
+            self.cycle.keep_alive = False
         self.set_deadline(self.limits.body_timeout_s + BODY_GRACE_S, self.body_overdue)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.clear_deadline()
 
+    # -- shutdown ------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """uvicorn's shutdown closes a connection at once unless a request is being answered. A connection
+        that has not carried a request yet was opened for one that is on its way (or half arrived): it gets
+        SHUTDOWN_GRACE_S to arrive, and is then answered and closed, instead of being closed under it."""
+        if self.cycle is None and not self.refused and not self.transport.is_closing():
+            self.closing = True
+            self.set_deadline(SHUTDOWN_GRACE_S, self.transport.close)
+            return
+        super().shutdown()
+
     # -- deadlines -----------------------------------------------------------------------------------
+
+    def await_headers(self) -> None:
+        self.waiting_since = self.loop.time()
+        self.set_deadline(self.limits.header_timeout_s, self.headers_overdue)
 
     def set_deadline(self, seconds: float, callback: Any) -> None:
         self.clear_deadline()
@@ -182,6 +232,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def refuse(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
         """Write a closing error answer, half-close, drop what still arrives, and close after LINGER_S."""
         self.refused = True
+        self.waiting_since = None
         self.clear_deadline()
         self._unset_keepalive_if_required()
         self.transport.write(error_answer(status, type_, message, headers))

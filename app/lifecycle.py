@@ -10,9 +10,14 @@ first signal:
 2. for `AE_SHUTDOWN_DRAIN_S` seconds the server goes on accepting and serving as before, except that
    every answer carries `Connection: close`: each connection ends right after an answer, when its
    client knows not to send on it any more, never while a request may be on the wire;
-3. then uvicorn's own graceful shutdown runs: it stops listening, closes the connections that are
-   idle (by now, those whose client sent nothing during the whole drain), waits for the requests it
-   has read (their batches included) and runs the lifespan's shutdown. The process exits with 0.
+3. the listening socket stops queueing new connections (its backlog set to 0: the kernel then leaves
+   new handshakes unanswered, the clients retry and are refused once the socket closes) and the server
+   accepts what was already queued; only then does it stop accepting. Closing a listening socket resets
+   the connections still queued on it, whose clients may well have sent their request already;
+4. then uvicorn's own graceful shutdown runs: it closes the connections that are idle (by now, those
+   whose client sent nothing during the whole drain; app.connections gives one that has not sent its
+   first request yet a moment to do so), waits for the requests it has read (their batches included)
+   and runs the lifespan's shutdown. The process exits with 0.
 
 A second SIGINT (Ctrl+C twice) stops at once, as uvicorn does.
 
@@ -28,10 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+import struct
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -92,10 +101,52 @@ class Drain:
         asyncio.get_running_loop().call_later(self.seconds, self.hand_over)
 
     def hand_over(self) -> None:
-        """The drain is over: uvicorn stops listening and finishes the requests it has read."""
+        asyncio.get_running_loop().create_task(self.stop_listening_then_exit())
+
+    async def stop_listening_then_exit(self) -> None:
+        """The drain is over: accept what the listening sockets hold, stop accepting, and let uvicorn
+        finish the requests it has read."""
         logger.warning("drain over after %.1f s: stopping", time.monotonic() - (self.started_at or 0.0))
-        if self._server is not None:
-            self._server.should_exit = True  # no signal is re-raised: the process exits 0
+        if self._server is None:
+            return
+        servers = list(getattr(self._server, "servers", []))
+        listeners = [sock for server in servers for sock in (server.sockets or ())]
+        for sock in listeners:
+            stop_queueing(sock)
+        deadline = time.monotonic() + EMPTY_QUEUE_WAIT_S
+        while any(accept_queue_length(sock) for sock in listeners) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # the event loop accepts them meanwhile
+        for server in servers:
+            server.close()  # no more accepting (uvicorn's shutdown closes them too; once is enough)
+        self._server.should_exit = True  # no signal is re-raised: the process exits 0
+
+
+EMPTY_QUEUE_WAIT_S = 1.0  # the longest the server waits for its listening sockets' queues to empty
+
+
+def stop_queueing(sock: Any) -> None:
+    """Set a listening socket's backlog to 0: the kernel keeps at most one connection waiting to be
+    accepted and leaves further handshakes unanswered (the clients retry, and are refused once the socket
+    is closed) instead of queueing connections that closing the socket would reset."""
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as duplicate:  # the same socket; closing the copy is harmless
+            duplicate.listen(0)
+    except OSError as exc:
+        logger.warning("could not stop the listening socket from queueing: %s", exc)
+
+
+def accept_queue_length(sock: Any) -> int:
+    """Connections waiting on a listening socket to be accepted (Linux: tcpi_unacked of TCP_INFO on a
+    listener is its accept queue's length); 0 where that cannot be read."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+        return int(struct.unpack_from("I", info, TCPI_UNACKED_OFFSET)[0])
+    except (AttributeError, OSError, struct.error):
+        return 0
+
+
+TCP_INFO_SIZE = 104
+TCPI_UNACKED_OFFSET = 24  # after 8 one-byte fields and 4 u32s (rto, ato, snd_mss, rcv_mss): struct tcp_info
 
 
 class CloseConnectionsWhenDraining:

@@ -4,10 +4,15 @@
 #   docker build --build-arg TORCH_VARIANT=cu128 -t ae-service:cuda .   # GPU (run with --gpus all)
 #   docker run -p 8000:8000 ae-service
 #
-# Versions are pinned: the base image by tag, torch by version, everything else by deploy/constraints.txt
-# (written by deploy/pin_runtime.py from the environment the tests ran in). See docs/deployment.md.
+# Versions are pinned: the base image by tag and digest, torch by version, everything else by
+# deploy/constraints.txt (written by deploy/pin_runtime.py from the environment the tests ran in). See
+# docs/deployment.md.
+#
+# The digest is that of the multi-platform index of python:3.11.17-slim-bookworm as several public
+# projects record it (Docker Hub could not be reached where this was written): check it before a release
+# with `docker buildx imagetools inspect python:3.11.17-slim-bookworm`, and move tag and digest together.
 
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm@sha256:2333bd330d12de02514770b3585cad313644316047cdee24a7acfdece6de6efb
 
 # Build stage: a virtual environment holding torch, the runtime dependencies and the project.
 FROM ${PYTHON_IMAGE} AS build
@@ -48,5 +53,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('AE_PORT', '8000') + '/healthz', timeout=4)"]
 # `ae serve` runs uvicorn with the AE_* settings; `docker run IMAGE serve --workers 2` passes flags on.
+# It is PID 1 and gets `docker stop`'s SIGTERM: it drains (AE_SHUTDOWN_DRAIN_S) and exits 0; give
+# `docker stop -t` / compose's stop_grace_period more than the drain plus the longest request.
 ENTRYPOINT ["ae"]
 CMD ["serve"]

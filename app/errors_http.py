@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from app.errors import ServiceError
+from app.errors import Overloaded, ServiceError
 from app.middleware import CLIENT_CLOSED_REQUEST
 
 logger = logging.getLogger("app.errors")
@@ -42,7 +42,7 @@ def error_response(
 
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    if exc.status_code >= 500:
+    if exc.status_code >= 500 and not isinstance(exc, Overloaded):  # refusals under load are counted, not logged
         logger.warning("%s: %s", exc.type, exc.message)
     return error_response(request, exc.status_code, exc.type, exc.message, exc.param, exc.headers)
 

@@ -355,14 +355,15 @@ async def load_for(port: int, make_request: Callable[[int], bytes], clients: int
 # -- 1. slow headers -----------------------------------------------------------------------------------
 
 
-async def slow_headers(server: Server, connections: int, header_timeout_s: float) -> dict[str, Any]:
-    """`connections` clients that each send a request's headers one line a second, never finishing."""
+async def slow_headers(server: Server, connections: int, header_timeout_s: float, per_second: int) -> dict[str, Any]:
+    """`connections` clients, `per_second` more each second, that each send a request's headers one line
+    a second, never finishing."""
     baseline = open_fds(server.pid)
     opened: list[float] = []
     closed_after: list[float] = []  # seconds from opening to the server's answer or close
     statuses: Counter[str] = Counter()
     never_closed = 0
-    probe_ms: list[float] = []
+    probe_ms: list[tuple[float, float]] = []  # (seconds into the attack, milliseconds)
     probe_failures: list[str] = []
     fds: list[int] = []
     attack_over = asyncio.Event()
@@ -406,7 +407,7 @@ async def slow_headers(server: Server, connections: int, header_timeout_s: float
                     probe_failures.append(str(answer.status))
             except (OSError, Lost, TimeoutError) as exc:
                 probe_failures.append(type(exc).__name__)
-            probe_ms.append((time.monotonic() - started) * 1000)
+            probe_ms.append((started - attack_started, (time.monotonic() - started) * 1000))
             await asyncio.sleep(0.1)
 
     async def count_fds() -> None:
@@ -414,10 +415,14 @@ async def slow_headers(server: Server, connections: int, header_timeout_s: float
             fds.append(open_fds(server.pid))
             await asyncio.sleep(0.25)
 
+    async def staggered(index: int) -> None:
+        await asyncio.sleep(index / per_second)
+        await slow_client()
+
+    attack_started = time.monotonic()
     watchers = [asyncio.create_task(probe()), asyncio.create_task(count_fds())]
-    started = time.monotonic()
-    await asyncio.gather(*(slow_client() for _ in range(connections)))
-    attack_seconds = time.monotonic() - started
+    await asyncio.gather(*(staggered(index) for index in range(connections)))
+    attack_seconds = time.monotonic() - attack_started
     attack_over.set()
     await asyncio.gather(*watchers)
     await asyncio.sleep(LINGER_WAIT_S)
@@ -427,12 +432,17 @@ async def slow_headers(server: Server, connections: int, header_timeout_s: float
         "header_timeout_s": header_timeout_s,
         "answers": dict(statuses),
         "never_closed": never_closed,
+        "opened_per_second": per_second,
+        "open_s_median": round(float(np.median(closed_after)), 2) if closed_after else None,
+        "open_s_p99": round(float(np.percentile(closed_after, 99)), 2) if closed_after else None,
         "longest_open_s": round(max(closed_after, default=0.0), 2),
         "attack_s": round(attack_seconds, 1),
         "health_probes": len(probe_ms),
         "health_probe_failures": probe_failures[:10],
-        "health_probe_ms_median": round(float(np.median(probe_ms)), 1) if probe_ms else None,
-        "health_probe_ms_max": round(max(probe_ms), 1) if probe_ms else None,
+        "health_probe_ms_median": round(float(np.median([ms for _, ms in probe_ms])), 1) if probe_ms else None,
+        "health_probe_ms_p99": round(float(np.percentile([ms for _, ms in probe_ms], 99)), 1) if probe_ms else None,
+        "health_probe_ms_max": round(max(ms for _, ms in probe_ms), 1) if probe_ms else None,
+        "health_probes_over_100ms_at_s": [(round(at, 1), round(ms)) for at, ms in probe_ms if ms > 100][:20],
         "fds_baseline": baseline,
         "fds_max": max(fds, default=baseline),
         "fds_after": after,
@@ -608,12 +618,13 @@ async def disconnects(server: Server, count: int) -> dict[str, Any]:
     }
 
 
-async def metric_total(port: int, selector: str) -> float:
+async def metric_total(port: int, *labels: str) -> float:
+    """The sum of `ae_requests_total` over the series that have all of `labels` (e.g. 'status="499"')."""
     answer = await get(port, "/metrics")
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in answer.body.decode().splitlines()
-        if line.startswith("ae_requests_total{") and selector in line
+        if line.startswith("ae_requests_total{") and all(label in line for label in labels)
     )
 
 
@@ -692,6 +703,8 @@ async def worker_kill(server: Server, setup: Setup, clients: int, warm_s: float,
     await asyncio.sleep(after_s)
     stop.set()
     await load
+    # Every answered 200 was counted by the worker that served it; the dead worker's counts stay in the sum.
+    counted_200 = await metric_total(server.port, 'route="/v1/denoise"', 'status="200"')
     lines = server.log_lines()
     served_by_replacement = [
         log_time(line) for line in lines if line.get("pid") == replacement and line.get("message") == "request"
@@ -709,8 +722,11 @@ async def worker_kill(server: Server, setup: Setup, clients: int, warm_s: float,
         "before_kill": before.summary(),
         "whole_run": tally.summary(),
         "lost_seconds_after_kill": [
-            (round(t - killed_at, 3), how) for t, how in zip(tally.lost_at, tally.lost_how, strict=True) if t >= killed_at
+            (round(t - killed_at, 3), how)
+            for t, how in zip(tally.lost_at, tally.lost_how, strict=True)
+            if t >= killed_at
         ][:20],
+        "metrics_denoise_200_all_workers": counted_200,
         "lost_within_1s_of_kill": sum(1 for t in after_kill if t - killed_at <= 1.0),
         "lost_later": sum(1 for t in after_kill if t - killed_at > 1.0),
         "seconds_after_ready": round(time.monotonic() - ready_at, 1),
@@ -746,6 +762,7 @@ async def keep_alive_race(server: Server, setup: Setup, keep_alive_s: float, tri
 @dataclass(frozen=True)
 class Sizes:
     slow_connections: int
+    slow_per_second: int
     header_timeout_s: float
     swap_clients: int
     swap_phase_s: float
@@ -761,8 +778,8 @@ class Sizes:
     keep_alive_race_tries: int
 
 
-FULL = Sizes(3000, 10.0, 8, 3.0, 100_000, 128, 20, 32, 3.0, 5.0, 32, 3.0, 5.0, 64)
-SHORT = Sizes(200, 2.0, 4, 1.0, 1500, 96, 5, 16, 1.5, 2.0, 8, 1.5, 2.0, 0)
+FULL = Sizes(3000, 1000, 10.0, 8, 3.0, 100_000, 128, 20, 32, 3.0, 5.0, 32, 3.0, 5.0, 64)
+SHORT = Sizes(200, 400, 2.0, 4, 1.0, 1500, 96, 5, 16, 1.5, 2.0, 8, 1.5, 2.0, 0)
 
 
 async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None) -> dict[str, Any]:
@@ -782,7 +799,9 @@ async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None) -> dict[
         with running(setup, "single-worker", env=single) as server:
             results["start"] = {"rss_mib_ready": round(rss_mib(server.pid), 1), "fds_ready": open_fds(server.pid)}
             if wanted("slow-headers"):
-                results["slow-headers"] = await slow_headers(server, sizes.slow_connections, sizes.header_timeout_s)
+                results["slow-headers"] = await slow_headers(
+                    server, sizes.slow_connections, sizes.header_timeout_s, sizes.slow_per_second
+                )
             if wanted("swap"):
                 results["swap"] = await swap(server, setup, sizes.swap_clients, sizes.swap_phase_s)
             if wanted("admission"):

@@ -432,3 +432,24 @@ def test_config_rejects_nonsense() -> None:
         BatchingConfig(max_batch_size=0)
     with pytest.raises(ValueError):
         BatchingConfig(timeout_s=0)
+
+
+async def test_finish_serves_every_queued_request_and_refuses_new_ones() -> None:
+    model = RecordingModel(gated=True)
+    batcher = Batcher("m", model, BatchingConfig(max_batch_size=2, max_delay_ms=0))
+    running = asyncio.create_task(batcher.submit(caller_images(1, 2)))  # a full pass, held at the gate
+    await wait_until(model.started.is_set)
+    queued = [asyncio.create_task(batcher.submit(caller_images(caller, 1))) for caller in range(2, 7)]
+    await wait_until(lambda: batcher.queue_depth == 5)
+
+    finishing = asyncio.create_task(batcher.finish())
+    await asyncio.sleep(0.01)
+    with pytest.raises(NotReady):  # a model being replaced takes no new work
+        await batcher.submit(caller_images(9, 1))
+    model.gate.set()
+    await finishing
+
+    for caller, task in zip(range(2, 7), queued, strict=True):  # none of the queued requests failed
+        torch.testing.assert_close(task.result(), expected(caller_images(caller, 1)), rtol=0, atol=0)
+    assert running.done() and not running.exception()
+    assert batcher.queue_depth == 0

@@ -14,6 +14,7 @@ from dockerfile_parser import env_values, final_stage, parse
 from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK_BY_DEFAULT = "${AE_BIND_ADDRESS:-127.0.0.1}"  # compose publishes on the loopback unless told otherwise
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def test_service_settings_port_volume_healthcheck(compose: dict[str, Any], name:
     assert environment["AE_HOST"] == "0.0.0.0"
     assert str(environment["AE_PORT"]) == container_port()
     assert all(port.endswith(f":{container_port()}") for port in service["ports"])
+    assert all(port.startswith(LOOPBACK_BY_DEFAULT) for port in service["ports"]), "published on every interface"
 
     (volume,) = service["volumes"]
     assert volume["type"] == "bind" and volume["read_only"] is True
@@ -63,11 +65,23 @@ def test_cpu_and_gpu_images_differ_by_the_build_argument(compose: dict[str, Any]
     (device,) = services["ae-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     # both may run at once (`docker compose --profile gpu up`), so they publish different host ports
-    assert services["ae"]["ports"] == ["8000:8000"] and services["ae-gpu"]["ports"] == ["${AE_GPU_PORT:-8001}:8000"]
+    assert services["ae"]["ports"] == [f"{LOOPBACK_BY_DEFAULT}:8000:8000"]
+    assert services["ae-gpu"]["ports"] == [f"{LOOPBACK_BY_DEFAULT}:${{AE_GPU_PORT:-8001}}:8000"]
+
+
+@pytest.mark.parametrize("name", ["ae", "ae-gpu"])
+def test_stopping_leaves_time_for_the_drain_and_the_longest_request(compose: dict[str, Any], name: str) -> None:
+    service = compose["services"][name]
+    grace = service["stop_grace_period"]
+    assert grace.endswith("s"), "in seconds, e.g. 100s"
+    drain = float(service["environment"].get("AE_SHUTDOWN_DRAIN_S", Settings().shutdown_drain_s))
+    defaults = Settings()
+    assert float(grace[:-1]) > drain + defaults.batch_timeout_s + defaults.body_timeout_s
 
 
 def test_prometheus_scrapes_the_services_metrics(compose: dict[str, Any]) -> None:
     service = compose["services"]["prometheus"]
+    assert service["ports"] == [f"{LOOPBACK_BY_DEFAULT}:9090:9090"]
     assert ":" in service["image"] and not service["image"].endswith(":latest")
     (volume,) = service["volumes"]
     assert volume["read_only"] is True

@@ -39,6 +39,7 @@ def test_multi_stage_with_pinned_base_images(instructions: list[Instruction]) ->
         tag = image.partition(":")[2]
         assert tag and tag != "latest" and "$" not in image, f"unpinned base image {image!r}"
         assert re.match(r"\d+\.\d+\.\d+", tag), f"{image!r}: pin the full version, not a floating tag"
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image), f"{image!r}: pin the digest too (a tag can be moved)"
     assert any("--from=build" in copy for copy in of(final_stage(instructions), "COPY"))
 
 

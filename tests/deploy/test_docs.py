@@ -10,8 +10,8 @@ from models.architectures import ARCHITECTURES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_VARIABLES = {f"AE_{name.upper()}" for name in Settings.model_fields}
-# Read by the client and the command line, not by the service; `AE_GPU_PORT` is compose's own.
-CLIENT_AND_COMPOSE_VARIABLES = {"AE_URL", "AE_API_KEY", "AE_GPU_PORT"}
+# Read by the client and the command line, not by the service; `AE_GPU_PORT` and `AE_BIND_ADDRESS` are compose's own.
+CLIENT_AND_COMPOSE_VARIABLES = {"AE_URL", "AE_API_KEY", "AE_GPU_PORT", "AE_BIND_ADDRESS"}
 
 
 def settings_table_variables(markdown: str) -> set[str]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -56,6 +57,29 @@ BODY_GRACE_S = 1.0
 EVICT_AFTER_S = 1.0
 # At shutdown, a connection that has not carried a request yet gets this long for its first one to arrive.
 SHUTDOWN_GRACE_S = 1.0
+
+
+class ConnectionBook:
+    """The connections of one server that the cap must know about, kept so that each question is O(1):
+    those waiting for a request's headers, oldest first (a dict keeps insertion order), and those
+    refused and lingering before they close (they do not count against the cap)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[GuardedHttpToolsProtocol, float] = {}  # -> loop time since when it waits
+        self.lingering: set[GuardedHttpToolsProtocol] = set()
+
+    def oldest_waiting(self) -> GuardedHttpToolsProtocol | None:
+        return next(iter(self.waiting), None)
+
+
+BOOKS: weakref.WeakKeyDictionary[ServerState, ConnectionBook] = weakref.WeakKeyDictionary()
+
+
+def book_of(server_state: ServerState) -> ConnectionBook:
+    book = BOOKS.get(server_state)
+    if book is None:
+        book = BOOKS[server_state] = ConnectionBook()
+    return book
 
 
 @dataclass(frozen=True)
@@ -105,8 +129,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = connection_limits()
         self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]  # uvicorn's own timer
+        self.book = book_of(server_state)
         self.deadline: asyncio.TimerHandle | None = None
-        self.waiting_since: float | None = None  # loop time since when a request's headers are awaited
         self.refused = False  # an answer that closes the connection was written here; the rest is dropped
         self.closing = False  # the server is shutting down: the request now arriving is the last one
 
@@ -126,28 +150,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def make_room(self) -> bool:
         """At the cap: evict the connection waiting longest for its headers, if it has waited over
-        EVICT_AFTER_S; False when there is none to evict. Costs a pass over the connections, which
-        only happens at the cap."""
-        others = [c for c in self.connections if c is not self and not getattr(c, "refused", False)]
-        if len(others) < self.limits.max_connections:
-            return True  # the rest are refused ones closing
-        late = [c for c in others if isinstance(c, GuardedHttpToolsProtocol) and c.evictable()]
-        if not late:
+        EVICT_AFTER_S and no answer is being written on it; False when there is none to evict."""
+        if len(self.connections) - len(self.book.lingering) <= self.limits.max_connections:
+            return True  # over the cap only by refused connections about to close
+        oldest = self.book.oldest_waiting()
+        if oldest is None or self.loop.time() - self.book.waiting[oldest] < EVICT_AFTER_S:
             return False
-        oldest = min(late, key=lambda c: c.waiting_since or 0.0)
-        if self.loop.time() - (oldest.waiting_since or 0.0) < EVICT_AFTER_S:
-            return False
+        if oldest.cycle is not None and not oldest.cycle.response_complete:
+            return False  # an answer is being written on it (a pipelined request waits): not that one
         oldest.refuse(
             408, "request_timeout", "the server is at its connection limit and this request's headers are late"
         )
         return True
 
-    def evictable(self) -> bool:
-        """Waiting for a request's headers, with no answer being written."""
-        return self.waiting_since is not None and (self.cycle is None or self.cycle.response_complete)
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.clear_deadline()
+        self.book.waiting.pop(self, None)
+        self.book.lingering.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -159,12 +178,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.waiting_since is None:  # the first byte of a later request on this connection
+        if self not in self.book.waiting:  # the first byte of a later request on this connection
             self.await_headers()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self.waiting_since = None
+        self.book.waiting.pop(self, None)
         if self.closing and self.cycle is not None:  # the server is shutting down: this is the last request
             self.cycle.keep_alive = False
         self.set_deadline(self.limits.body_timeout_s + BODY_GRACE_S, self.body_overdue)
@@ -188,7 +207,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- deadlines -----------------------------------------------------------------------------------
 
     def await_headers(self) -> None:
-        self.waiting_since = self.loop.time()
+        self.book.waiting.pop(self, None)  # re-inserted last: the most recent
+        self.book.waiting[self] = self.loop.time()
         self.set_deadline(self.limits.header_timeout_s, self.headers_overdue)
 
     def set_deadline(self, seconds: float, callback: Any) -> None:
@@ -207,6 +227,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             # An answer to an earlier request is still being written: close once it is sent, never cut it.
             self.cycle.keep_alive = False
+            self.book.waiting.pop(self, None)
             return
         seconds = self.limits.header_timeout_s
         self.refuse(408, "request_timeout", f"the request's headers did not arrive within {seconds:g} s")
@@ -232,7 +253,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def refuse(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
         """Write a closing error answer, half-close, drop what still arrives, and close after LINGER_S."""
         self.refused = True
-        self.waiting_since = None
+        self.book.waiting.pop(self, None)
+        self.book.lingering.add(self)
         self.clear_deadline()
         self._unset_keepalive_if_required()
         self.transport.write(error_answer(status, type_, message, headers))

@@ -2,7 +2,8 @@
 
 Start-up (the lifespan) scans the checkpoints, loads the models to preload, and runs a real forward
 pass through every default model's batchers; /readyz answers 200 only after that. A broken
-checkpoint is listed as unavailable and never stops the others.
+checkpoint is listed as unavailable and never stops the others. Under uvicorn, SIGTERM and SIGINT then
+start a drain (app.lifecycle) instead of an abrupt stop.
 """
 
 from __future__ import annotations

@@ -327,8 +327,9 @@ def denoise_request(model: str, png: bytes, keep_alive: bool = True) -> Callable
     return lambda number: request
 
 
-def made_up_name_request(model: str, png: bytes) -> Callable[[int], bytes]:
-    """Each request names a new made-up model in its query, and the real one in its (multipart) body."""
+def made_up_name_request(model: str, png: bytes, new_names: bool = True) -> Callable[[int], bytes]:
+    """Each request names a new made-up model in its query (or, for comparison, always the same one), and
+    the real one in its (multipart) body."""
     boundary = "chaosboundary"
     body = (
         (
@@ -341,7 +342,9 @@ def made_up_name_request(model: str, png: bytes) -> Callable[[int], bytes]:
     )
     headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     salt = random.Random(0).getrandbits(32)
-    return lambda number: http_request("POST", f"/v1/denoise?model=made-up-{salt}-{number}", body, headers)
+    return lambda number: http_request(
+        "POST", f"/v1/denoise?model=made-up-{salt}-{number if new_names else 0}", body, headers
+    )
 
 
 async def load_for(port: int, make_request: Callable[[int], bytes], clients: int, seconds: float) -> Tally:
@@ -546,9 +549,9 @@ async def swap(server: Server, setup: Setup, clients: int, phase_s: float) -> di
 # -- 3. admission keyed by made-up names ---------------------------------------------------------------
 
 
-async def admission(server: Server, setup: Setup, requests: int, clients: int) -> dict[str, Any]:
+async def admission(server: Server, setup: Setup, requests: int, clients: int, new_names: bool) -> dict[str, Any]:
     """`requests` requests, each naming a new made-up model in its query and the real model in its body."""
-    make_request = made_up_name_request(setup.model, digit_png(2))
+    make_request = made_up_name_request(setup.model, digit_png(2), new_names)
     tally = Tally()
     stop = asyncio.Event()
     answers: list[Answer] = []
@@ -581,6 +584,7 @@ async def admission(server: Server, setup: Setup, requests: int, clients: int) -
     half = len(rss) // 2
     return {
         "requests": tally.sent,
+        "new_name_each_request": new_names,
         "clients": clients,
         "seconds": round(seconds, 1),
         "load": tally.summary(),
@@ -782,7 +786,7 @@ FULL = Sizes(3000, 1000, 10.0, 8, 3.0, 100_000, 128, 20, 32, 3.0, 5.0, 32, 3.0, 
 SHORT = Sizes(200, 400, 2.0, 4, 1.0, 1500, 96, 5, 16, 1.5, 2.0, 8, 1.5, 2.0, 0)
 
 
-async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None) -> dict[str, Any]:
+async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None, same_name: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     def wanted(name: str) -> bool:
@@ -805,7 +809,9 @@ async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None) -> dict[
             if wanted("swap"):
                 results["swap"] = await swap(server, setup, sizes.swap_clients, sizes.swap_phase_s)
             if wanted("admission"):
-                results["admission"] = await admission(server, setup, sizes.admission_requests, sizes.admission_clients)
+                results["admission"] = await admission(
+                    server, setup, sizes.admission_requests, sizes.admission_clients, not same_name
+                )
             if wanted("disconnect"):
                 results["disconnect"] = await disconnects(server, sizes.disconnects)
             if wanted("drain"):
@@ -832,6 +838,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="mnist-denoise", help="the denoising model to load and replace")
     parser.add_argument("--only", nargs="*", help="run only these faults (names as in the report)")
     parser.add_argument("--output", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--admission-same-name",
+        action="store_true",
+        help="for comparison: the query always names the same made-up model",
+    )
     parser.add_argument("--keep-logs", type=Path, help="work in this folder and keep the servers' logs there")
     return parser.parse_args(argv)
 
@@ -850,7 +861,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         setup = Setup(checkpoints, args.default_models, args.model, work_dir)
         load_average = os.getloadavg()
         started = time.monotonic()
-        results = asyncio.run(run_faults(setup, SHORT if args.short else FULL, set(args.only) if args.only else None))
+        only = set(args.only) if args.only else None
+        results = asyncio.run(run_faults(setup, SHORT if args.short else FULL, only, args.admission_same_name))
         report = {
             "machine": machine_description("cpu"),
             "load_average_before": load_average,

@@ -80,7 +80,9 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(report: dict[str
     assert kill["before_kill"]["lost"] == 0
     assert kill["lost_later"] == 0  # every loss happened as the worker died: the survivor's requests succeeded
     assert set(kill["whole_run"]["answered"]) <= {"200"}, kill
-    # /metrics, whichever worker answers, counts every answer of both workers, the dead one's included.
-    assert kill["metrics_denoise_200_all_workers"] == kill["whole_run"]["answered"]["200"]
+    # /metrics, whichever worker answers, counts the answers of both workers, the dead one's included; only
+    # answers the dying worker sent in its last instant, before counting them, can be missing (one batch).
+    missing = kill["whole_run"]["answered"]["200"] - kill["metrics_denoise_200_all_workers"]
+    assert 0 <= missing <= 64, kill
     if kill["replacement_first_request_after_ready_s"] is not None:  # it took traffic only once ready
         assert kill["replacement_first_request_after_ready_s"] >= 0

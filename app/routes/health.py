@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.dependencies import MetricsDep
-from app.registry import ModelRegistry, ready_reasons
+from app.model_choice import ModelChoice
+from app.registry import ModelRegistry
 from app.schemas import ErrorResponse, Health, Readiness
 from app.security import require_metrics_key
 
@@ -28,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
     if registry is None:
         body = Readiness(status="not_ready", reasons=["the model registry is not loaded yet"])
         return JSONResponse(body.model_dump(), status_code=503)
-    reasons = ready_reasons(registry)
+    reasons = ModelChoice(registry, registry.settings.default_models).not_ready_reasons()
     models = {name: str(entry.state) for name, entry in sorted(registry.entries.items())}
     body = Readiness(status="not_ready" if reasons else "ready", reasons=reasons, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from models.checkpoint import CARD_FILE, Checkpoint, ModelCard, load_checkpoint, read_card, update_metrics
 from models.evaluation.context import EvaluationContext, EvaluationSettings
@@ -25,6 +21,7 @@ from models.evaluation.natural import evaluate_natural_denoising, evaluate_natur
 from models.evaluation.report import render_report
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
+from models.machine import machine_description
 
 TaskEvaluation = Callable[[Checkpoint, EvaluationContext], dict[str, Any]]
 
@@ -50,21 +47,6 @@ __all__ = [
     "machine_description",
     "write_report",
 ]
-
-
-def machine_description(device: torch.device) -> str:
-    """E.g. 'Linux x86_64, Intel Xeon ..., 2 CPU cores, torch 2.13.0+cpu, device cpu'."""
-    processor = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        processor = names[0] if names else processor
-    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
-    return (
-        f"{platform.system()} {platform.machine()}, {processor}, {os.cpu_count()} CPU cores "
-        f"({torch.get_num_threads()} torch threads), torch {torch.__version__}, device {device} ({accelerator})"
-    )
 
 
 def checkpoint_directories(checkpoints_dir: Path, only: Sequence[str] | None = None) -> list[Path]:

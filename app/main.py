@@ -40,8 +40,8 @@ MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
 
 
 async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
-    """Scan the checkpoints, load the models to preload, check the other weights files, and warm up the
-    default models. Each weights file is hashed once: when it loads, or else when it is checked."""
+    """Scan the checkpoints, load the models to preload, warm up the default models, and check the weights
+    of the others. Each weights file is hashed once: when it loads, or else when it is checked."""
     registry = ModelRegistry(settings, observer=metrics)
     choice = ModelChoice(registry, settings.default_models)
     registry.scan()
@@ -50,8 +50,9 @@ async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
             await registry.load(name)
         except ServiceError as exc:  # unknown or broken: listed as such, the others still serve
             logger.error("could not preload %s: %s", name, exc.message)
+    await warm_up(registry, choice)  # loads the default models too
+    # The weights of the models not loaded by now are checked without loading them (loading checks its own).
     await asyncio.to_thread(registry.verify, [name for name, entry in registry.entries.items() if not entry.loaded])
-    await warm_up(registry, choice)
     return registry
 
 

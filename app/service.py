@@ -46,7 +46,7 @@ class Service:
     # -- images in, images out ---------------------------------------------------------------------
 
     async def denoise(self, job: ImageJob[ImageOptions]) -> Images:
-        return await self.transform(job, self.choice.choose(job.options.model, DENOISE), DENOISE)
+        return await self.image_task(job, DENOISE)
 
     async def super_resolve(self, job: ImageJob[SuperResolveOptions]) -> Images:
         """`scale` may choose the model (see ModelChoice.choose_super_resolution)."""
@@ -55,10 +55,14 @@ class Service:
 
     async def reconstruct(self, job: ImageJob[ImageOptions]) -> Images:
         """The reconstructions, each with its reconstruction error (mean squared error per pixel)."""
-        return await self.transform(job, self.choice.choose(job.options.model, RECONSTRUCT), RECONSTRUCT)
+        return await self.image_task(job, RECONSTRUCT)
+
+    async def image_task(self, job: ImageJob[ImageOptions], task: Task) -> Images:
+        """Any task of images in, images out, on the model the request names or the task's default."""
+        return await self.transform(job, self.choice.choose(job.options.model, task), task)
 
     async def transform(self, job: ImageJob[ImageOptions], entry: ModelEntry, task: Task) -> Images:
-        """Images in, images out through `task`: what the image routes share, and the way to serve a new one."""
+        """Images in, images out through `task` on the chosen model: what the image routes share."""
         job.note(entry.name, len(job.upload.blobs))
         prepared = await self.prepare(job.upload, _card(entry), task, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, task, [p.tensor for p in prepared])

@@ -26,7 +26,7 @@ from models.objectives import (
 class Recipe:
     name: str  # also the checkpoint folder name
     description: str
-    tasks: tuple[str, ...]  # what the service may do with the result (see models.checkpoint.TASKS)
+    tasks: tuple[str, ...]  # what the service may do with the result: card tasks (models.tasks.card_tasks)
     architecture: str  # a key of models.architectures.ARCHITECTURES
     architecture_config: dict[str, Any] = field(hash=False)
     objective: Objective = field(default_factory=Reconstruction)

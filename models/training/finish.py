@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from models.checkpoint import ModelCard, save_checkpoint
+from models.checkpoint import InputSpec, ModelCard, save_checkpoint
 from models.plots import image_grid, loss_curve
 from models.recipes import Recipe
 from models.training.loop import ImageSplit, TrainResult, make_generator
 
 SAMPLE_COUNT = 12  # columns of samples.png
+
+
+def recipe_card(
+    recipe: Recipe, result: TrainResult, input_spec: InputSpec, training: dict[str, Any], **fields: Any
+) -> ModelCard:
+    """The model card of a trained recipe: what every pipeline fills from the recipe and the run (name,
+    tasks, architecture and config, scale, latent size, description), its input spec and training facts;
+    `fields`, the pipeline's own (normalization, metrics, another description)."""
+    values: dict[str, Any] = {"description": recipe.description, **fields}
+    return ModelCard(
+        name=recipe.name,
+        tasks=list(recipe.tasks),
+        architecture=recipe.architecture,
+        architecture_config=result.model.config_dict(),
+        input=input_spec,
+        scale=recipe.scale,
+        latent_size=recipe.latent_size,
+        training=training,
+        **values,
+    )
 
 
 def finish(recipe: Recipe, result: TrainResult, split: ImageSplit, card: ModelCard, out: Path) -> ModelCard:

@@ -16,7 +16,7 @@ import torch
 from models.checkpoint import InputSpec, ModelCard
 from models.data import MNIST_LICENCE, MnistSplit
 from models.recipes import Recipe
-from models.training.finish import finish
+from models.training.finish import finish, recipe_card
 from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
 from models.validation import ValidationData, run_checks
 
@@ -61,17 +61,8 @@ def model_card(
         **training_run(recipe, result, device),
         "validation": validation,
     }
-    return ModelCard(
-        name=recipe.name,
-        tasks=list(recipe.tasks),
-        architecture=recipe.architecture,
-        architecture_config=result.model.config_dict(),
-        input=InputSpec(channels=1, height=recipe.input_size, width=recipe.input_size, domain="mnist"),
-        scale=recipe.scale,
-        latent_size=recipe.latent_size,
-        description=recipe.description,
-        training=training,
-    )
+    spec = InputSpec(channels=1, height=recipe.input_size, width=recipe.input_size, domain="mnist")
+    return recipe_card(recipe, result, spec, training)
 
 
 def run(recipe: Recipe, data: TrainingData, out: Path, options: TrainOptions | None = None) -> ModelCard:

@@ -23,7 +23,7 @@ import torch
 from models.checkpoint import InputSpec, ModelCard
 from models.natural_images import load_images, luminance
 from models.recipes import Recipe
-from models.training.finish import finish
+from models.training.finish import finish, recipe_card
 from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
 
 
@@ -111,17 +111,9 @@ def natural_model_card(recipe: Recipe, result: TrainResult, patches: Patches, de
         if "denoise" in recipe.tasks
         else "the network upscales the luminance (Y of BT.601 YCbCr); Cb and Cr are upscaled bicubically; RGB out"
     )
-    return ModelCard(
-        name=recipe.name,
-        tasks=list(recipe.tasks),
-        architecture=recipe.architecture,
-        architecture_config=result.model.config_dict(),
-        input=InputSpec(channels=3, height=None, width=None, domain="natural"),
-        normalization=f"pixels as float32 in [0, 1], RGB, any size (tiled inference); {colour}",
-        scale=recipe.scale,
-        description=recipe.description,
-        training=training,
-    )
+    spec = InputSpec(channels=3, height=None, width=None, domain="natural")
+    normalization = f"pixels as float32 in [0, 1], RGB, any size (tiled inference); {colour}"
+    return recipe_card(recipe, result, spec, training, normalization=normalization)
 
 
 def run_natural(

@@ -26,7 +26,7 @@ from models.architectures import Architecture, ConvVAE
 from models.checkpoint import InputSpec, ModelCard
 from models.image_folder import ImageFolder, format_size, hold_out
 from models.recipes import IMAGE_FOLDER_BATCH_SIZE, Recipe
-from models.training.finish import finish
+from models.training.finish import finish, recipe_card
 from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
 from models.validation import BATCH, ValidationData, check_denoise, check_reconstruct, check_super_resolve
 
@@ -133,19 +133,15 @@ def folder_model_card(
             "scores": figures,
         }
     }
-    return ModelCard(
-        name=recipe.name,
-        tasks=list(recipe.tasks),
-        architecture=recipe.architecture,
-        architecture_config=result.model.config_dict(),
-        input=input_spec(recipe, folder),
+    return recipe_card(
+        recipe,
+        result,
+        input_spec(recipe, folder),
+        training,
         normalization=f"pixels as float32 in [0, 1], {'RGB' if folder.channels == 3 else 'grayscale'}, "
         f"{format_size(folder.size)} training images",
-        scale=recipe.scale,
-        latent_size=recipe.latent_size,
         description=f"{recipe.description} Trained on {len(folder.files)} user-supplied images from "
         f"'{folder.root.name}'.",
-        training=training,
         metrics=metrics,
     )
 

@@ -193,14 +193,19 @@ def test_start_up_hashes_each_weights_file_once(
 # -- the layers ------------------------------------------------------------------------------------------
 
 
+def run_python(code: str) -> None:
+    """Run `code` in a fresh interpreter (so that sys.modules shows what importing really loads)."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_service_layer_imports_nothing_of_http() -> None:
     code = (
         "import sys, app.service, app.model_choice, app.registry, app.jobs\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
         "assert not web, web"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    run_python(code)
 
 
 def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> None:
@@ -214,5 +219,17 @@ def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> Non
         "    names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]\n"
         "    assert not [n for n in names if n in ('models.training.cli', 'models.train')], path\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    run_python(code)
+
+
+def test_the_architecture_page_shows_the_task_table_as_it_is() -> None:
+    page = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    section = page.split("## The task table", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[1].strip("`"), tuple(key.strip(" `") for key in cells[2].split(",")))
+    assert rows == {name: (task.card_task, task.default_keys) for name, task in TASKS.items()}
+    for task in TASKS.values():
+        assert f"`{task.protocol.__name__}." in section, task.name

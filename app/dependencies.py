@@ -44,6 +44,12 @@ async def get_service(request: Request, registry: Annotated[ModelRegistry, Depen
     return Service(registry, app_settings(request), request.app.state.metrics)
 
 
+async def get_started_service(request: Request) -> Service | None:
+    """The service once start-up has built the registry, else None (for the probes, which answer anyway)."""
+    registry = getattr(request.app.state, "registry", None)
+    return None if registry is None else Service(registry, app_settings(request), request.app.state.metrics)
+
+
 async def require_json(request: Request) -> None:
     """Routes that read a JSON body refuse other content types with a 415 (curl -d sends a form otherwise)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -58,3 +64,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServiceDep = Annotated[Service, Depends(get_service)]
+StartedServiceDep = Annotated[Service | None, Depends(get_started_service)]

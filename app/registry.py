@@ -4,7 +4,8 @@
 `verify()` checks a weights file's sha256 against its card without loading it; `load()` rebuilds a model
 (checking the sha256 as it reads the weights), puts it on the configured device and dtype, and gives it one
 `Batcher` per task (`models.tasks`), all sharing one worker thread per model. Each weights file is hashed
-once at start-up: preloaded models when they load, the others by `verify()`. A checkpoint that fails is
+once at start-up: those of the models loaded then (preloaded and default ones) as they load, the others by
+`verify()`. A checkpoint that fails is
 kept in the listing as *unavailable* with the reason; it never stops the other models.
 
 Which model a request means is the policy of `app.model_choice`; every forward pass goes through

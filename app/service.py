@@ -219,6 +219,11 @@ class Service:
 
     # -- the models --------------------------------------------------------------------------------
 
+    def readiness(self) -> tuple[list[str], dict[str, str]]:
+        """-> why the service is not ready (nothing when it is), and the state of every model."""
+        states = {name: str(entry.state) for name, entry in sorted(self.registry.entries.items())}
+        return self.choice.not_ready_reasons(), states
+
     def models(self) -> list[ModelInfo]:
         return [model_info(entry, self.registry) for _, entry in sorted(self.registry.entries.items())]
 

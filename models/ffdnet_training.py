@@ -225,7 +225,7 @@ def run(
     train_images, held_out = images[:-held], images[-held:]
 
     torch.manual_seed(recipe.seed)
-    model = FFDNet(recipe.config).to(memory_format=torch.channels_last)
+    model = FFDNet(recipe.config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     generators = {
         "data": torch.Generator().manual_seed(recipe.seed + 1),
@@ -289,7 +289,7 @@ def run(
     state.seconds = base_seconds + time.perf_counter() - started
     save_state(state_dir, model, optimiser, state, generators)
 
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     validation = {f"sigma_{int(s)}": held_out_psnr(model, held_out, s) for s in VALIDATION_SIGMAS}
     patch_passes = state.step * recipe.batch_size
     training: dict[str, Any] = {

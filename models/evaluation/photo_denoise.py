@@ -264,7 +264,7 @@ def evaluate_photo_denoising(checkpoint: Checkpoint, context: EvaluationContext)
     """Every figure of the module docstring for one FFDNet checkpoint."""
     # Channels-last runs these convolutions ~1.5x faster on CPUs and gives the same float32 results (to
     # rounding): the figures are the float32 model's.
-    model = checkpoint.model.to(memory_format=torch.channels_last)
+    model = checkpoint.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     channels = int(checkpoint.card.input.channels)
     settings = context.settings
     seed = settings.natural_noise_seed
@@ -285,9 +285,9 @@ def evaluate_photo_denoising(checkpoint: Checkpoint, context: EvaluationContext)
         per_sigma: dict[str, Any] = {}
         sigmas = settings.photo_sigmas_gray if channels == 1 else settings.photo_sigmas_colour
         for sigma in sigmas:
-            first = index == 0
-            subset = baseline_images if first and sigma in baseline_sigmas else 0
-            per_sigma[str(sigma)] = score_set(denoise, estimate, images, sigma, seed, subset, with_estimate=first)
+            is_first = index == 0
+            subset = baseline_images if is_first and sigma in baseline_sigmas else 0
+            per_sigma[str(sigma)] = score_set(denoise, estimate, images, sigma, seed, subset, with_estimate=is_first)
         results[folder] = {"images": len(images), "sigmas": per_sigma, "published": PUBLISHED.get(folder, {})}
 
     first = read_set(context.natural_data_dir / sets[0], channels)[: settings.photo_images_per_set]

@@ -1,4 +1,4 @@
-"""The photo denoisers of every noise level: FFDNet, the noise estimator, training and evaluation on generated images."""
+"""Photo denoisers of every noise level: FFDNet, the noise estimator, training and evaluation on generated images."""
 
 from __future__ import annotations
 

@@ -289,7 +289,7 @@ def run(
     state.seconds = base_seconds + time.perf_counter() - started
     save_state(state_dir, model, optimiser, state, generators)
 
-    model = model.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    model = model.to(memory_format=torch.contiguous_format).eval()
     validation = {f"sigma_{int(s)}": held_out_psnr(model, held_out, s) for s in VALIDATION_SIGMAS}
     patch_passes = state.step * recipe.batch_size
     training: dict[str, Any] = {

@@ -18,6 +18,7 @@ from models.evaluation.context import EvaluationContext, EvaluationSettings
 from models.evaluation.denoise import evaluate_denoising
 from models.evaluation.embedding import evaluate_embedding, evaluate_reconstruction
 from models.evaluation.natural import evaluate_natural_denoising, evaluate_natural_super_resolution
+from models.evaluation.photo_denoise import evaluate_photo_denoising
 from models.evaluation.report import render_report
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
@@ -37,6 +38,12 @@ TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
 NATURAL_TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
     "denoise": evaluate_natural_denoising,
     "super-resolve": evaluate_natural_super_resolution,
+}
+
+# Architectures whose tasks take another protocol than their domain's: the photo denoisers of every noise
+# level are measured on gray and colour sets under two protocols (models.evaluation.photo_denoise).
+ARCHITECTURE_EVALUATIONS: dict[str, dict[str, TaskEvaluation]] = {
+    "ffdnet": {"denoise": evaluate_photo_denoising},
 }
 
 __all__ = [
@@ -63,6 +70,7 @@ def checkpoint_directories(checkpoints_dir: Path, only: Sequence[str] | None = N
 def evaluate_checkpoint(checkpoint: Checkpoint, context: EvaluationContext) -> dict[str, Any]:
     """Every task's metrics for one checkpoint: {task: metrics}."""
     evaluations = NATURAL_TASK_EVALUATIONS if checkpoint.card.input.domain == "natural" else TASK_EVALUATIONS
+    evaluations = {**evaluations, **ARCHITECTURE_EVALUATIONS.get(checkpoint.card.architecture, {})}
     unknown = [task for task in checkpoint.card.tasks if task not in evaluations]
     if unknown:
         raise ValueError(f"{checkpoint.card.name}: no evaluation for tasks {unknown}")

@@ -46,7 +46,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.errors import BodyTimeout
-from app.settings import get_settings
+from app.settings import settings_from_environment
 
 # After a refusal, what the client still sends is dropped for this long before the socket is closed.
 LINGER_S = 1.0
@@ -93,7 +93,7 @@ class ConnectionLimits:
 @cache
 def connection_limits() -> ConnectionLimits:
     """The limits of this process, from its AE_* settings (read once)."""
-    settings = get_settings()
+    settings = settings_from_environment()
     return ConnectionLimits(
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,

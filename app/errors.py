@@ -6,6 +6,10 @@ response body is always `{"error": {"type", "message", "param"}}`.
 
 from __future__ import annotations
 
+# The status logged and counted for a request whose client went away before its answer ("client closed
+# request"): app.admission cancels such a request's work, app.errors_http answers a body cut short with it.
+CLIENT_CLOSED_REQUEST = 499
+
 
 class ServiceError(Exception):
     status_code = 500

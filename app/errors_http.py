@@ -23,8 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from app.errors import Overloaded, ServiceError
-from app.middleware import CLIENT_CLOSED_REQUEST
+from app.errors import CLIENT_CLOSED_REQUEST, Overloaded, ServiceError
 
 logger = logging.getLogger("app.errors")
 HTTP_ERROR_TYPES = {

@@ -15,12 +15,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
 from app.errors_http import error_json
 from app.observability import Metrics
 
 access_log = logging.getLogger("app.access")
-CLIENT_CLOSED_REQUEST = 499  # logged for a request whose client disconnected before its answer (app.admission)
 REQUEST_ID_HEADER = "x-request-id"
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # anything else is replaced, never echoed
 

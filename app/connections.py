@@ -20,10 +20,13 @@ little memory) for as long as the client likes, and a few thousand of them exhau
   keep out prompt ones such as health probes; when no connection is that late (they are all being
   served), the new one is answered 503 `too_many_connections` (`Retry-After: 1`) at once and closed.
 
-Refusals written here are JSON in the service's error shape. The connection is then half-closed
-(FIN after the answer) and what the client still sends is read and dropped for a moment before the
-socket is closed: closing a socket with unread data makes the kernel send a reset, which can destroy
-the answer in the client's buffers before it reads it.
+At shutdown, a connection that has not carried a request yet gets `SHUTDOWN_GRACE_S` for its first
+request to arrive (it is then answered and closed) instead of being closed under it, as uvicorn would.
+
+Refusals written here are JSON in the service's error shape (app.errors_http.error_json). The
+connection is then half-closed (FIN after the answer) and what the client still sends is read and
+dropped for a moment before the socket is closed: closing a socket with unread data makes the kernel
+send a reset, which can destroy the answer in the client's buffers before it reads it.
 
 The deadlines and the cap live in the HTTP protocol (`GuardedHttpToolsProtocol`, a subclass of
 uvicorn's httptools protocol, which uvicorn uses by default when httptools is installed, as it is
@@ -34,7 +37,6 @@ It reads its limits from the same `AE_*` settings as the app.
 from __future__ import annotations
 
 import asyncio
-import json
 import weakref
 from dataclasses import dataclass
 from functools import cache
@@ -45,7 +47,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.errors import BodyTimeout
+from app.errors import BodyTimeout, HeaderTimeout, ServiceError, TooManyConnections
+from app.errors_http import error_json
 from app.settings import settings_from_environment
 
 # After a refusal, what the client still sends is dropped for this long before the socket is closed.
@@ -102,18 +105,16 @@ def connection_limits() -> ConnectionLimits:
     )
 
 
-def error_answer(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> bytes:
-    """A complete HTTP/1.1 answer in the service's error shape that closes its connection."""
-    body = json.dumps({"error": {"type": type_, "message": message, "param": None}}).encode()
+def error_answer(error: ServiceError) -> bytes:
+    """A complete HTTP/1.1 answer of `error`, in the service's error shape, that closes its connection."""
+    body = error_json(error)
+    headers = {"content-type": "application/json", "content-length": str(len(body)), "connection": "close"}
+    headers |= {name.lower(): value for name, value in error.headers.items()}
     lines = [
-        STATUS_LINE[status],
-        b"content-type: application/json\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"connection: close\r\n",
-        *(f"{name}: {value}\r\n".encode("latin-1") for name, value in (headers or {}).items()),
-        b"\r\n",
+        STATUS_LINE[error.status_code],
+        *(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items()),
     ]
-    return b"".join(lines) + body
+    return b"".join(lines) + b"\r\n" + body
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -139,12 +140,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections and not self.make_room():
-            self.refuse(
-                503,
-                "too_many_connections",
-                f"this server process holds {self.limits.max_connections} connections, its limit; retry later",
-                {"retry-after": "1"},
-            )
+            limit = self.limits.max_connections
+            self.refuse(TooManyConnections(f"this server process holds {limit} connections, its limit; retry later"))
             return
         self.await_headers()
 
@@ -158,9 +155,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         if oldest.cycle is not None and not oldest.cycle.response_complete:
             return False  # an answer is being written on it (a pipelined request waits): not that one
-        oldest.refuse(
-            408, "request_timeout", "the server is at its connection limit and this request's headers are late"
-        )
+        oldest.refuse(HeaderTimeout("the server is at its connection limit and this request's headers are late"))
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -230,7 +225,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.book.waiting.pop(self, None)
             return
         seconds = self.limits.header_timeout_s
-        self.refuse(408, "request_timeout", f"the request's headers did not arrive within {seconds:g} s")
+        self.refuse(HeaderTimeout(f"the request's headers did not arrive within {seconds:g} s"))
 
     def body_overdue(self) -> None:
         """The body is still incomplete and the app did not answer with a 408 itself (it is not reading)."""
@@ -246,18 +241,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app's later messages are dropped; it reads a disconnect
             cycle.message_event.set()
             seconds = self.limits.body_timeout_s
-            self.refuse(408, "request_timeout", f"the request's body did not arrive within {seconds:g} s")
+            self.refuse(BodyTimeout(f"the request's body did not arrive within {seconds:g} s"))
 
     # -- refusing ------------------------------------------------------------------------------------
 
-    def refuse(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
-        """Write a closing error answer, half-close, drop what still arrives, and close after LINGER_S."""
+    def refuse(self, error: ServiceError) -> None:
+        """Write `error` as a closing answer, half-close, drop what still arrives, and close after LINGER_S."""
         self.refused = True
         self.book.waiting.pop(self, None)
         self.book.lingering.add(self)
         self.clear_deadline()
         self._unset_keepalive_if_required()
-        self.transport.write(error_answer(status, type_, message, headers))
+        self.transport.write(error_answer(error))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.flow.resume_reading()

@@ -122,6 +122,27 @@ class BodyTimeout(ServiceError):
         super().__init__(message, param="body", headers={"Connection": "close"})
 
 
+class HeaderTimeout(ServiceError):
+    """The request's headers did not arrive within their deadline, or the connection was evicted at the
+    connection cap while still waiting for them (app.connections); the connection is closed."""
+
+    status_code = 408
+    type = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="headers", headers={"Connection": "close"})
+
+
+class TooManyConnections(ServiceError):
+    """The server process holds as many connections as it may (AE_MAX_CONNECTIONS); the new one is closed."""
+
+    status_code = 503
+    type = "too_many_connections"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1", "Connection": "close"})
+
+
 class ReplacementRefused(ServiceError):
     """A model's new checkpoint cannot serve in place of the loaded one; the loaded one keeps serving."""
 

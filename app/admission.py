@@ -13,7 +13,8 @@ A request is counted against the model that serves it, which a client cannot ste
 is read, that is the model the query string names (`?model=...`) when it is one the registry knows,
 else the route's default (a body may name another model, and an unknown name is only a 404 to come).
 Once the route has resolved the model (its body read), `count_against` moves the request to that
-model's count, and refuses it with the same 503 when that model already serves its limit. So a stream
+model's count, and refuses it with the same 503 when that model already serves `limit` requests (the
+limit itself: the lag-based allowance below applies at the gate, where refusing is cheap). So a stream
 of made-up names in the query shares one count per route and cannot add allowance to a real model,
 and the bookkeeping stays bounded: counters exist only for known models and routes, and only while
 requests are in flight; the response times behind Retry-After are kept for at most
@@ -105,10 +106,14 @@ class AdmissionControl:
         return f"the default model of {scope['path']}"
 
     def move(self, ticket: Ticket, model: str) -> None:
-        """Count the ticket's request against `model` from now on; Overloaded if that model is at its limit."""
+        """Count the ticket's request against `model` from now on; Overloaded if that model is at its limit.
+
+        The limit, not the allowance: shrinking the allowance while the event loop is late pays where a
+        refusal is cheap, before the body is read (at the gate, per route or named model); a request whose
+        body has been read is refused only to keep the per-model bound."""
         if model == ticket.key:
             return
-        if self.in_flight.get(model, 0) >= self.allowance:
+        if self.in_flight.get(model, 0) >= self.limit:
             raise self.overloaded(model)
         self._leave(ticket.key)
         self._enter(model)
@@ -187,7 +192,7 @@ class Ticket:
 def count_against(scope: Scope, model: str) -> None:
     """Count the request against `model`, the one that serves it (known once the route has read the body).
 
-    Raises Overloaded (503) when that model already serves as many requests as admission allows.
+    Raises Overloaded (503) when that model already serves as many requests as the limit allows.
     Requests that did not pass admission control (other routes, tests of a route alone) are not counted."""
     ticket = scope.get("state", {}).get("admission")
     if isinstance(ticket, Ticket):

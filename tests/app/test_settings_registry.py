@@ -10,7 +10,9 @@ import torch
 from pydantic import ValidationError
 
 from app import cli
+from app.connections import GuardedHttpToolsProtocol
 from app.registry import resolve_device, resolve_dtype
+from app.server import uvicorn_config
 from app.settings import Settings
 
 
@@ -51,11 +53,24 @@ def test_device_and_dtype_resolution() -> None:
 
 def test_ae_serve_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.setattr(cli, "run_server", lambda settings, **kwargs: calls.append({"settings": settings, **kwargs}))
     monkeypatch.setattr(cli, "settings_from_environment", lambda: Settings(port=9123, workers=2, host="0.0.0.0"))
     cli.serve([])
     cli.serve(["--port", "9999"])
-    assert calls[0] == {
-        "app": "app.main:app", "host": "0.0.0.0", "port": 9123, "workers": 2, "log_level": "info", "access_log": False
-    }  # fmt: skip
+    assert {key: calls[0][key] for key in ("host", "port", "workers")} == {
+        "host": "0.0.0.0",
+        "port": 9123,
+        "workers": 2,
+    }
     assert calls[1]["port"] == 9999
+
+
+def test_ae_serve_configures_uvicorn_with_the_guarded_protocol_and_the_settings() -> None:
+    settings = Settings(keep_alive_s=17, body_timeout_s=40, batch_timeout_s=20, log_level="warning")
+    config = uvicorn_config(settings, host="0.0.0.0", port=9123, workers=2)
+    assert config.app == "app.main:app" and (config.host, config.port, config.workers) == ("0.0.0.0", 9123, 2)
+    assert config.http is GuardedHttpToolsProtocol  # header/body deadlines, the connection cap
+    assert config.timeout_keep_alive == 17
+    # uvicorn waits for the requests it has read at most as long as the longest one may take
+    assert config.timeout_graceful_shutdown is not None and config.timeout_graceful_shutdown >= 40 + 20
+    assert config.access_log is False and config.log_level == "warning"

@@ -46,7 +46,9 @@ def digits() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def mapped(checkpoints_dir: Path, digits: torch.Tensor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def mapped(
+    checkpoints_dir: Path, digits: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
     """The service on copies of the tiny VAEs: tiny-vae-2d with a map, a copy of it with a stale map, one without."""
     root = tmp_path_factory.mktemp("latent-maps")
     for name in ("tiny-vae-2d", "tiny-vae-3d", "tiny-ae"):

@@ -245,7 +245,13 @@ def test_every_view_works_without_console_errors(browser: Any, server: str, shot
     expect(page.get_by_test_id("denoise-output")).to_have_attribute("src", re.compile("^data:image/png"))
 
     page.get_by_test_id("tab-photo").click()
-    page.get_by_test_id("photo-example").click()
+    page.get_by_test_id("photo-example").click()  # long work: busy, and it can be cancelled
+    expect(page.get_by_test_id("busy-photo")).to_be_visible()
+    page.get_by_test_id("cancel-photo").click()
+    expect(page.get_by_test_id("latency-photo")).to_have_text("Cancelled.")
+    expect(page.get_by_test_id("busy-photo")).to_be_hidden()
+    assert page.get_by_test_id("photo-after").get_attribute("src") is None
+    page.get_by_test_id("run-photo").click()
     expect(page.get_by_test_id("photo-after")).to_have_attribute("src", re.compile("^blob:"))
     expect(page.get_by_test_id("photo-sigma-used")).to_contain_text("σ = 25")
     expect(page.get_by_test_id("photo-download")).to_have_attribute("href", re.compile("^blob:"))

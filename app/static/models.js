@@ -1,7 +1,6 @@
 // The Models view: each model's card from /v1/models (tasks, input, metrics next to the baselines, the data
 // set and its licence, where and in what precision it runs).
 
-import { models } from "./api.js";
 import { Runner, element } from "./ui.js";
 
 /** Any JSON value as nested definition lists (the cards' metrics differ from task to task). */
@@ -53,14 +52,12 @@ export function modelsView() {
   const section = document.getElementById("view-models");
   const runner = new Runner("models");
   const cards = section.querySelector('[data-testid="model-cards"]');
-  async function run(refresh = false) {
-    await runner.run(async () => {
-      const started = performance.now();
-      const all = await models({ refresh });
-      cards.replaceChildren(...all.map(card));
-      if (!refresh) runner.latency.textContent = `(from the list fetched ${Math.round(performance.now() - started)} ms ago or cached)`;
+  async function run() {
+    await runner.run(async (request) => {
+      const { data } = await request("GET", "/v1/models"); // fresh: states change as models load
+      cards.replaceChildren(...data.data.map(card));
     });
   }
-  section.querySelector('[data-testid="run-models"]').addEventListener("click", () => run(true));
-  return { name: "models", activate: () => run(false), onInput: () => {} };
+  section.querySelector('[data-testid="run-models"]').addEventListener("click", run);
+  return { name: "models", activate: run, onInput: () => {} };
 }

@@ -89,3 +89,14 @@ class Grid:
     model: str
     image: torch.Tensor  # (C, size * H, size * W)
     size: int
+
+
+@dataclass
+class LatentPoints:
+    """Where test images land in a 2-D latent space: the latent map kept beside a VAE's weights."""
+
+    model: str
+    source: str  # which images were encoded, e.g. the first 5000 MNIST test digits
+    x: list[float]  # z1 of each image's posterior mean
+    y: list[float]  # z2
+    labels: list[int]  # the class (digit) of each image

@@ -16,7 +16,18 @@ import torch
 
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.imaging import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
-from app.jobs import Embeddings, Grid, ImageJob, ImageResult, Images, ImageUpload, NoteRequest, Posteriors
+from app.jobs import (
+    Embeddings,
+    Grid,
+    ImageJob,
+    ImageResult,
+    Images,
+    ImageUpload,
+    LatentPoints,
+    NoteRequest,
+    Posteriors,
+)
+from app.latent_maps import served_latent_map
 from app.model_choice import ModelChoice
 from app.observability import Metrics
 from app.offload import run_cpu_work
@@ -163,6 +174,14 @@ class Service:
         z2 = values.flip(0).repeat_interleave(size)
         images = await self._decode(entry, torch.stack([z1, z2], dim=1))
         return Grid(entry.name, tile_grid(images, grid_columns(size * size)), size)
+
+    async def vae_latent_map(self, model: str | None, note: NoteRequest) -> LatentPoints:
+        """The latent map of a 2-D VAE (the manifold's model by default): read from beside its weights, no
+        forward pass. The file is read in a worker thread: it holds thousands of points."""
+        entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
+        note(entry.name, 0)
+        found = await asyncio.to_thread(served_latent_map, entry)
+        return LatentPoints(entry.name, found.source, found.x, found.y, found.labels)
 
     async def _decode(self, entry: ModelEntry, latents: torch.Tensor) -> list[torch.Tensor]:
         """(n, D) latents -> n images (C, H, W), after checking D against the model's latent size."""

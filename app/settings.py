@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         default_factory=list, description="browser origins allowed by CORS; JSON list or comma list"
     )
 
+    # The playground page at / (app.routes.playground); its static files never need a key
+    playground: bool = Field(default=True, description="serve the playground page at /; false: / is a 404")
+
     # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

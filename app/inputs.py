@@ -2,7 +2,8 @@
 
 - `multipart/form-data`: one or more file parts named `image`; other (text) parts are options.
 - a raw body with an `image/*` content type: one image; options come as query parameters.
-- `application/json`: `{"images": ["<base64>", ...], ...options}`.
+- `application/json`: `{"images": ["<base64>", ...], ...options}`; /v1/embeddings also takes OpenAI's
+  `{"input": "<base64>" or ["<base64>", ...], ...}` so that OpenAI clients work unchanged.
 Query parameters are options in every shape; a field in the body wins over the same query parameter.
 The body size itself is capped while it is read (`app.middleware.BodySizeLimit`).
 """
@@ -28,6 +29,8 @@ from app.settings import Settings
 Source = Literal["multipart", "raw", "json"]
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 IMAGE_PART = "image"
+IMAGES_FIELD = "images"
+OPENAI_INPUT_FIELD = "input"
 
 
 @dataclass
@@ -35,11 +38,18 @@ class ImageUpload:
     blobs: list[bytes]  # the encoded image files, in request order
     source: Source
     fields: dict[str, Any]  # options found in the body (JSON fields or multipart text parts)
+    json_field: str = IMAGES_FIELD  # the JSON field the images came in: `images`, or OpenAI's `input`
+    bare_string: bool = False  # OpenAI's `input` as one string rather than a list
+
+    @property
+    def openai_input(self) -> bool:
+        """Whether the images came as OpenAI's `input` (the answer then carries OpenAI's usage keys too)."""
+        return self.source == "json" and self.json_field == OPENAI_INPUT_FIELD
 
     def param(self, index: int) -> str:
         """How a client names image `index` in its own request (for error messages)."""
         if self.source == "json":
-            return f"images[{index}]"
+            return self.json_field if self.bare_string else f"{self.json_field}[{index}]"
         return IMAGE_PART if self.source == "raw" else f"image[{index}]"
 
 
@@ -47,16 +57,18 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_upload(request: Request, settings: Settings) -> ImageUpload:
+async def read_upload(request: Request, settings: Settings, accept_openai_input: bool = False) -> ImageUpload:
     """The request's images and body options; refuses more images than the limit (413).
 
+    `accept_openai_input`: a JSON body may carry its images as OpenAI's `input` instead of `images`
+    (/v1/embeddings); elsewhere `input` is an unknown field, refused with the other options.
     An empty request passes here so its options are validated first; `require_images` refuses it.
     """
     kind = media_type(request)
     if kind == "multipart/form-data":
         upload = await _read_multipart(request, settings)
     elif kind == "application/json":
-        upload = _read_json(await request.body(), settings.max_images_per_request)
+        upload = _read_json(await request.body(), settings.max_images_per_request, accept_openai_input)
     elif kind in ALLOWED_CONTENT_TYPES:
         upload = ImageUpload([await request.body()], "raw", {})
     elif kind.startswith("image/"):
@@ -77,9 +89,9 @@ async def read_upload(request: Request, settings: Settings) -> ImageUpload:
     return upload
 
 
-def require_images(upload: ImageUpload) -> None:
+def require_images(upload: ImageUpload, json_fields: str = "'images'") -> None:
     if not upload.blobs:
-        where = "'images'" if upload.source == "json" else "parts named 'image'"
+        where = json_fields if upload.source == "json" else "parts named 'image'"
         raise InvalidRequest(f"the request has no images; send them as {where}", param=IMAGE_PART)
 
 
@@ -132,14 +144,23 @@ def _check_part(name: str, is_file: bool) -> None:
         raise InvalidRequest("the 'image' part must be a file (curl -F image=@digit.png)", param=name)
 
 
-def _read_json(body: bytes, max_images: int) -> ImageUpload:
+def _read_json(body: bytes, max_images: int, accept_openai_input: bool) -> ImageUpload:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValidationFailed("the JSON body must be an object", param="body")
-    images = data.pop("images", None)
+    images = data.pop(IMAGES_FIELD, None)
+    if accept_openai_input:
+        openai_input = data.pop(OPENAI_INPUT_FIELD, None)  # "input": null is no input, as "images": null is
+        if openai_input is not None:
+            if images is not None:
+                raise ValidationFailed(
+                    "send the images as 'images' or as 'input' (OpenAI's name for them), not both",
+                    param=OPENAI_INPUT_FIELD,
+                )
+            return _read_openai_input(openai_input, data, max_images)
     if images is None:
         images = []
     if not isinstance(images, list) or not all(isinstance(item, str) for item in images):
@@ -147,6 +168,25 @@ def _read_json(body: bytes, max_images: int) -> ImageUpload:
     if len(images) > max_images:  # before decoding any of them
         raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {max_images}", param="images")
     return ImageUpload([decode_base64(item, f"images[{index}]") for index, item in enumerate(images)], "json", data)
+
+
+def _read_openai_input(value: object, fields: dict[str, Any], max_images: int) -> ImageUpload:
+    """OpenAI's `input`: one base64 image (or data: URL) or a list of them, read like `images`."""
+    if isinstance(value, str):
+        texts, bare_string = [value], True
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        texts, bare_string = value, False
+    else:  # OpenAI's token arrays (lists of integers) say nothing about an image
+        raise ValidationFailed(
+            "'input' must be a base64-encoded image (or a data: URL) or a list of them", param=OPENAI_INPUT_FIELD
+        )
+    if len(texts) > max_images:  # before decoding any of them
+        raise PayloadTooLarge(
+            f"{len(texts)} images in one request; the limit is {max_images}", param=OPENAI_INPUT_FIELD
+        )
+    upload = ImageUpload([], "json", fields, json_field=OPENAI_INPUT_FIELD, bare_string=bare_string)
+    upload.blobs = [decode_base64(text, upload.param(index)) for index, text in enumerate(texts)]
+    return upload
 
 
 def decode_base64(text: str, param: str) -> bytes:

@@ -404,7 +404,14 @@ class ModelRegistry:
     def describe(self, entry: ModelEntry) -> dict[str, Any]:
         card = entry.card
         loaded = entry.loaded
+        trained_at = card.trained_at() if card else None
         return {
+            # OpenAI's model object, so that OpenAI clients can list the models (`created`: 0 when the card
+            # does not say when its weights were trained)
+            "id": entry.name,
+            "object": "model",
+            "created": int(trained_at.timestamp()) if trained_at else 0,
+            "owned_by": self.settings.owned_by,
             "name": entry.name,
             "state": entry.state,
             "reason": entry.reason,

@@ -34,12 +34,14 @@ import torch
 
 from models.architectures import Architecture, build_model
 from models.checkpoint import (
+    FINISHED_AT,
     MODEL_NAME_PATTERN,
     CheckpointError,
     InputSpec,
     ModelCard,
     load_checkpoint,
     save_checkpoint,
+    utc_now_iso,
 )
 from models.data import MNIST_LICENCE, DataError, MnistSplit, load_mnist
 from models.image_folder import parse_size
@@ -268,6 +270,7 @@ def training_run(recipe: Recipe, result: TrainResult, device: str, loss_digits: 
         "torch_threads": torch.get_num_threads(),  # the last bits of the weights depend on it
         "cpu": cpu_description(),
         "duration_s": round(result.duration_s, 1),
+        FINISHED_AT: utc_now_iso(),  # `created` of /v1/models
         "images_per_second": round(result.images_per_second, 1),
         "final_train_loss": round(result.final_train_loss, loss_digits),
         "validation_losses": [round(loss, loss_digits) for loss in result.validation_losses],

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from ae_ray.gateway import Gateway
 from ae_ray.model_group import ModelGroup
@@ -45,6 +45,7 @@ def build_application(options: RayServeOptions, settings: Settings) -> Applicati
     present = {options.group_of(name) for name in checkpoint_names(settings)}
     warm = sorted(set(settings.default_models.as_dict().values()))
     model_deployment = serve.deployment(ModelGroup)
+    assert isinstance(model_deployment, Deployment)  # called with the class, serve.deployment returns one
     groups = {
         group: model_deployment.options(name=group, **options.model_deployment_options(settings)).bind(
             group, resolved, warm
@@ -52,5 +53,6 @@ def build_application(options: RayServeOptions, settings: Settings) -> Applicati
         for group in options.group_names()
         if group in present
     }
-    gateway = serve.deployment(Gateway).options(name="Gateway", **options.gateway_options(settings))
-    return gateway.bind(groups, resolved)
+    gateway = serve.deployment(Gateway)
+    assert isinstance(gateway, Deployment)
+    return gateway.options(name="Gateway", **options.gateway_options(settings)).bind(groups, resolved)

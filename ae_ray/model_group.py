@@ -6,8 +6,8 @@ name their checkpoint as Serve's *multiplexed model id*: Serve routes a request 
 that checkpoint loaded when there is one, and each replica keeps at most `models_per_replica` checkpoints
 loaded, dropping the least recently used (`@serve.multiplexed`).
 
-Batching inside a replica is the project's `Batcher` (`batching="project"`, the default) or `@serve.batch`
-(`batching="serve"`); docs/scaling.md measures both and says why the default is the default.
+Batching inside a replica is `@serve.batch` counting images (`batching="serve"`, the default) or the project's
+`Batcher` (`batching="project"`); docs/scaling.md measures both and says why the default is the default.
 
 Tensors cross between actors as numpy arrays (Ray moves those without pickling their buffers); errors are
 the service's own (`app.errors`), pickled with their status, type and headers, so the gateway answers them
@@ -86,9 +86,13 @@ class ReplicaModel:
 
 
 class ModelGroup:
-    """The forward passes of one group of checkpoints (see the module docstring)."""
+    """The forward passes of one group of checkpoints (see the module docstring).
 
-    async def __init__(self, group: str, options: dict[str, Any], warm: list[str]) -> None:
+    Its constructor is a coroutine, which Serve awaits (Python itself would not): it hashes the weights
+    files and runs warm-up passes without blocking the replica's event loop.
+    """
+
+    async def __init__(self, group: str, options: dict[str, Any], warm: list[str]) -> None:  # type: ignore[misc]
         self.group = group
         self.options = RayServeOptions(**options)
         self.settings = get_settings()  # AE_* of this replica's environment (the Serve config's runtime_env)

@@ -36,16 +36,17 @@ class RayServeOptions(BaseSettings):
     target_ongoing_requests: float = Field(default=16, gt=0, description="autoscaling target per replica")
     upscale_delay_s: float = Field(default=5.0, ge=0)
     downscale_delay_s: float = Field(default=60.0, ge=0)
-    cpus_per_replica: float = Field(default=1.0, ge=0, description="num_cpus of a model replica (fractions too)")
+    cpus_per_replica: float = Field(default=0.5, ge=0, description="num_cpus of a model replica (fractions too)")
     gpus_per_replica: float = Field(default=0.0, ge=0, description="num_gpus of a model replica (fractions too)")
     gateway_cpus: float = Field(default=0.5, ge=0, description="num_cpus of an HTTP gateway replica")
     gateway_replicas: int = Field(default=1, ge=1)
 
     # Inside a model replica.
     models_per_replica: int = Field(default=4, ge=1, description="checkpoints one replica keeps loaded (LRU)")
+    # @serve.batch measured better inside a replica on this machine (docs/scaling.md#batching-inside-a-replica).
     batching: Literal["project", "serve"] = Field(
-        default="project",
-        description="project: app.batching.Batcher (adaptive delay, image-counted queue); serve: @serve.batch",
+        default="serve",
+        description="serve: @serve.batch, counting images; project: app.batching.Batcher (adaptive delay)",
     )
     # A forward pass whose replica died is sent again to another replica this many times, then answered 503.
     retries: int = Field(default=2, ge=0)

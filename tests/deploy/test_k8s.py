@@ -97,7 +97,9 @@ def app_paths() -> set[str]:
 def test_probes_call_the_apps_health_routes_on_the_port_it_listens_on(deployment: dict[str, Any]) -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item["value"] for item in container["env"]}
-    settings = Settings(**{key.removeprefix("AE_").lower(): value for key, value in env.items()})  # as the app reads them
+    settings = Settings(
+        **{key.removeprefix("AE_").lower(): value for key, value in env.items()}
+    )  # as the app reads them
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert probes["readinessProbe"]["path"] == "/readyz"

@@ -11,8 +11,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import pytest
-
 SERVICE_TESTS = Path(__file__).resolve().parents[1] / "app"
 sys.path.insert(0, str(SERVICE_TESTS))  # drawn_digits, tiny_checkpoints, service_helpers
 

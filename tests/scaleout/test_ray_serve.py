@@ -29,10 +29,10 @@ from models.corruptions import downscale, gaussian_noise
 
 if os.environ.get("AE_TESTS_REQUIRE_RAY") != "1":  # CI sets it: there a missing Ray fails instead of skipping
     pytest.importorskip("ray.serve", reason='Ray Serve is not installed: pip install -e ".[ray]"')
-import ray  # noqa: E402
-from ray import serve  # noqa: E402
+import ray
+from ray import serve
 
-from ae_ray.application import build_app  # noqa: E402
+from ae_ray.application import build_app
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -160,14 +160,22 @@ def image_requests(digits: Any) -> dict[str, tuple[str, str, dict[str, Any]]]:
         "denoise png": ("POST", "/v1/denoise", {"files": multipart(png_bytes(noisy[0]))}),
         "denoise grid of 4": ("POST", "/v1/denoise", {"files": multipart(*pngs(noisy))}),
         "denoise json": ("POST", "/v1/denoise?response_format=json", {"files": multipart(*pngs(noisy[:2]))}),
-        "denoise raw body": ("POST", "/v1/denoise", {"content": png_bytes(noisy[1]), "headers": {"content-type": "image/png"}}),
+        "denoise raw body": (
+            "POST",
+            "/v1/denoise",
+            {"content": png_bytes(noisy[1]), "headers": {"content-type": "image/png"}},
+        ),
         "denoise base64": ("POST", "/v1/denoise", {"json": {"images": [b64(png_bytes(noisy[2]))]}}),
         "super-resolve png": ("POST", "/v1/super-resolve", {"files": multipart(png_bytes(small[0]))}),
         "super-resolve json": ("POST", "/v1/super-resolve?response_format=json", {"files": multipart(*pngs(small))}),
         "reconstruct json": ("POST", "/v1/reconstruct?response_format=json", {"files": multipart(*pngs(digits))}),
         "reconstruct png": ("POST", "/v1/reconstruct", {"files": multipart(png_bytes(digits[0]))}),
         "embeddings": ("POST", "/v1/embeddings", {"files": multipart(*pngs(digits))}),
-        "embeddings of another model": ("POST", "/v1/embeddings?model=tiny-denoise", {"files": multipart(*pngs(digits))}),
+        "embeddings of another model": (
+            "POST",
+            "/v1/embeddings?model=tiny-denoise",
+            {"files": multipart(*pngs(digits))},
+        ),
         "vae encode": ("POST", "/v1/vae/encode", {"files": multipart(*pngs(digits))}),
         "vae interpolate images": ("POST", "/v1/vae/interpolate?steps=4", {"files": multipart(*pngs(digits[:2]))}),
     }
@@ -213,7 +221,12 @@ ERROR_CASES: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "wrong method": ("GET", "/v1/denoise", {}, 405),
     "body over the limit": ("POST", "/v1/denoise", {"content": b"\0" * (2 * 1024 * 1024 + 1)}, 413),
     "too many samples": ("POST", "/v1/vae/sample", {"json": {"n": 100000}}, 422),
-    "unsupported content type": ("POST", "/v1/denoise", {"content": b"abc", "headers": {"content-type": "text/csv"}}, 415),
+    "unsupported content type": (
+        "POST",
+        "/v1/denoise",
+        {"content": b"abc", "headers": {"content-type": "text/csv"}},
+        415,
+    ),
     "latent size mismatch": ("POST", "/v1/vae/decode", {"json": {"latents": [[1.0, 2.0, 3.0]]}}, 422),
     "broken checkpoint": ("POST", "/v1/reconstruct?model=broken", {"files": multipart(b"x")}, 503),
 }

@@ -243,13 +243,14 @@ def main(argv: list[str] | None = None) -> None:
     duration = 4 * args.ramp_s + args.hold_s
     curve = lambda t: load_curve(t, args.base, args.peak, args.ramp_s, args.hold_s)  # noqa: E731
     scenarios = {}
-    for name, upscale, startup in (
-        ("as configured", args.upscale_delay_s, args.startup_s),
-        ("slow upscale (30 s delay)", 30.0, args.startup_s),
-        ("slow cold start (60 s)", args.upscale_delay_s, 60.0),
+    for name, target, upscale, startup in (
+        ("as configured", args.target, args.upscale_delay_s, args.startup_s),
+        ("target 4 in flight", 4.0, args.upscale_delay_s, args.startup_s),
+        ("target 4, upscale delay 30 s", 4.0, 30.0, args.startup_s),
+        ("target 4, cold start 60 s", 4.0, args.upscale_delay_s, 60.0),
     ):
         scaling = Autoscaling(
-            args.min_replicas, args.max_replicas, args.target, upscale, args.downscale_delay_s, args.interval_s, startup
+            args.min_replicas, args.max_replicas, target, upscale, args.downscale_delay_s, args.interval_s, startup
         )
         scenarios[name] = simulate(model, curve, duration, args.min_replicas, scaling, args.seed)
     print(

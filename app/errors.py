@@ -1,4 +1,4 @@
-"""The service's own errors. Routes and the service layer raise these; `app.main` maps them to HTTP.
+"""The service's own errors. Routes and the service layer raise these; `app.errors_http` maps them to HTTP.
 
 Each error knows its HTTP status and a stable `type` string that clients can switch on; the
 response body is always `{"error": {"type", "message", "param"}}`.

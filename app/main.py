@@ -7,6 +7,7 @@ checkpoint is listed as unavailable and never stops the others.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,13 +20,14 @@ from app.admission import AdmissionControl
 from app.errors import ServiceError
 from app.errors_http import install_error_handlers
 from app.middleware import BodySizeLimit, RequestContext
+from app.model_choice import ModelChoice
 from app.observability import Metrics, configure_logging
-from app.preprocessing import warm_up_input
-from app.registry import ModelRegistry, TaskFunction
+from app.registry import ModelRegistry
 from app.routes import admin, embeddings, health, images, models, vae
 from app.schemas import ErrorResponse
 from app.security import install_cors, require_api_key
-from app.settings import Settings, get_settings
+from app.settings import Settings, settings_from_environment
+from models.tasks import tasks_of_default
 
 logger = logging.getLogger("app.main")
 UNAUTHORIZED: dict[int | str, dict[str, object]] = {
@@ -36,48 +38,35 @@ UNAUTHORIZED: dict[int | str, dict[str, object]] = {
 # Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
 MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
 
-# What a default model must be able to run, per default key (see Settings.default_models).
-WARM_UP_TASKS: dict[str, tuple[TaskFunction, ...]] = {
-    "denoise": ("denoise",),
-    "super_resolve": ("super-resolve",),
-    "reconstruct": ("reconstruct",),
-    "embed": ("embed",),
-    "vae": ("vae-encode", "vae-decode"),
-    "manifold": ("vae-decode",),
-}
-
 
 async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
+    """Scan the checkpoints, load the models to preload, warm up the default models, and check the weights
+    of the others. Each weights file is hashed once: when it loads, or else when it is checked."""
     registry = ModelRegistry(settings, observer=metrics)
+    choice = ModelChoice(registry, settings.default_models)
     registry.scan()
-    for name in registry.preload_names():
+    for name in choice.preload_names(settings.preload):
         try:
             await registry.load(name)
         except ServiceError as exc:  # unknown or broken: listed as such, the others still serve
             logger.error("could not preload %s: %s", name, exc.message)
-    await warm_up(registry)
+    await warm_up(registry, choice)  # loads the default models too
+    # The weights of the models not loaded by now are checked without loading them (loading checks its own).
+    await asyncio.to_thread(registry.verify, [name for name, entry in registry.entries.items() if not entry.loaded])
     return registry
 
 
-async def warm_up(registry: ModelRegistry) -> None:
-    """One real forward pass per task of each default model, through its batcher."""
-    for key, name in registry.settings.default_models.as_dict().items():
+async def warm_up(registry: ModelRegistry, choice: ModelChoice) -> None:
+    """One real forward pass per task of each default model (the tasks of its default key), through its
+    batchers; a model that fails it is listed as unavailable and the others still serve."""
+    for key, name in choice.defaults.as_dict().items():
         entry = registry.entries.get(name)
         if entry is None or entry.state == "unavailable" or entry.card is None:
             continue
         try:
-            for task in WARM_UP_TASKS[key]:
-                if task == "vae-decode":
-                    size = entry.card.latent_size or 2
-                    await registry.run(name, task, torch.zeros((1, size, 1, 1)))
-                else:
-                    await registry.run(name, task, warm_up_input(entry.card, task))
-        except Exception as exc:  # a model that loads but cannot run is as unavailable as a broken file
-            entry.state = "unavailable"
-            entry.reason = f"warm-up forward pass failed: {exc}"
+            await registry.warm_up(name, tasks_of_default(key))
+        except Exception as exc:
             logger.error("model %s failed its warm-up: %s", name, exc)
-            continue
-        entry.warmed_up = True
 
 
 @asynccontextmanager
@@ -101,7 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or settings_from_environment()
     configure_logging(settings.log_level)
     app = FastAPI(
         title="Autoencoder inference service",

@@ -41,8 +41,10 @@ from app.errors import (
     ServiceError,
 )
 from app.main import create_app, warm_up
-from app.registry import ModelRegistry, TaskFunction
-from app.settings import Settings, get_settings
+from app.model_choice import ModelChoice
+from app.registry import ModelRegistry
+from app.settings import Settings, settings_from_environment
+from models.tasks import Task
 
 logger = logging.getLogger("ae_ray.gateway")
 # A forward pass may first have to load its checkpoint on the replica: allow that on top of the batcher's wait.
@@ -69,12 +71,11 @@ class RemoteModelRegistry(ModelRegistry):
         groups: dict[str, DeploymentHandle],
         options: RayServeOptions,
     ) -> None:
-        # The gateway holds no weights, so it needs no GPU: its own device is the CPU whatever AE_DEVICE says;
-        # where each model runs is what its replica reports (`placement`).
+        # The gateway holds no weights, so it needs no GPU: its own device is the CPU whatever AE_DEVICE says.
         super().__init__(settings.model_copy(update={"device": "cpu"}), observer)
         self.groups = groups
         self.options = options
-        self.placement: dict[str, dict[str, str]] = {}
+        self.placement: dict[str, dict[str, str]] = {}  # where each model runs: device and dtype its replica reported
 
     def handle_for(self, name: str) -> DeploymentHandle:
         group = self.options.group_of(name)
@@ -124,13 +125,14 @@ class RemoteModelRegistry(ModelRegistry):
             raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
         try:
             self.placement[name] = await self.call(name, "load")
-        except ModelUnavailable as exc:  # a broken checkpoint: listed as such, as the plain service does
-            self._mark_unavailable(entry, exc.message)
+        except (ModelUnavailable, ModelFailed) as exc:  # broken, or fails its warm-up: listed as such, as plain
+            entry.mark_unavailable(exc.message)
             raise
         entry.state = "loaded"
 
-    async def warm_up_model(self, name: str) -> None:
-        # The replica runs the warm-up passes when it loads a checkpoint (ae_ray.model_group.ModelGroup._open).
+    async def warm_up(self, name: str, tasks: list[Task]) -> None:
+        # A replica runs the warm-up passes of every task of the card when it loads a checkpoint
+        # (ae_ray.model_group.ModelGroup._open), so loading it there is the warm-up.
         await self.load(name)
         self.entry(name).warmed_up = True
 
@@ -141,19 +143,13 @@ class RemoteModelRegistry(ModelRegistry):
             param="name",
         )
 
-    async def run(self, name: str, task: TaskFunction, inputs: torch.Tensor) -> BatchOutput:
-        """inputs (n, C, H, W) float32 -> the task's outputs, computed (and batched) in a replica of the model."""
+    async def run(self, name: str, task: Task, inputs: torch.Tensor) -> BatchOutput:
+        """inputs ((n, C, H, W) images or (n, D) latents, float32) -> the task's outputs, computed (and batched)
+        in a replica of the model."""
         await self.load(name)
-        arrays = await self.call(name, "run", task, inputs.numpy())
+        arrays = await self.call(name, "run", task.name, inputs.numpy())
         outputs = tuple(writable_tensor(array) for array in arrays)
         return outputs if len(outputs) > 1 else outputs[0]
-
-    def describe(self, entry: Any) -> dict[str, Any]:
-        description = super().describe(entry)
-        description.update(self.placement.get(entry.name, {}))
-        for key in ("device", "dtype"):
-            description[key] = str(description[key]).removeprefix("torch.")
-        return description
 
 
 def replica_error(name: str, exc: RayTaskError) -> ServiceError:
@@ -174,13 +170,18 @@ def gateway_lifespan(groups: dict[str, DeploymentHandle], options: RayServeOptio
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         registry = RemoteModelRegistry(settings, app.state.metrics, groups, options)
-        await asyncio.to_thread(registry.scan)
-        for name in registry.preload_names():
+        choice = ModelChoice(registry, settings.default_models)
+        registry.scan()
+        for name in choice.preload_names(settings.preload):
             try:
                 await registry.load(name)
             except ServiceError as exc:  # unknown or broken: listed as such, the others still serve
                 logger.error("could not preload %s: %s", name, exc.message)
-        await warm_up(registry)
+        await warm_up(registry, choice)  # the default models, through their deployments
+        # As app.main.start_registry: the weights of the models not loaded are checked against their cards, so
+        # /v1/models lists a broken checkpoint as the plain service does (replicas check what they load).
+        unloaded = [name for name, entry in registry.entries.items() if entry.state != "loaded"]
+        await asyncio.to_thread(registry.verify, unloaded)
         gc.freeze()  # as app.main.lifespan: start-up objects out of the collector's sight
         app.state.registry = registry
         try:
@@ -201,6 +202,8 @@ class Gateway:
         self.options = RayServeOptions(**options)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(get_settings())  # AE_* of this replica's environment (the Serve config's runtime_env)
+        app = create_app(
+            settings_from_environment()
+        )  # AE_* of this replica's environment (the Serve config's runtime_env)
         app.router.lifespan_context = gateway_lifespan(self.groups, self.options)
         return app

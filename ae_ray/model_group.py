@@ -27,8 +27,10 @@ import torch
 from ray import serve
 
 from ae_ray.options import RayServeOptions
-from app.registry import CARD_TASK_OF, LoadedModel, ModelRegistry, TaskFunction
-from app.settings import get_settings
+from app.errors import TaskNotSupported
+from app.registry import LoadedModel, ModelRegistry
+from app.settings import settings_from_environment
+from models.tasks import TASKS, Task, tasks_of_card_task
 
 logger = logging.getLogger("ae_ray.model_group")
 Arrays = tuple[np.ndarray, ...]
@@ -39,13 +41,13 @@ class BatchItem:
     """One request's share of a `@serve.batch` call."""
 
     model: str
-    task: TaskFunction
-    images: np.ndarray  # (n, C, H, W) float32
+    task: Task
+    inputs: torch.Tensor  # as the batcher queues them: (n, C, H, W) images, latents as (n, D, 1, 1)
 
 
 def images_in(items: list[BatchItem]) -> int:
     """`@serve.batch` counts images, not requests, against max_batch_size (AE_BATCH_MAX_SIZE)."""
-    return sum(item.images.shape[0] for item in items)
+    return sum(item.inputs.shape[0] for item in items)
 
 
 class ReplicaModel:
@@ -95,7 +97,9 @@ class ModelGroup:
     async def __init__(self, group: str, options: dict[str, Any], warm: list[str]) -> None:  # type: ignore[misc]
         self.group = group
         self.options = RayServeOptions(**options)
-        self.settings = get_settings()  # AE_* of this replica's environment (the Serve config's runtime_env)
+        self.settings = (
+            settings_from_environment()
+        )  # AE_* of this replica's environment (the Serve config's runtime_env)
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
         self.registry = ModelRegistry(self.settings)
@@ -128,8 +132,11 @@ class ModelGroup:
         if name not in self.registry.entries:  # added after this replica started (the gateway rescanned)
             await self.registry.rescan()
         self._check_member(name)
-        await self.registry.warm_up_model(name)  # ModelUnavailable for a broken checkpoint
-        loaded = self.registry.entry(name).loaded
+        entry = self.registry.entry(name)
+        card = entry.card or (await self.registry.load(name)).card  # ModelUnavailable for a broken checkpoint
+        tasks = [task for card_task in card.tasks for task in tasks_of_card_task(card_task)]
+        await self.registry.warm_up(name, tasks)  # a model that cannot run its card's tasks is unavailable
+        loaded = entry.loaded
         assert loaded is not None
         return ReplicaModel(self.registry, loaded, asyncio.get_running_loop())
 
@@ -149,32 +156,35 @@ class ModelGroup:
         replica_model = await self.model(serve.get_multiplexed_model_id())
         return {"device": str(replica_model.loaded.device), "dtype": str(replica_model.loaded.dtype)}
 
-    async def run(self, task: TaskFunction, images: np.ndarray) -> Arrays:
-        """images (n, C, H, W) float32 -> the task's outputs for them, batched with other requests."""
+    async def run(self, task_name: str, inputs: np.ndarray) -> Arrays:
+        """inputs ((n, C, H, W) images or (n, D) latents, float32) -> the task's outputs for them, batched with
+        other requests."""
         name = serve.get_multiplexed_model_id()
+        task = TASKS[task_name]
         await self.model(name)
         if self.options.batching == "serve":
-            return await self.batched(BatchItem(name, task, images))
-        outputs = await self.registry.run(name, task, writable_tensor(images))
+            return await self.batched(BatchItem(name, task, task.batch_input(writable_tensor(inputs))))
+        outputs = await self.registry.run(name, task, writable_tensor(inputs))
         return _arrays(outputs)
 
     async def _run_batch(self, items: list[BatchItem]) -> list[Arrays]:
         """`@serve.batch`: the requests Serve gathered, grouped by (model, task, shape), one pass per group."""
-        groups: dict[tuple[str, TaskFunction, tuple[int, ...]], list[int]] = defaultdict(list)
+        groups: dict[tuple[str, str, tuple[int, ...]], list[int]] = defaultdict(list)
         for index, item in enumerate(items):
-            groups[(item.model, item.task, item.images.shape[1:])].append(index)
+            groups[(item.model, item.task.name, tuple(item.inputs.shape[1:]))].append(index)
         results: list[Arrays] = [()] * len(items)
         loop = asyncio.get_running_loop()
-        for (name, task, _), indices in groups.items():
+        for (name, _, _), indices in groups.items():
+            task = items[indices[0]].task
             loaded = (await self.model(name)).loaded
-            if CARD_TASK_OF[task] not in loaded.card.tasks:
-                raise ValueError(f"model {name!r} does not do {CARD_TASK_OF[task]}")
-            batch = torch.from_numpy(np.concatenate([items[i].images for i in indices]))  # a new, writable array
+            if task.card_task not in loaded.card.tasks:
+                raise TaskNotSupported(f"model {name!r} does not do {task.card_task}", param="model")
+            batch = torch.cat([items[i].inputs for i in indices])
             function = ModelRegistry._batch_function(loaded, task)
             outputs = _arrays(await loop.run_in_executor(loaded.executor, function, batch))
             start = 0
             for index in indices:
-                stop = start + items[index].images.shape[0]
+                stop = start + items[index].inputs.shape[0]
                 results[index] = tuple(output[start:stop] for output in outputs)
                 start = stop
         return results

@@ -3,6 +3,7 @@
 #   docker build -t ae-service .                                   # CPU
 #   docker build --build-arg TORCH_VARIANT=cu128 -t ae-service:cuda .   # GPU (run with --gpus all)
 #   docker run -p 8000:8000 ae-service
+#   docker build --build-arg EXTRAS="[ray]" -t ae-service:ray .     # with Ray Serve (deploy/k8s/rayservice.yaml)
 #
 # Versions are pinned: the base image by tag and digest, torch by version, everything else by
 # deploy/constraints.txt (written by deploy/pin_runtime.py from the environment the tests ran in). See
@@ -19,12 +20,14 @@ FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 # cpu, or a CUDA wheel index of download.pytorch.org such as cu128 (its wheels carry the CUDA libraries)
 ARG TORCH_VARIANT=cpu
+# Optional extras of the project: "[ray]" adds Ray Serve and ae_ray, pinned by deploy/constraints-ray.txt.
+ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY deploy/constraints.txt deploy/constraints.txt
+COPY deploy/constraints.txt deploy/constraints-ray.txt deploy/
 # torch first, from its own index: the CPU wheel is a fraction of the size of PyPI's default (CUDA) one.
 RUN pip install --no-cache-dir -c deploy/constraints.txt \
         --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" --extra-index-url https://pypi.org/simple \
@@ -33,7 +36,8 @@ COPY pyproject.toml README.md ./
 COPY app app
 COPY models models
 COPY aeclient aeclient
-RUN pip install --no-cache-dir -c deploy/constraints.txt .
+COPY ae_ray ae_ray
+RUN pip install --no-cache-dir -c deploy/constraints.txt -c deploy/constraints-ray.txt ".${EXTRAS}"
 
 # Runtime stage: the environment and the checkpoints, nothing else; runs as an unprivileged user.
 FROM ${PYTHON_IMAGE} AS runtime

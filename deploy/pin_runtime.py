@@ -1,6 +1,7 @@
-"""Write deploy/constraints.txt (runtime) and deploy/constraints-dev.txt (test toolchain): exact versions.
+"""Write deploy/constraints.txt (runtime), deploy/constraints-dev.txt (test toolchain) and
+deploy/constraints-ray.txt (the `ray` extra): exact versions.
 
-    python deploy/pin_runtime.py            # after `pip install -e ".[dev]"` in the environment the tests pass in
+    python deploy/pin_runtime.py            # after `pip install -e ".[dev,ray]"` in the environment the tests pass in
 
 The Docker image installs with `-c deploy/constraints.txt`, so it gets the versions the test suite ran
 against. CI and the README's set-up also install the `dev` extra with -c deploy/constraints-dev.txt: a new
@@ -23,6 +24,7 @@ from packaging.utils import canonicalize_name
 PROJECT = "ae-service"
 OUTPUT = Path(__file__).with_name("constraints.txt")
 DEV_OUTPUT = Path(__file__).with_name("constraints-dev.txt")
+RAY_OUTPUT = Path(__file__).with_name("constraints-ray.txt")
 SKIPPED_PREFIXES = ("nvidia-", "triton")  # the CUDA build's own, pinned exactly by the torch wheel
 
 
@@ -71,6 +73,10 @@ def main() -> None:
     # The test toolchain only: installing with both files pins everything, and the runtime pins stay in one place.
     development = closure(PROJECT, frozenset({"dev"}))
     write_pins(DEV_OUTPUT, {name: version for name, version in development.items() if name not in runtime})
+    # Ray Serve and what it adds; a package that the test toolchain pins too has the same version in both
+    # files (one environment), so installing with all three files agrees.
+    ray = closure(PROJECT, frozenset({"ray"}))
+    write_pins(RAY_OUTPUT, {name: version for name, version in ray.items() if name not in runtime})
 
 
 if __name__ == "__main__":

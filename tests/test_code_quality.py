@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["app", "models", "bench", "aeclient", "deploy"]
+PACKAGES = ["app", "models", "bench", "aeclient", "deploy", "ae_ray"]
 
 # Calls that can run code hidden in data: unpickling (torch.load, pickle, numpy with pickles) and eval/exec.
 UNSAFE_CALLS = re.compile(

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "deploy"))
-from pin_runtime import DEV_OUTPUT, OUTPUT, PROJECT, closure  # noqa: E402
+from pin_runtime import DEV_OUTPUT, OUTPUT, PROJECT, RAY_OUTPUT, closure  # noqa: E402
 
 
 def pins(path: Path = OUTPUT) -> dict[str, str]:
@@ -46,6 +46,16 @@ def test_constraints_match_the_environment_the_tests_run_in() -> None:
     development = {**pins(), **pins(DEV_OUTPUT)}
     assert development == closure(PROJECT, frozenset({"dev"})), "rerun `python deploy/pin_runtime.py`"
     assert "pytest" in development and "schemathesis" in development and "scipy" in development
+    with_ray = {**pins(), **pins(RAY_OUTPUT)}
+    assert with_ray == closure(PROJECT, frozenset({"ray"})), "rerun `python deploy/pin_runtime.py`"
+    shared = set(pins(RAY_OUTPUT)) & set(pins(DEV_OUTPUT))
+    assert {name: pins(RAY_OUTPUT)[name] for name in shared} == {name: pins(DEV_OUTPUT)[name] for name in shared}
+
+
+def test_ci_installs_the_ray_extra_at_its_pinned_versions_and_requires_its_tests() -> None:
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert '-c deploy/constraints.txt -c deploy/constraints-dev.txt -c deploy/constraints-ray.txt -e ".[ray]"' in ci
+    assert "export AE_TESTS_REQUIRE_RAY=1" in ci
 
 
 def test_ci_and_the_readme_install_the_test_toolchain_at_its_pinned_versions() -> None:

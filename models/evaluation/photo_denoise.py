@@ -273,7 +273,7 @@ def evaluate_photo_denoising(checkpoint: Checkpoint, context: EvaluationContext)
 
     def denoise(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
         with torch.no_grad():
-            return model.denoise(noisy.to(context.device), sigma).cpu()
+            return model.denoise_at(noisy.to(context.device), sigma).cpu()
 
     def estimate(noisy: torch.Tensor) -> float:
         return float(model.estimate_noise(noisy)[0])

@@ -44,7 +44,7 @@ def test_shapes_any_size_and_batch(channels: int) -> None:
     model = tiny_ffdnet(channels)
     for height, width in ((20, 24), (17, 23), (2, 2), (1, 5)):
         images = torch.rand(2, channels, height, width)
-        out = model.denoise(images, 25.0)
+        out = model.denoise_at(images, 25.0)
         assert out.shape == images.shape
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
@@ -70,17 +70,17 @@ def test_the_noise_level_is_an_input() -> None:
 def test_tiled_equals_untiled(channels: int) -> None:
     model = tiny_ffdnet(channels)
     images = torch.rand(2, channels, 75, 61, generator=torch.Generator().manual_seed(1))
-    whole = model.denoise(images, torch.tensor([20.0, 45.0]), tile=256)
-    tiled = model.denoise(images, torch.tensor([20.0, 45.0]), tile=2 * model.receptive_radius + 12)
+    whole = model.denoise_at(images, torch.tensor([20.0, 45.0]), tile=256)
+    tiled = model.denoise_at(images, torch.tensor([20.0, 45.0]), tile=2 * model.receptive_radius + 12)
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 def test_each_image_gets_its_own_noise_level() -> None:
     model = tiny_ffdnet()
     images = torch.rand(2, 1, 20, 20)
-    together = model.denoise(images, torch.tensor([10.0, 50.0]))
-    assert torch.allclose(together[0], model.denoise(images[:1], 10.0)[0], atol=1e-6)
-    assert torch.allclose(together[1], model.denoise(images[1:], 50.0)[0], atol=1e-6)
+    together = model.denoise_at(images, torch.tensor([10.0, 50.0]))
+    assert torch.allclose(together[0], model.denoise_at(images[:1], 10.0)[0], atol=1e-6)
+    assert torch.allclose(together[1], model.denoise_at(images[1:], 50.0)[0], atol=1e-6)
 
 
 def test_registered_and_rebuilt_from_its_card_config() -> None:

@@ -8,8 +8,8 @@ the service is ready.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from itertools import takewhile
 
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.registry import ModelEntry, ModelRegistry
@@ -62,7 +62,7 @@ class ModelChoice:
         ]
         if not candidates:
             return entry
-        return min(candidates, key=lambda other: (-len(os.path.commonprefix([other.name, entry.name])), other.name))
+        return min(candidates, key=lambda other: (-shared_beginning(other.name, entry.name), other.name))
 
     def choose_super_resolution(self, name: str | None, scale: int | None) -> ModelEntry:
         """The super-resolution model a request means. With `model`, that model, whose factor must be `scale`
@@ -122,3 +122,8 @@ class ModelChoice:
             elif not entry.warmed_up:
                 reasons.append(f"default {key} model {name!r} has not run a warm-up forward pass yet")
         return reasons
+
+
+def shared_beginning(first: str, second: str) -> int:
+    """How many characters two names share from their start ('photo-denoise-gray', 'photo-denoise-color': 14)."""
+    return sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(first, second, strict=False)))

@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from models import ffdnet_training
 from models.architectures import FFDNet, FFDNetConfig, build_model
 from models.checkpoint import load_checkpoint, read_card
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
 from models.noise_estimation import estimate_plane_sigma, estimate_sigma
+from models.train import main as train_main
+from models.training import photo_denoise as ffdnet_training
 
 
 def tiny_ffdnet(channels: int = 1, seed: int = 0) -> FFDNet:
@@ -203,7 +204,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
 
 
 def test_command_line_smoke(photo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = ffdnet_training.main(
+    code = train_main(
         [
             "photo-denoise-gray",
             "--data-dir",
@@ -220,8 +221,15 @@ def test_command_line_smoke(photo_data: Path, tmp_path: Path, capsys: pytest.Cap
     )
     assert code == 0
     card = read_card(tmp_path / "photo-denoise-gray")
-    assert card.training["precision"].startswith("bfloat16") and card.training["command"].startswith("python -m")
-    assert "sigma_25" in json.loads(capsys.readouterr().out)
+    assert card.training["precision"].startswith("bfloat16")
+    assert card.training["command"].startswith("python -m models.train photo-denoise-gray")
+    assert "held-out sigma_25" in capsys.readouterr().err
+
+
+def test_command_line_asks_for_a_budget(photo_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train_main(["photo-denoise-color", "--data-dir", str(photo_data)])
+    assert "--minutes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["photo-denoise-gray", "photo-denoise-color"])

@@ -32,6 +32,13 @@ class ModelNotFound(ServiceError):
     type = "model_not_found"
 
 
+class NotFound(ServiceError):
+    """Something a request names that the model does not have (e.g. the latent map of a model without one)."""
+
+    status_code = 404
+    type = "not_found"
+
+
 class TaskNotSupported(InvalidRequest):
     """The model exists but does not do what was asked (e.g. sampling from a plain autoencoder)."""
 

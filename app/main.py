@@ -23,7 +23,8 @@ from app.middleware import BodySizeLimit, RequestContext
 from app.model_choice import ModelChoice
 from app.observability import Metrics, configure_logging
 from app.registry import ModelRegistry
-from app.routes import admin, embeddings, health, images, models, vae
+from app.routes import admin, embeddings, health, images, latent_map, models, vae
+from app.routes.playground import playground_router
 from app.schemas import ErrorResponse
 from app.security import install_cors, require_api_key
 from app.settings import Settings, settings_from_environment
@@ -105,8 +106,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)  # probes never need a key; /metrics checks its own (AE_METRICS_REQUIRE_KEY)
     keyed = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if settings.api_keys else {}
-    for router in (models.router, images.router, embeddings.router, vae.router):
+    for router in (models.router, images.router, embeddings.router, vae.router, latent_map.router):
         app.include_router(router, **keyed)  # type: ignore[arg-type]
+    if settings.playground:  # the page and its files need no key: it asks for one to call the API
+        app.include_router(playground_router())
     if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
         app.include_router(admin.router)
     install_cors(app, settings)

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     preload: Preload = Field(
         default="defaults", description="models loaded at start-up: defaults, all, none or a JSON list of names"
     )
+    owned_by: str = Field(
+        default="ae-service",
+        description="`owned_by` of every /v1/models entry (OpenAI's field): who publishes these models",
+    )
     verify_weights: bool = True  # check each weights file's sha256 against its model card
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch.set_num_threads; unset leaves torch's choice"
@@ -95,6 +99,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="browser origins allowed by CORS; JSON list or comma list"
     )
+
+    # The playground page at / (app.routes.playground); its static files never need a key
+    playground: bool = Field(default=True, description="serve the playground page at /; false: / is a 404")
 
     # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
     host: str = "127.0.0.1"

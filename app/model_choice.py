@@ -9,6 +9,7 @@ the service is ready.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import takewhile
 
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.registry import ModelEntry, ModelRegistry
@@ -42,6 +43,26 @@ class ModelChoice:
         if entry.state == "unavailable":
             raise ModelUnavailable(f"model {entry.name!r} is unavailable: {entry.reason}", param="model")
         return entry
+
+    def companion(self, entry: ModelEntry, channels: int) -> ModelEntry:
+        """The model of `entry`'s architecture and tasks made for pictures of `channels` channels (a grayscale
+        and a colour photo denoiser are such a pair), or `entry` itself when it is one or none is servable.
+        Among several, the one whose name shares the longest beginning with `entry`'s, then by name."""
+        card = entry.card
+        if card is None or card.input.channels == channels:
+            return entry
+        candidates = [
+            other
+            for other in self.registry.entries.values()
+            if other.card is not None
+            and other.state != "unavailable"
+            and other.card.architecture == card.architecture
+            and other.card.input.channels == channels
+            and set(card.tasks) <= set(other.card.tasks)
+        ]
+        if not candidates:
+            return entry
+        return min(candidates, key=lambda other: (-shared_beginning(other.name, entry.name), other.name))
 
     def choose_super_resolution(self, name: str | None, scale: int | None) -> ModelEntry:
         """The super-resolution model a request means. With `model`, that model, whose factor must be `scale`
@@ -101,3 +122,8 @@ class ModelChoice:
             elif not entry.warmed_up:
                 reasons.append(f"default {key} model {name!r} has not run a warm-up forward pass yet")
         return reasons
+
+
+def shared_beginning(first: str, second: str) -> int:
+    """How many characters two names share from their start ('photo-denoise-gray', 'photo-denoise-color': 14)."""
+    return sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(first, second, strict=False)))

@@ -35,7 +35,7 @@ Preprocessing = Literal["none", "mnist-frame"]
 def input_channels(card: ModelCard) -> int | None:
     """The channels to decode pictures into for this model; None: the picture's own (L stays L, else RGB)."""
     architecture = ARCHITECTURES.get(card.architecture)
-    if architecture is not None and architecture.reads_grayscale_and_colour and card.input.channels == 3:
+    if architecture is not None and architecture.reads_grayscale_and_colour:
         return None
     return card.input.channels
 

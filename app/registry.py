@@ -252,6 +252,8 @@ class ModelRegistry:
         loaded = await self.load(name)  # ModelUnavailable, with the reason, when it cannot load
         try:
             for task in tasks:
+                if task.optional and not task.supported_by(loaded.model):
+                    continue
                 await self.run(name, task, task.warm_up_input(loaded.card))
         except Exception as exc:
             entry.mark_unavailable(f"warm-up forward pass failed: {exc}")
@@ -306,6 +308,8 @@ class ModelRegistry:
                     f"{refused}: the new checkpoint changes {', '.join(changed)}; serve it under a new name"
                 )
             for task in warm_up_tasks(new.card):
+                if task.optional and not task.supported_by(new.model):
+                    continue
                 await self.batcher(new, task).submit(task.batch_input(task.warm_up_input(new.card)))
         except ReplacementRefused:
             await self._free(new)
@@ -395,7 +399,8 @@ class ModelRegistry:
 
 
 def warm_up_tasks(card: ModelCard) -> list[Task]:
-    """The tasks a warm-up runs for a model: one forward pass for each task its card lists."""
+    """The tasks a warm-up runs for a model: one forward pass for each task its card lists (optional tasks
+    only where the model implements them)."""
     return [task for card_task in card.tasks for task in tasks_of_card_task(card_task)]
 
 

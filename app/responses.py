@@ -47,6 +47,9 @@ def image_response(model: str, results: list[ImageResult], response_format: str,
         headers["X-Preprocessing"] = ",".join(preprocessing)
     if seed is not None:
         headers["X-Seed"] = str(seed)
+    sigmas = [r.extra["noise_sigma"] for r in results if "noise_sigma" in r.extra]
+    if sigmas:
+        headers["X-Noise-Sigma"] = ",".join(f"{sigma:.2f}" for sigma in sigmas)
     if response_format == "png":
         if len(results) == 1:
             tile = results[0].image

@@ -52,6 +52,23 @@ class ImageOptions(Options):
     preprocess: PreprocessOption = "auto"
 
 
+# The noise levels a `sigma` may name (0..255 scale): the range the photo denoisers are trained for.
+MIN_SIGMA, MAX_SIGMA = 0.0, 75.0
+
+
+class DenoiseOptions(ImageOptions):
+    """Options of /v1/denoise: `sigma` tells a model of every noise level how strong the noise is."""
+
+    sigma: float | None = Field(
+        None,
+        ge=MIN_SIGMA,
+        le=MAX_SIGMA,
+        description="the standard deviation of the noise on the 0..255 scale, for models of every noise level "
+        "(photo-denoise-*). Left out, the service estimates it from each image and says what it used in the "
+        "X-Noise-Sigma header and the JSON answer's noise_sigma; a model of one noise level refuses it (400)",
+    )
+
+
 # Factors a `scale` may name; the models decide which of them are served (a 400 lists those).
 MIN_SCALE, MAX_SCALE = 2, 8
 
@@ -109,6 +126,10 @@ class ImagesField(BaseModel):
 
 # The JSON bodies of the image routes: the route's options plus `images`.
 class ImageBody(ImageOptions, ImagesField):
+    pass
+
+
+class DenoiseBody(DenoiseOptions, ImagesField):
     pass
 
 
@@ -219,6 +240,9 @@ class ImageData(BaseModel):
     )
     reconstruction_error: float | None = Field(
         None, description="mean squared error per pixel between the (preprocessed) input and its reconstruction"
+    )
+    noise_sigma: float | None = Field(
+        None, description="/v1/denoise on a model of every noise level: the noise level used (given or estimated)"
     )
 
 

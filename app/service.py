@@ -12,6 +12,7 @@ import asyncio
 import random
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
@@ -34,6 +35,7 @@ from app.offload import run_cpu_work
 from app.preprocessing import PreparedImage, Preprocess, input_channels, prepare
 from app.registry import LoadedModel, ModelEntry, ModelRegistry, warm_up_tasks
 from app.schemas import (
+    DenoiseOptions,
     EmbeddingOptions,
     EncodeOptions,
     ImageOptions,
@@ -43,8 +45,21 @@ from app.schemas import (
     SuperResolveOptions,
 )
 from app.settings import Settings
+from models.architectures import ARCHITECTURES
+from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
-from models.tasks import DENOISE, EMBED, RECONSTRUCT, SUPER_RESOLVE, VAE_DECODE, VAE_ENCODE, Task
+from models.noise_estimation import estimate_sigma
+from models.tasks import (
+    DENOISE,
+    DENOISE_AT_NOISE_LEVEL,
+    EMBED,
+    RECONSTRUCT,
+    SUPER_RESOLVE,
+    VAE_DECODE,
+    VAE_ENCODE,
+    Task,
+    with_noise_level,
+)
 
 
 class Service:
@@ -56,8 +71,58 @@ class Service:
 
     # -- images in, images out ---------------------------------------------------------------------
 
-    async def denoise(self, job: ImageJob[ImageOptions]) -> Images:
-        return await self.image_task(job, DENOISE)
+    async def denoise(self, job: ImageJob[DenoiseOptions]) -> Images:
+        """Models of every noise level denoise at `sigma`, or at the level estimated from each image; models
+        of one level refuse a `sigma`."""
+        entry = self.choice.choose(job.options.model, DENOISE)
+        loaded = await self.registry.load(entry.name)
+        if isinstance(loaded.model, NoiseLevelDenoiser):
+            return await self.denoise_at_noise_level(job, entry)
+        if job.options.sigma is not None:
+            levels = [e.name for e in self.registry.entries.values() if _takes_noise_level(e)]
+            raise InvalidRequest(
+                f"model {entry.name!r} is trained for one noise level and takes no sigma; models that take it: "
+                f"{', '.join(sorted(levels)) or 'none served'}",
+                param="sigma",
+            )
+        return await self.transform(job, entry, DENOISE)
+
+    async def denoise_at_noise_level(self, job: ImageJob[DenoiseOptions], entry: ModelEntry) -> Images:
+        """Each picture goes to the model of its colour mode (`ModelChoice.companion`), at the given sigma or
+        the one estimated from it (`models.noise_estimation`, in the decoding worker), in one pass."""
+        job.note(entry.name, len(job.upload.blobs))
+        prepared = await self.prepare(
+            job.upload, _card(entry), DENOISE_AT_NOISE_LEVEL, job.options.preprocess, job.route
+        )
+        given = job.options.sigma
+
+        def levels() -> list[float]:
+            with self.metrics.stage("estimate-noise", job.route):
+                return [given if given is not None else estimate_sigma(to_levels(p.tensor)) for p in prepared]
+
+        sigmas = await run_cpu_work(levels, 0 if given is not None else total_pixels(job.upload.blobs))
+        inputs = [
+            with_noise_level(p.tensor[None], torch.tensor([sigma]))[0]
+            for p, sigma in zip(prepared, sigmas, strict=True)
+        ]
+        models = [self.choice.companion(entry, p.tensor.shape[0]) for p in prepared]
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for index, model in enumerate(models):
+            by_model[model.name].append(index)
+
+        async def run_model(name: str, indices: list[int]) -> tuple[list[int], list[tuple[torch.Tensor, ...]]]:
+            return indices, await self.run(name, DENOISE_AT_NOISE_LEVEL, [inputs[i] for i in indices])
+
+        outputs: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
+        for indices, model_outputs in await asyncio.gather(*(run_model(n, i) for n, i in by_model.items())):
+            for index, output in zip(indices, model_outputs, strict=True):
+                outputs[index] = output[0]
+        results = [
+            ImageResult(output, item.preprocessing, {"noise_sigma": round(float(sigma), 2)})
+            for item, output, sigma in zip(prepared, outputs, sigmas, strict=True)
+        ]
+        names = sorted({model.name for model in models})
+        return Images(",".join(names), results)
 
     async def super_resolve(self, job: ImageJob[SuperResolveOptions]) -> Images:
         """`scale` may choose the model (see ModelChoice.choose_super_resolution)."""
@@ -349,6 +414,16 @@ def latent_size(entry: ModelEntry, loaded: LoadedModel) -> int:
     if not isinstance(size, int):
         raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
     return size
+
+
+def to_levels(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W, C) on the 0..255 scale, what the noise estimator reads."""
+    return (image.float() * 255.0).permute(1, 2, 0).numpy()
+
+
+def _takes_noise_level(entry: ModelEntry) -> bool:
+    architecture = ARCHITECTURES.get(entry.card.architecture) if entry.card is not None else None
+    return architecture is not None and issubclass(architecture, NoiseLevelDenoiser)
 
 
 def _card(entry: ModelEntry) -> ModelCard:

@@ -9,7 +9,9 @@ A task is one thing a model can be asked to do, run through one batcher per mode
 - `protocol`: the typed protocol (`models.architectures.protocols`) an architecture implements for it,
   and `call`, which runs that method on a batch;
 - `input_kind`: what a batch holds (`images`, `low-resolution images` that come back `scale` times
-  larger, or `latents`), from which the warm-up input and the expected image size follow.
+  larger, `latents`, or `images with a noise-level plane`: each image with one more channel holding its
+  noise level, so that a per-request setting travels with its images through the shared batches), from
+  which the warm-up input and the expected image size follow.
 
 Adding a task: add a row here (`register`), implement its protocol on an architecture, and add the route
 that calls the service with it (docs/architecture.md walks through it).
@@ -24,12 +26,19 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 
 from models.architectures.base import MNIST_IMAGE_SIZE
-from models.architectures.protocols import Denoiser, Embedder, Reconstructor, SuperResolver, VariationalCoder
+from models.architectures.protocols import (
+    Denoiser,
+    Embedder,
+    NoiseLevelDenoiser,
+    Reconstructor,
+    SuperResolver,
+    VariationalCoder,
+)
 
 if TYPE_CHECKING:
     from models.checkpoint import ModelCard
 
-InputKind = Literal["images", "low-resolution images", "latents"]
+InputKind = Literal["images", "low-resolution images", "latents", "images with a noise-level plane"]
 TaskOutput = torch.Tensor | tuple[torch.Tensor, ...]
 # Input size of a warm-up pass for models that take any size.
 ANY_SIZE_WARM_UP = (32, 32)
@@ -43,6 +52,9 @@ class Task:
     protocol: type
     call: Callable[[Any, torch.Tensor], TaskOutput]  # (model implementing `protocol`, batch) -> outputs
     input_kind: InputKind = "images"
+    # A capability some models of the card task have (denoising told the noise level), not a promise of
+    # every model that lists the card task: warm-ups run it only on the models that implement it.
+    optional: bool = False
 
     def supported_by(self, model: object) -> bool:
         return isinstance(model, self.protocol)
@@ -60,7 +72,8 @@ class Task:
         if self.input_kind == "latents":
             return torch.zeros((1, card.latent_size or 2))
         height, width = expected_input_size(card, self) or ANY_SIZE_WARM_UP
-        return torch.zeros((1, card.input.channels, height, width))
+        planes = 1 if self.input_kind == "images with a noise-level plane" else 0
+        return torch.zeros((1, card.input.channels + planes, height, width))
 
     def output_scale(self, card: ModelCard) -> int:
         """How many times larger (per side) than its input an output image is."""
@@ -92,7 +105,30 @@ def _reconstruct_with_error(model: Reconstructor, images: torch.Tensor) -> tuple
     return reconstructions, errors
 
 
+def with_noise_level(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(n, C, H, W) images and (n,) noise levels (0..255) -> (n, C + 1, H, W): the batch of
+    DENOISE_AT_NOISE_LEVEL, each image with a constant plane of its level."""
+    planes = sigma.to(images.dtype).view(-1, 1, 1, 1).expand(images.shape[0], 1, *images.shape[2:])
+    return torch.cat([images, planes], dim=1)
+
+
+def _denoise_at_noise_level(model: NoiseLevelDenoiser, batch: torch.Tensor) -> torch.Tensor:
+    """Split the noise-level plane off a batch of `with_noise_level` and denoise at those levels."""
+    return model.denoise_at(batch[:, :-1], batch[:, -1].flatten(1).mean(dim=1))
+
+
 DENOISE = Task("denoise", "denoise", ("denoise",), Denoiser, lambda model, x: cast(Denoiser, model).denoise(x))
+# Denoising told the noise level (given by the client or estimated by the service): for the models of
+# every noise level (FFDNet). Not a default's task of its own: /v1/denoise uses it when its model has it.
+DENOISE_AT_NOISE_LEVEL = Task(
+    "denoise-at-noise-level",
+    "denoise",
+    (),
+    NoiseLevelDenoiser,
+    lambda model, x: _denoise_at_noise_level(cast(NoiseLevelDenoiser, model), x),
+    input_kind="images with a noise-level plane",
+    optional=True,
+)
 SUPER_RESOLVE = Task(
     "super-resolve",
     "super-resolve",
@@ -118,7 +154,8 @@ VAE_DECODE = Task(
 )
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (DENOISE, SUPER_RESOLVE, RECONSTRUCT, EMBED, VAE_ENCODE, VAE_DECODE)
+    task.name: task
+    for task in (DENOISE, DENOISE_AT_NOISE_LEVEL, SUPER_RESOLVE, RECONSTRUCT, EMBED, VAE_ENCODE, VAE_DECODE)
 }
 
 

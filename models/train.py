@@ -4,10 +4,9 @@ The command line lives in `models.training.cli` (its docstring and `--help` desc
 the pipelines in `models.training`. This module keeps the documented command working.
 """
 
-from models.machine import cpu_description  # models.ffdnet_training imports it from here
 from models.training.cli import main
 
-__all__ = ["cpu_description", "main"]
+__all__ = ["main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,13 +10,15 @@ from app.dependencies import ServiceDep
 from app.jobs import ImageJob
 from app.responses import IMAGE_RESPONSES, images_response
 from app.routes.common import ERROR_RESPONSES, image_job, image_request_body
-from app.schemas import ImageBody, ImageOptions, SuperResolveBody, SuperResolveOptions
+from app.schemas import DenoiseBody, DenoiseOptions, ImageBody, ImageOptions, SuperResolveBody, SuperResolveOptions
 
 router = APIRouter(prefix="/v1", tags=["images"])
 RESPONSES = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
 OPENAPI_BODY = image_request_body(ImageBody, ImageOptions)
+DENOISE_BODY = image_request_body(DenoiseBody, DenoiseOptions)
 SUPER_RESOLVE_BODY = image_request_body(SuperResolveBody, SuperResolveOptions)
 ImageRequest = Annotated[ImageJob[ImageOptions], Depends(image_job(ImageOptions))]
+DenoiseRequest = Annotated[ImageJob[DenoiseOptions], Depends(image_job(DenoiseOptions))]
 SuperResolveRequest = Annotated[ImageJob[SuperResolveOptions], Depends(image_job(SuperResolveOptions))]
 
 
@@ -25,12 +27,15 @@ SuperResolveRequest = Annotated[ImageJob[SuperResolveOptions], Depends(image_job
     summary="Remove noise from images",
     description="MNIST-domain models read 28x28 digits; other sizes are brought into the MNIST frame "
     "(X-Preprocessing: mnist-frame) unless preprocess=none. Models of photographs (domain 'natural') take any "
-    "size up to the pixel cap (tiled inference; colour channel by channel; grayscale stays grayscale).",
+    "size up to the pixel cap (tiled inference; grayscale stays grayscale). Models of every noise level "
+    "(photo-denoise-gray, photo-denoise-color) take `sigma` (0..75 on the 0..255 scale) or estimate it from each "
+    "image, and answer with the level used in X-Noise-Sigma (comma-separated for several images) and in JSON's "
+    "noise_sigma; a grayscale picture goes to the grayscale model of the pair and a colour one to the colour model.",
     responses=RESPONSES,
-    openapi_extra=OPENAPI_BODY,
+    openapi_extra=DENOISE_BODY,
     response_class=Response,
 )
-async def denoise(job: ImageRequest, service: ServiceDep) -> Response:
+async def denoise(job: DenoiseRequest, service: ServiceDep) -> Response:
     images = await service.denoise(job)
     return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.architectures.base import Architecture
+from models.architectures.protocols import Denoiser, NoiseLevelDenoiser
 from models.noise_estimation import estimate_sigma
 from models.tiling import DEFAULT_BATCH, tiled_apply
 
@@ -50,8 +51,11 @@ class FFDNetConfig:
             raise ValueError(f"max_sigma must be positive, got {self.max_sigma}")
 
 
-class FFDNet(Architecture):
+class FFDNet(Architecture, Denoiser, NoiseLevelDenoiser):
     name = "ffdnet"
+    # A grayscale network denoises colour pictures channel by channel; a colour one reads a grayscale
+    # picture as three equal channels and gives back their mean: grayscale stays grayscale either way.
+    reads_grayscale_and_colour = True
     config_class = FFDNetConfig
     config: FFDNetConfig
 
@@ -106,7 +110,11 @@ class FFDNet(Architecture):
         levels = (images.detach().float().cpu() * 255.0).permute(0, 2, 3, 1).numpy()  # (B, H, W, C) in 0..255
         return torch.tensor([estimate_sigma(image) for image in levels], dtype=torch.float32)
 
-    def denoise(
+    def denoise(self, images: torch.Tensor) -> torch.Tensor:
+        """Blind: each image at the noise level `estimate_noise` reads from it."""
+        return self.denoise_at(images, self.estimate_noise(images))
+
+    def denoise_at(
         self, images: torch.Tensor, sigma: torch.Tensor | float, tile: int = DEFAULT_TILE, batch: int = DEFAULT_BATCH
     ) -> torch.Tensor:
         """(B, C, H, W) in [0, 1], any H and W; sigma a scalar or a (B,) vector (0..255) -> the same shape in [0, 1].
@@ -115,9 +123,11 @@ class FFDNet(Architecture):
         tiles whose windows start on even pixels, so each window splits into the same sub-images the
         whole image does.
         """
-        count, _, height, width = images.shape
-        padded = F.pad(images, (0, width % 2, 0, height % 2), mode="replicate")
+        count, channels, height, width = images.shape
         levels = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(count)
+        if channels != self.config.channels:
+            return self._denoise_other_mode(images, levels, tile, batch)
+        padded = F.pad(images, (0, width % 2, 0, height % 2), mode="replicate")
         outputs = []
         # One image at a time: each has its own noise level, and windows of one image share it.
         for index in range(count):
@@ -132,6 +142,19 @@ class FFDNet(Architecture):
                 tiled_apply(network, padded[index : index + 1], margin=margin, tile=_even(tile), batch=batch)
             )
         return torch.cat(outputs)[:, :, :height, :width].clamp(0.0, 1.0)
+
+    def _denoise_other_mode(self, images: torch.Tensor, levels: torch.Tensor, tile: int, batch: int) -> torch.Tensor:
+        """Colour pictures through a grayscale network (each channel a grayscale picture), or grayscale
+        pictures through a colour network (three equal channels in, their mean out)."""
+        count, channels, height, width = images.shape
+        if self.config.channels == 1:
+            planes = images.reshape(count * channels, 1, height, width)
+            clean = self.denoise_at(planes, levels.repeat_interleave(channels), tile, batch)
+            return clean.reshape(count, channels, height, width)
+        if channels != 1:
+            raise ValueError(f"expected 1 or {self.config.channels} channels, got {channels}")
+        colour = self.denoise_at(images.expand(count, self.config.channels, height, width), levels, tile, batch)
+        return colour.mean(dim=1, keepdim=True)
 
 
 def _even(value: int) -> int:

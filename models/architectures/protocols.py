@@ -37,6 +37,19 @@ class Denoiser(Protocol):
 
 
 @runtime_checkable
+class NoiseLevelDenoiser(Protocol):
+    """A denoiser told the noise level (FFDNet): one network for a range of levels, given or estimated."""
+
+    def estimate_noise(self, images: torch.Tensor) -> torch.Tensor:
+        """Images -> (batch,) the sigma of their white Gaussian noise, on the 0..255 scale."""
+        ...
+
+    def denoise_at(self, images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Noisy images and (batch,) noise levels (0..255 scale) -> clean estimates, of the same shape."""
+        ...
+
+
+@runtime_checkable
 class SuperResolver(Protocol):
     @property
     def scale(self) -> int:

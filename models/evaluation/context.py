@@ -57,6 +57,7 @@ class EvaluationSettings:
     photo_baseline_images_colour: int = 3
     photo_baseline_sigmas_colour: tuple[int, ...] = (25,)
     photo_speed_baseline: bool = True  # BM3D once on the 512x512 speed image (tens of seconds)
+    photo_estimator_images_colour: int | None = 24  # the estimator reads every channel: ~1 s a colour image
 
 
 @dataclass

@@ -273,7 +273,7 @@ def evaluate_photo_denoising(checkpoint: Checkpoint, context: EvaluationContext)
 
     def denoise(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
         with torch.no_grad():
-            return model.denoise(noisy.to(context.device), sigma).cpu()
+            return model.denoise_at(noisy.to(context.device), sigma).cpu()
 
     def estimate(noisy: torch.Tensor) -> float:
         return float(model.estimate_noise(noisy)[0])
@@ -291,11 +291,16 @@ def evaluate_photo_denoising(checkpoint: Checkpoint, context: EvaluationContext)
         results[folder] = {"images": len(images), "sigmas": per_sigma, "published": PUBLISHED.get(folder, {})}
 
     first = read_set(context.natural_data_dir / sets[0], channels)[: settings.photo_images_per_set]
+    estimator_images = None if channels == 1 else settings.photo_estimator_images_colour
     metrics: dict[str, Any] = {
         "domain": "natural",
         "protocol": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
         "sets": results,
-        "noise_estimation": {"set": sets[0], **estimator_errors(first, ESTIMATOR_SIGMAS, seed)},
+        "noise_estimation": {
+            "set": sets[0],
+            "images": len(first[:estimator_images]),
+            **estimator_errors(first[:estimator_images], ESTIMATOR_SIGMAS, seed),
+        },
         "speed": speed(denoise, channels, with_baseline=settings.photo_speed_baseline),
     }
     rni15 = context.natural_data_dir / "RNI15"
@@ -424,7 +429,11 @@ def render_photo_denoise(metrics: dict[str, Any], report_dir: Path) -> list[str]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     estimation = metrics["noise_estimation"]
-    lines += [f"Noise estimation on {estimation['set']} (estimated minus true sigma, 0..255 scale):", ""]
+    lines += [
+        f"Noise estimation on {estimation['set']} ({estimation.get('images', 'all')} images; estimated minus true "
+        "sigma, 0..255 scale):",
+        "",
+    ]
     lines += ["| sigma | protocol | bias | mean absolute | worst |", "|---|---|---|---|---|"]
     for sigma in ESTIMATOR_SIGMAS:
         for protocol in PROTOCOLS:

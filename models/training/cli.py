@@ -11,8 +11,14 @@ Or train a task on a folder of your own images (see models.training.own_images a
                            [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--scale 2|4]
                            [--latent-size D] [--epochs N] [--seed S] [--out checkpoints]
 
+The photo denoisers of every noise level train on a time budget (or a number of steps), resumably:
+
+    python -m models.train photo-denoise-gray --data-dir /work/shared/datasets --minutes 100 [--threads 1]
+                                              [--steps N] [--precision bfloat16|float32]
+
 It parses and checks the arguments, then hands them to one pipeline: MNIST (`models.training.mnist`),
-photographs (`models.training.natural`) or your own images (`models.training.own_images`).
+photographs (`models.training.natural`), the photo denoisers (`models.training.photo_denoise`) or your
+own images (`models.training.own_images`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from models.training.loop import TrainOptions
 from models.training.mnist import TrainingData, run
 from models.training.natural import run_natural
 from models.training.own_images import FolderRun, default_epochs, train_folder
+from models.training.photo_denoise import PHOTO_DENOISE_RECIPES
+from models.training.photo_denoise import run as run_photo_denoise
 
 DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /work/shared/datasets/mnist"
 
@@ -45,11 +53,16 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def describe_recipes() -> str:
-    width = max(len(name) for name in RECIPES)
-    return "\n".join(
+    width = max(len(name) for name in (*RECIPES, *PHOTO_DENOISE_RECIPES))
+    lines = [
         f"{name:<{width}}  {recipe.epochs:>3} epochs  {', '.join(recipe.tasks):<28} {recipe.description}"
         for name, recipe in RECIPES.items()
-    )
+    ]
+    lines += [
+        f"{name:<{width}}  --minutes   {'denoise':<28} {recipe.description}"
+        for name, recipe in PHOTO_DENOISE_RECIPES.items()
+    ]
+    return "\n".join(lines)
 
 
 def size_argument(text: str) -> tuple[int, int]:
@@ -68,7 +81,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "  python -m models.train --images-dir photos/ --task denoise --name my-denoiser --size 32",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("recipe", nargs="?", choices=sorted(RECIPES), help="recipe name (see --list)")
+    parser.add_argument(
+        "recipe", nargs="?", choices=sorted([*RECIPES, *PHOTO_DENOISE_RECIPES]), help="recipe name (see --list)"
+    )
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.add_argument(
         "--data-dir",
@@ -92,6 +107,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="fine-tune: start from this checkpoint's weights (same architecture and config as the recipe)",
     )
     parser.add_argument("--learning-rate", type=float, help="override the recipe's peak learning rate")
+    photo = parser.add_argument_group("the photo denoisers (photo-denoise-*): a time or step budget, resumable")
+    budget = photo.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="training time; the learning-rate schedule ends with it")
+    budget.add_argument("--steps", type=int, help="optimiser steps (a reproducible budget)")
+    photo.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16", help="autocast")
+    photo.add_argument("--limit-images", type=int, help="train on the first N images only (smoke tests)")
     own = parser.add_argument_group("your own images (instead of a recipe)")
     own.add_argument(
         "--images-dir", type=Path, metavar="PATH", help="folder of images, searched recursively (PNG, JPEG, ...)"
@@ -137,6 +158,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("a recipe name is required (see --list), or --images-dir with --task and --name")
     if arguments.data_dir is None:
         parser.error(f"--data-dir is required: {DATA_DIR_HINT}")
+    if arguments.recipe in PHOTO_DENOISE_RECIPES and arguments.minutes is None and arguments.steps is None:
+        parser.error(f"{arguments.recipe} trains on a budget: pass --minutes M or --steps N")
     return arguments
 
 
@@ -149,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = command_line(list(sys.argv[1:] if argv is None else argv))
     if arguments.images_dir is not None:
         return train_own_images(arguments, command)
+    if arguments.recipe in PHOTO_DENOISE_RECIPES:
+        return train_photo_denoiser(arguments, command)
     recipe = RECIPES[arguments.recipe]
     options = TrainOptions(
         device=arguments.device,
@@ -172,6 +197,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     report(arguments.out / recipe.name, card.training, "validation")
+    return 0
+
+
+def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
+    """`photo-denoise-*`: train (or resume) on the budget, then say what was written and the hold-out's PSNR."""
+    try:
+        card = run_photo_denoise(
+            PHOTO_DENOISE_RECIPES[arguments.recipe],
+            arguments.data_dir,
+            arguments.out,
+            arguments.minutes,
+            arguments.steps,
+            arguments.precision,
+            arguments.threads,
+            command,
+            arguments.limit_images,
+        )
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {arguments.out / card.name} ({card.training['minutes']} min)", file=sys.stderr)
+    for key, value in card.training["held_out_validation_upload_protocol"].items():
+        print(f"  held-out {key}: {value}", file=sys.stderr)
     return 0
 
 

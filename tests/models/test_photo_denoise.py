@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from models import ffdnet_training
 from models.architectures import FFDNet, FFDNetConfig, build_model
 from models.checkpoint import load_checkpoint, read_card
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
 from models.noise_estimation import estimate_plane_sigma, estimate_sigma
+from models.train import main as train_main
+from models.training import photo_denoise as ffdnet_training
 
 
 def tiny_ffdnet(channels: int = 1, seed: int = 0) -> FFDNet:
@@ -44,7 +45,7 @@ def test_shapes_any_size_and_batch(channels: int) -> None:
     model = tiny_ffdnet(channels)
     for height, width in ((20, 24), (17, 23), (2, 2), (1, 5)):
         images = torch.rand(2, channels, height, width)
-        out = model.denoise(images, 25.0)
+        out = model.denoise_at(images, 25.0)
         assert out.shape == images.shape
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
@@ -70,17 +71,17 @@ def test_the_noise_level_is_an_input() -> None:
 def test_tiled_equals_untiled(channels: int) -> None:
     model = tiny_ffdnet(channels)
     images = torch.rand(2, channels, 75, 61, generator=torch.Generator().manual_seed(1))
-    whole = model.denoise(images, torch.tensor([20.0, 45.0]), tile=256)
-    tiled = model.denoise(images, torch.tensor([20.0, 45.0]), tile=2 * model.receptive_radius + 12)
+    whole = model.denoise_at(images, torch.tensor([20.0, 45.0]), tile=256)
+    tiled = model.denoise_at(images, torch.tensor([20.0, 45.0]), tile=2 * model.receptive_radius + 12)
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 def test_each_image_gets_its_own_noise_level() -> None:
     model = tiny_ffdnet()
     images = torch.rand(2, 1, 20, 20)
-    together = model.denoise(images, torch.tensor([10.0, 50.0]))
-    assert torch.allclose(together[0], model.denoise(images[:1], 10.0)[0], atol=1e-6)
-    assert torch.allclose(together[1], model.denoise(images[1:], 50.0)[0], atol=1e-6)
+    together = model.denoise_at(images, torch.tensor([10.0, 50.0]))
+    assert torch.allclose(together[0], model.denoise_at(images[:1], 10.0)[0], atol=1e-6)
+    assert torch.allclose(together[1], model.denoise_at(images[1:], 50.0)[0], atol=1e-6)
 
 
 def test_registered_and_rebuilt_from_its_card_config() -> None:
@@ -203,7 +204,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
 
 
 def test_command_line_smoke(photo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = ffdnet_training.main(
+    code = train_main(
         [
             "photo-denoise-gray",
             "--data-dir",
@@ -220,8 +221,15 @@ def test_command_line_smoke(photo_data: Path, tmp_path: Path, capsys: pytest.Cap
     )
     assert code == 0
     card = read_card(tmp_path / "photo-denoise-gray")
-    assert card.training["precision"].startswith("bfloat16") and card.training["command"].startswith("python -m")
-    assert "sigma_25" in json.loads(capsys.readouterr().out)
+    assert card.training["precision"].startswith("bfloat16")
+    assert card.training["command"].startswith("python -m models.train photo-denoise-gray")
+    assert "held-out sigma_25" in capsys.readouterr().err
+
+
+def test_command_line_asks_for_a_budget(photo_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train_main(["photo-denoise-color", "--data-dir", str(photo_data)])
+    assert "--minutes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["photo-denoise-gray", "photo-denoise-color"])

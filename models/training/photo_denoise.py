@@ -1,7 +1,7 @@
-"""Train the FFDNet photo denoisers: one network for sigma 0..75, grayscale (Train400) or colour (CBSD432).
+"""The photo-denoiser pipeline: FFDNet, one network for sigma 0..75, grayscale (Train400) or colour (CBSD432).
 
-    python -m models.ffdnet_training photo-denoise-gray --data-dir ../shared/datasets --minutes 100
-    python -m models.ffdnet_training photo-denoise-color --data-dir ../shared/datasets --minutes 100
+    python -m models.train photo-denoise-gray --data-dir ../shared/datasets --minutes 100 [--threads 1]
+    python -m models.train photo-denoise-color --data-dir ../shared/datasets --minutes 100 [--precision float32]
 
 What each step sees: random `patch` x `patch` crops of the training images (a fresh position, flip and
 rotation every time, so no patch is seen twice), each with its own noise level drawn uniformly from
@@ -19,10 +19,8 @@ when the run ends; the card records patch passes, minutes, device and precision.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -36,9 +34,9 @@ from PIL import Image
 
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet, FFDNetConfig
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint, utc_now_iso
+from models.machine import cpu_description
 from models.natural_images import psnr_255, quantise
 from models.plots import image_grid, loss_curve
-from models.train import cpu_description
 
 BSD_LICENCE = (
     "BSD-derived images offered by UC Berkeley for non-commercial research and educational purposes; used here to "
@@ -201,7 +199,7 @@ def held_out_psnr(model: FFDNet, images: list[np.ndarray], sigma: float, seed: i
             torch.from_numpy(np.array(pixels if pixels.ndim == 3 else pixels[..., None])).permute(2, 0, 1)[None] / 255.0
         )
         noisy = quantise(clean + sigma / 255.0 * torch.randn(clean.shape, generator=generator))
-        output = quantise(model.denoise(noisy, sigma))
+        output = quantise(model.denoise_at(noisy, sigma))
         noisy_total += psnr_255(noisy, clean)
         model_total += psnr_255(output, clean)
     return {"noisy_psnr_db": round(noisy_total / len(images), 3), "psnr_db": round(model_total / len(images), 3)}
@@ -350,7 +348,7 @@ def write_figures(
     clean = torch.stack(crops)
     noisy = quantise(clean + 25 / 255 * torch.randn(clean.shape, generator=generator))
     with torch.no_grad():
-        denoised = model.denoise(noisy, 25.0)
+        denoised = model.denoise_at(noisy, 25.0)
     image_grid([("noisy 25", noisy), ("denoised", denoised), ("clean", clean)], directory / "samples.png")
     assert state.curve is not None
     loss_curve(
@@ -359,36 +357,3 @@ def write_figures(
         title=f"{recipe.name}: mean squared error (x: thousands of patch passes)",
         log_scale=True,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m models.ffdnet_training", description=__doc__.split("\n")[0])
-    parser.add_argument("recipe", choices=sorted(PHOTO_DENOISE_RECIPES))
-    parser.add_argument("--data-dir", type=Path, required=True, help="the folder holding Train400/ and CBSD432/")
-    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
-    budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--minutes", type=float, help="time budget: steps are set from the measured throughput")
-    budget.add_argument("--steps", type=int, help="the number of optimiser steps")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="bfloat16")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--limit-images", type=int, default=None, help="use only the first N images (smoke tests)")
-    args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "models.ffdnet_training", *argv])
-    card = run(
-        PHOTO_DENOISE_RECIPES[args.recipe],
-        args.data_dir,
-        args.out,
-        args.minutes,
-        args.steps,
-        args.precision,
-        args.threads,
-        command,
-        args.limit_images,
-    )
-    print(json.dumps(card.training["held_out_validation_upload_protocol"]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,26 +1,37 @@
-"""Admission control for the inference routes: a bounded number of requests per model at a time.
+"""Admission control for the inference routes: a request is admitted when it can be served in time.
 
 The batcher's queue is bounded, but a request only reaches it after its body has been read, parsed
 and decoded. Under overload that is too late: requests pile up in the server and the event loop
 ahead of the batcher, and every one of them ends up waiting seconds. So this plain ASGI middleware
-counts the requests being served per model and refuses one more than `limit` at once, before its
-body is read, with 503 `overloaded` and a `Retry-After` header. A refusal costs the app about
-15 microseconds (they are logged as one summary line a second, see app.middleware.RefusalSummary),
-far less than serving a request, so the model keeps its share of the CPU while a flood is refused.
-Only the routes that run models are counted; listing models, management and the probes pass.
+decides before the body is read, per model, from what it measures:
+- the **cost per image**: while a model has requests in flight, the busy seconds per image answered
+  (a moving average over windows of at least `WINDOW_S`): how fast its queue drains, HTTP, codecs
+  and the model step together;
+- the **images ahead**: requests in flight times the images a request of this model carries (a moving
+  average; the routes tell the middleware a request's image count);
+- the **expected wait** of one more request, their product, against the request's **deadline**: the
+  batch timeout (`AE_BATCH_TIMEOUT_S`), past which it would get 504 anyway.
+A request whose expected wait exceeds the deadline, or that would put more images in flight than the
+batcher's queue holds, gets 503 `overloaded` with `Retry-After` the expected wait, rounded up. A
+refusal costs the app a few microseconds of arithmetic (they are logged as one summary line a second,
+see app.middleware.RefusalSummary), far less than serving a request, so the model keeps its share of
+the CPU while a flood is refused. Well-behaved clients, however many, whose requests drain within the
+deadline are all served. Only the routes that run models are counted; listing models, management and
+the probes pass.
 
 The model is the one named in the query string (`?model=...`); requests that name it in the body,
-or name none, are counted under their route's default. This is only the key of a counter: the route
-still resolves and validates the model as usual.
+or name none, are counted under their route's default. This is only the key of an estimate: the
+route still resolves and validates the model as usual.
 
-The limit alone cannot stop one kind of overload: when requests arrive faster than the event loop
-can even read and refuse them, they wait in the server's socket buffers, where no limit sees them,
+The estimate alone cannot stop one kind of overload: when requests arrive faster than the event loop
+can even read and refuse them, they wait in the server's socket buffers, where no estimate sees them,
 and every answer, 503s included, comes late. So with `max_loop_lag_ms` set, a timer measures every
-10 ms how late the event loop runs; while it is later than that, the number of requests admitted per
-model (the allowance) shrinks once three checks in a row found it late (one late check is a burst of
-answers when a batch completes, not a backlog): by a fifth per check, or by the ratio of the allowed
-lag to the lag when that cuts deeper. It grows back by one per check once the loop keeps time.
-Serving fewer requests leaves the loop the time to refuse the rest promptly.
+10 ms how late the event loop runs; while it is later than that, the expected wait a request is
+admitted with (the allowance, at first the deadline) shrinks once three checks in a row found it late
+(one late check is a burst of answers when a batch completes, not a backlog): by a fifth per check, or
+by the ratio of the allowed lag to the lag when that cuts deeper, down to `min_wait_s`. It grows back
+by a quarter per check once the loop keeps time. Admitting shorter queues leaves the loop the time to
+refuse the rest promptly, while the floor keeps a full model busy.
 
 It also stops work for clients that have gone away: once the body has been read, it watches for the
 client disconnecting and then cancels the request's handler, which takes the request's images that
@@ -32,10 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,21 +54,79 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import Overloaded
 
 LAG_CHECK_S = 0.01  # how often the event loop's lateness is measured
-SHRINK, GROW = 0.8, 1  # per check: the allowance shrinks by 20% or more while the loop is late, else grows by 1
+SHRINK, GROW = 0.8, 1.25  # per check: the allowance shrinks by 20% or more while the loop is late, else grows 25%
 LATE_CHECKS = 3  # checks in a row that must find the loop late before the allowance shrinks
+WINDOW_S = 0.05  # busy seconds over which one cost-per-image sample is taken
+COST_WEIGHT = 0.3  # weight of a new cost sample in the moving average
+IMAGES_WEIGHT = 0.1  # weight of a new request's image count in its moving average
+
+
+@dataclass
+class ModelLoad:
+    """What admission knows of one model: requests in flight and how fast they drain."""
+
+    in_flight: int = 0
+    images_per_request: float = 1.0  # moving average over answered requests
+    seconds_per_image: float = 0.0  # busy seconds per image answered, moving average; 0 until measured
+    busy_since: float = 0.0  # start of the current busy stretch (requests in flight) within the window
+    window_busy_s: float = 0.0  # busy seconds of the window before busy_since
+    window_images: int = 0  # images answered in the window
+
+    @property
+    def images_ahead(self) -> float:
+        return self.in_flight * self.images_per_request
+
+    @property
+    def expected_wait_s(self) -> float:
+        """How long one more request would wait for those ahead of it to be answered."""
+        return self.images_ahead * self.seconds_per_image
+
+    def admit(self, now: float) -> None:
+        if self.in_flight == 0:
+            self.busy_since = now
+        self.in_flight += 1
+
+    def finish(self, now: float, images: int) -> None:
+        self.in_flight -= 1
+        self.images_per_request += IMAGES_WEIGHT * (images - self.images_per_request)
+        self.window_images += images
+        busy = self.window_busy_s + (now - self.busy_since)
+        if busy >= WINDOW_S:  # a window's worth of work answered: one cost sample
+            sample = busy / self.window_images
+            first = self.seconds_per_image == 0.0
+            self.seconds_per_image = (
+                sample if first else self.seconds_per_image + COST_WEIGHT * (sample - self.seconds_per_image)
+            )
+            self.window_busy_s, self.window_images, self.busy_since = 0.0, 0, now
+        elif self.in_flight == 0:  # idle until the next request: keep the busy time, not the idle time
+            self.window_busy_s = busy
 
 
 class AdmissionControl:
-    def __init__(self, app: ASGIApp, limit: int, paths: Iterable[str], max_loop_lag_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        deadline_s: float,
+        max_images: int,
+        paths: Iterable[str],
+        max_loop_lag_ms: float = 0.0,
+        min_wait_s: float = 0.25,
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.deadline_s = deadline_s  # the longest expected wait a request is admitted with
+        self.max_images = max_images  # images in flight per model (the batcher's queue bound)
+        self.min_wait_s = min(min_wait_s, deadline_s)  # the allowance never shrinks below this
         self.paths = frozenset(paths)  # the routes that run models; any other request passes untouched
         self.max_loop_lag_s = max_loop_lag_ms / 1000  # 0: the allowance never shrinks
-        self.allowance = float(limit)  # requests per model admitted now: the limit, less while the loop is late
-        self.in_flight: defaultdict[str, int] = defaultdict(int)  # requests being served, per model key
-        self.seconds_per_request: defaultdict[str, float] = defaultdict(float)  # moving average, for Retry-After
+        self.allowance_s = deadline_s  # the expected wait admitted now: the deadline, less while the loop is late
+        self.loads: defaultdict[str, ModelLoad] = defaultdict(ModelLoad)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._late_checks = 0  # consecutive checks that found the loop late
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Requests being served, per model key."""
+        return {key: load.in_flight for key, load in self.loads.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -66,30 +135,31 @@ class AdmissionControl:
         if self.max_loop_lag_s and (self._lag_timer is None or self._lag_timer.cancelled()):
             self._schedule_lag_check(asyncio.get_running_loop())
         key = model_key(scope)
-        if self.in_flight[key] >= self.allowance:
-            await self.refuse(scope, send, key)
+        load = self.loads[key]
+        if load.in_flight and (
+            load.expected_wait_s > self.allowance_s or load.images_ahead + load.images_per_request > self.max_images
+        ):
+            await self.refuse(scope, send, key, load)
             return
-        self.in_flight[key] += 1
-        started = time.perf_counter()
+        load.admit(time.perf_counter())
         try:
             await run_until_disconnect(self.app, scope, receive, send)
         finally:
-            self.in_flight[key] -= 1
-            seconds = time.perf_counter() - started
-            self.seconds_per_request[key] = 0.9 * self.seconds_per_request[key] + 0.1 * seconds
+            images = scope.get("state", {}).get("images")
+            load.finish(time.perf_counter(), images if isinstance(images, int) and images > 0 else 1)
 
     # -- the event loop's lateness -------------------------------------------------------------------
 
     def observe_loop_lag(self, seconds: float) -> None:
-        """Shrink the allowance while the loop runs late, and let it grow back to the limit once it is not."""
+        """Shrink the allowance while the loop runs late, and let it grow back to the deadline once it is not."""
         if seconds <= self.max_loop_lag_s:
             self._late_checks = 0
-            self.allowance = min(float(self.limit), self.allowance + GROW)
+            self.allowance_s = min(self.deadline_s, self.allowance_s * GROW)
             return
         self._late_checks += 1
         if self._late_checks >= LATE_CHECKS:  # late for a while, not one burst of answers: a backlog
             # The later the loop, the deeper the cut, so that a sudden flood is met within a few checks.
-            self.allowance = max(1.0, self.allowance * min(SHRINK, self.max_loop_lag_s / seconds))
+            self.allowance_s = max(self.min_wait_s, self.allowance_s * min(SHRINK, self.max_loop_lag_s / seconds))
 
     def _schedule_lag_check(self, loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time() + LAG_CHECK_S
@@ -97,16 +167,18 @@ class AdmissionControl:
 
     def _check_lag(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         self.observe_loop_lag(loop.time() - due)
-        if self.allowance < self.limit or any(self.in_flight.values()):
+        if self.allowance_s < self.deadline_s or any(load.in_flight for load in self.loads.values()):
             self._schedule_lag_check(loop)
         else:  # idle and at the limit: no timer until the next request
             self._lag_timer = None
 
-    async def refuse(self, scope: Scope, send: Send, key: str) -> None:
-        # A new request would wait about as long as the ones being served take: that is when to come back.
+    async def refuse(self, scope: Scope, send: Send, key: str, load: ModelLoad) -> None:
+        # By the time the requests ahead have been answered, there is room again: that is when to come back.
+        wait = load.expected_wait_s
         error = Overloaded(
-            f"too many requests for {key}: {self.in_flight[key]} are being served; retry later",
-            retry_after=math.ceil(self.seconds_per_request[key]),
+            f"{key} is busy: {load.in_flight} requests ahead, an expected wait of {wait:.2f} s "
+            f"(admitted now: {self.allowance_s:.2f} s, at most {self.max_images} images in flight); retry later",
+            retry_after=max(1.0, wait + 0.5),  # rounded up, at least a second
         )
         state = scope.setdefault("state", {})
         state["error_type"] = error.type

@@ -1,6 +1,7 @@
 """The application: `uvicorn app.main:app`, or `create_app(settings)` in tests.
 
-Start-up (the lifespan) scans the checkpoints, loads the models to preload, and runs a real forward
+Start-up (the lifespan) scans the checkpoints, loads the models to preload (each with its execution
+plan, measured and warmed up for the batcher's batch sizes: models.execution), and runs a real forward
 pass through every default model's batchers; /readyz answers 200 only after that. A broken
 checkpoint is listed as unavailable and never stops the others.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +28,7 @@ from app.routes import admin, embeddings, health, images, models, vae
 from app.schemas import ErrorResponse
 from app.security import install_cors, require_api_key
 from app.settings import Settings, get_settings
+from models.execution import available_cpus
 
 logger = logging.getLogger("app.main")
 UNAUTHORIZED: dict[int | str, dict[str, object]] = {
@@ -45,6 +48,14 @@ WARM_UP_TASKS: dict[str, tuple[TaskFunction, ...]] = {
     "vae": ("vae-encode", "vae-decode"),
     "manifold": ("vae-decode",),
 }
+
+
+def torch_threads(settings: Settings) -> int:
+    """AE_TORCH_THREADS, else this process's share of the cores it may use (affinity, cgroup quota) among
+    AE_WORKERS processes: more threads than cores only fight each other."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    return max(1, available_cpus() // settings.workers)
 
 
 async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
@@ -83,8 +94,8 @@ async def warm_up(registry: ModelRegistry) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(torch_threads(settings))
+    started = time.perf_counter()
     registry = await start_registry(settings, app.state.metrics)
     # What start-up built (modules, models, the registry) lives as long as the process. Freezing it
     # takes it out of the garbage collector's sight, so the full collections that requests trigger no
@@ -92,7 +103,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # 1% of answers three times slower (docs/benchmarks.md).
     gc.freeze()
     app.state.registry = registry
-    logger.info("service started with %d models on %s", len(registry.entries), registry.device)
+    logger.info(
+        "service started in %.1f s with %d models on %s, %d torch threads",
+        time.perf_counter() - started,
+        len(registry.entries),
+        registry.device,
+        torch.get_num_threads(),
+    )
     try:
         yield
     finally:
@@ -127,9 +144,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
     app.add_middleware(
         AdmissionControl,
-        limit=settings.max_requests_in_flight,
+        deadline_s=settings.batch_timeout_s,
+        max_images=settings.batch_max_queue_images,
         paths=model_routes,
         max_loop_lag_ms=settings.max_loop_lag_ms,
+        min_wait_s=settings.min_admitted_wait_ms / 1000,
     )
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app

@@ -1,8 +1,10 @@
 """The model registry: which checkpoints exist, which are loaded, and how to run them.
 
 At start-up `ModelRegistry.scan()` reads every `<checkpoints_dir>/<name>/config.json`; `load()`
-rebuilds a model (checking its weights' sha256), puts it on the configured device and dtype, and gives
-it one `Batcher` per task function, all sharing one worker thread per model. A checkpoint that fails
+rebuilds a model (checking its weights' sha256), puts it on the configured device with its execution
+plan (models.execution: memory format, precision under the card's quality guard, batch norms folded,
+compiled or not; measured on this machine and warmed up for the batch sizes the batcher uses), and
+gives it one `Batcher` per task function, all sharing one worker thread per model. A checkpoint that fails
 is kept in the listing as *unavailable* with the reason; it never stops the other models.
 
 Every forward pass goes through a batcher: routes call `await registry.run(name, task, inputs)`.
@@ -43,6 +45,14 @@ from models.checkpoint import (
     read_card,
     sha256_of,
 )
+from models.execution import (
+    ExecutionError,
+    PlannedModel,
+    Probe,
+    describe_hardware,
+    native_precisions,
+    plan_execution,
+)
 
 logger = logging.getLogger("app.registry")
 
@@ -59,7 +69,6 @@ CARD_TASK_OF: dict[TaskFunction, str] = {
 # Checkpoint folder names: what a model may be called (no separators, no dots first, nothing path-like).
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LoadState = Literal["loaded", "not_loaded", "unavailable"]
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def verify_weights(directory: Path, card: ModelCard) -> None:
@@ -87,16 +96,39 @@ def resolve_device(setting: str) -> torch.device:
     return device
 
 
-def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """Half precision is a GPU option: CPU kernels for float16 are slow or missing, so CPU stays float32."""
-    if device.type != "cuda" and setting != "float32":
-        logger.warning("AE_DTYPE=%s applies to GPUs only; models on %s use float32", setting, device)
-        return torch.float32
-    return TORCH_DTYPES[setting]
+def check_precision(setting: str, device: torch.device) -> None:
+    """A precision named in AE_PRECISION must be one the device runs natively: else a start-up error."""
+    if setting != "auto" and setting not in native_precisions(device):
+        raise ExecutionError(
+            f"AE_PRECISION={setting}: {describe_hardware(device)} does not run {setting} natively "
+            f"(it runs {', '.join(native_precisions(device))}); use AE_PRECISION=auto or float32"
+        )
+
+
+# The model method timed when a plan is chosen, per card task (the VAE's: encode and decode).
+PROBE_METHOD = {"denoise": "denoise", "super-resolve": "super_resolve", "reconstruct": "reconstruct"}
+PROBE_METHOD |= {"embed": "embed", "vae": "reconstruct"}
+PROBE_BATCH = 32  # images per timed call for fixed-size models (a typical batch under load)
+PROBE_SIDE = 128  # any-size models (photographs): one window of this side
+
+
+def probe_and_warm_up(card: ModelCard, max_batch_size: int) -> tuple[Probe, list[Probe]]:
+    """What a plan is measured on (a typical batch of the card's first task) and warmed up with: a batch of 1
+    and a full batch, the sizes a compiled model specialises on (other sizes then share one dynamic graph)."""
+    task = card.tasks[0]
+    method = PROBE_METHOD[task]
+    one = warm_up_input(card, "super-resolve" if task == "super-resolve" else "denoise")  # (1, C, H, W)
+    if card.input.any_size:
+        probe = Probe(method, torch.rand(1, 1, PROBE_SIDE, PROBE_SIDE, generator=torch.Generator().manual_seed(0)))
+        return probe, [Probe(method, one[:, :1])]
+    batch = min(PROBE_BATCH, max_batch_size)
+    inputs = torch.rand((batch, *one.shape[1:]), generator=torch.Generator().manual_seed(0))
+    sizes = sorted({1, 2, max_batch_size})
+    return Probe(method, inputs), [Probe(method, one.expand(size, *one.shape[1:]).clone()) for size in sizes]
 
 
 def task_function(model: Any, task: TaskFunction) -> Callable[[torch.Tensor], BatchOutput]:
-    """The model's method for one task, on float inputs of the model's dtype."""
+    """The model's method for one task (run under its plan by PlannedModel.run)."""
     if task == "denoise":
         return model.denoise
     if task == "reconstruct":
@@ -125,9 +157,8 @@ def _reconstruction_with_error(model: Any) -> Callable[[torch.Tensor], BatchOutp
 @dataclass
 class LoadedModel:
     card: ModelCard
-    model: torch.nn.Module
+    planned: PlannedModel  # the model with its execution plan applied
     device: torch.device
-    dtype: torch.dtype
     executor: concurrent.futures.ThreadPoolExecutor
     batchers: dict[TaskFunction, Batcher] = field(default_factory=dict)
 
@@ -151,7 +182,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
+        check_precision(settings.precision, self.device)
         self.observer = observer
         self.batching = BatchingConfig(
             max_batch_size=settings.batch_max_size,
@@ -237,15 +268,26 @@ class ModelRegistry:
             raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
         try:
             checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
-            model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
+            probe, warm_up = probe_and_warm_up(checkpoint.card, self.settings.batch_max_size)
+            planned = plan_execution(
+                checkpoint.model,
+                device=self.device,
+                precision=self.settings.precision,
+                compile=self.settings.compile,
+                serving=checkpoint.card.serving,
+                probe=probe,
+                warm_up=warm_up,
+            )
         except Exception as exc:  # CheckpointError, or e.g. out of GPU memory: this model only is unavailable
             self._mark_unavailable(entry, str(exc))
             raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
         entry.card = checkpoint.card
-        entry.loaded = LoadedModel(checkpoint.card, model, self.device, self.dtype, executor)
+        entry.loaded = LoadedModel(checkpoint.card, planned, self.device, executor)
         entry.state = "loaded"
-        logger.info("loaded model %s on %s as %s", name, self.device, str(self.dtype).removeprefix("torch."))
+        logger.info("loaded model %s on %s: %s", name, self.device, planned.plan.summary())
+        for reason in planned.plan.reasons:
+            logger.info("  %s: %s", name, reason)
         return entry.loaded
 
     async def load(self, name: str) -> LoadedModel:
@@ -367,12 +409,12 @@ class ModelRegistry:
 
     @staticmethod
     def _batch_function(loaded: LoadedModel, task: TaskFunction) -> BatchFunction:
-        method = task_function(loaded.model, task)
+        planned = loaded.planned
+        method = task_function(planned.model, task)
 
         def run(batch: torch.Tensor) -> BatchOutput:
             try:
-                with torch.inference_mode():
-                    outputs = method(batch.to(device=loaded.device, dtype=loaded.dtype))
+                outputs = planned.run(method, batch)  # float32 in and out; the plan applies in between
             except torch.cuda.OutOfMemoryError:
                 # Free the cached blocks this pass left behind so the next batches have room.
                 if loaded.device.type == "cuda":
@@ -385,8 +427,8 @@ class ModelRegistry:
                 logger.exception("model %s failed on a batch of %d", loaded.card.name, len(batch))
                 raise ModelFailed(f"model {loaded.card.name!r} failed on this request: {type(exc).__name__}") from None
             if isinstance(outputs, tuple):
-                return tuple(output.float().cpu() for output in outputs)
-            return outputs.float().cpu()
+                return tuple(output.cpu() for output in outputs)
+            return outputs.cpu()
 
         return run
 
@@ -421,7 +463,8 @@ class ModelRegistry:
             "latent_size": card.latent_size if card else None,
             "scale": card.scale if card else None,
             "device": str(loaded.device if loaded else self.device),
-            "dtype": str(loaded.dtype if loaded else self.dtype).removeprefix("torch."),
+            "dtype": loaded.planned.plan.precision if loaded else None,
+            "execution": loaded.planned.plan.describe() if loaded else None,
             "description": card.description if card else "",
             "sha256": card.weights_sha256 if card else None,
             "metrics": card.metrics if card else {},

@@ -177,7 +177,7 @@ def latent_size(entry: ModelEntry) -> int:
     if card.latent_size:
         return card.latent_size
     loaded = entry.loaded
-    size = getattr(loaded.model, "latent_size", None) if loaded else None
+    size = getattr(loaded.planned.model, "latent_size", None) if loaded else None
     if not isinstance(size, int):
         raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
     return size

@@ -225,7 +225,7 @@ def run(
     train_images, held_out = images[:-held], images[-held:]
 
     torch.manual_seed(recipe.seed)
-    model = FFDNet(recipe.config).to(memory_format=torch.channels_last)
+    model = FFDNet(recipe.config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     generators = {
         "data": torch.Generator().manual_seed(recipe.seed + 1),

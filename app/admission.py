@@ -29,9 +29,11 @@ and every answer, 503s included, comes late. So with `max_loop_lag_ms` set, a ti
 10 ms how late the event loop runs; while it is later than that, the expected wait a request is
 admitted with (the allowance, at first the deadline) shrinks once three checks in a row found it late
 (one late check is a burst of answers when a batch completes, not a backlog): by a fifth per check, or
-by the ratio of the allowed lag to the lag when that cuts deeper, down to `min_wait_s`. It grows back
-by a quarter per check once the loop keeps time. Admitting shorter queues leaves the loop the time to
-refuse the rest promptly, while the floor keeps a full model busy.
+by the ratio of the allowed lag to the lag when that cuts deeper. It grows back by a quarter per check
+once the loop keeps time. Admitting shorter queues leaves the loop the time to refuse the rest
+promptly. The allowance only refuses a model's requests beyond `min_requests` in flight (two full
+batches by default): so many keep the model busy, one batch running while the next gathers, and a
+closed group of well-behaved clients no larger than that is never refused because the machine is slow.
 
 It also stops work for clients that have gone away: once the body has been read, it watches for the
 client disconnecting and then cancels the request's handler, which takes the request's images that
@@ -55,6 +57,7 @@ from app.errors import Overloaded
 
 LAG_CHECK_S = 0.01  # how often the event loop's lateness is measured
 SHRINK, GROW = 0.8, 1.25  # per check: the allowance shrinks by 20% or more while the loop is late, else grows 25%
+MIN_ALLOWANCE_S = 0.001  # the allowance shrinks no further (it grows back from here within half a second)
 LATE_CHECKS = 3  # checks in a row that must find the loop late before the allowance shrinks
 WINDOW_S = 0.05  # busy seconds over which one cost-per-image sample is taken
 COST_WEIGHT = 0.3  # weight of a new cost sample in the moving average
@@ -110,12 +113,12 @@ class AdmissionControl:
         max_images: int,
         paths: Iterable[str],
         max_loop_lag_ms: float = 0.0,
-        min_wait_s: float = 0.25,
+        min_requests: int = 128,
     ) -> None:
         self.app = app
         self.deadline_s = deadline_s  # the longest expected wait a request is admitted with
         self.max_images = max_images  # images in flight per model (the batcher's queue bound)
-        self.min_wait_s = min(min_wait_s, deadline_s)  # the allowance never shrinks below this
+        self.min_requests = min_requests  # requests per model in flight the allowance never refuses
         self.paths = frozenset(paths)  # the routes that run models; any other request passes untouched
         self.max_loop_lag_s = max_loop_lag_ms / 1000  # 0: the allowance never shrinks
         self.allowance_s = deadline_s  # the expected wait admitted now: the deadline, less while the loop is late
@@ -136,17 +139,35 @@ class AdmissionControl:
             self._schedule_lag_check(asyncio.get_running_loop())
         key = model_key(scope)
         load = self.loads[key]
-        if load.in_flight and (
-            load.expected_wait_s > self.allowance_s or load.images_ahead + load.images_per_request > self.max_images
-        ):
+        if load.in_flight and self.over(load):
             await self.refuse(scope, send, key, load)
             return
         load.admit(time.perf_counter())
+        finished = False
+
+        def finish() -> None:
+            nonlocal finished
+            if not finished:
+                finished = True
+                images = scope.get("state", {}).get("images")
+                load.finish(time.perf_counter(), images if isinstance(images, int) and images > 0 else 1)
+
+        async def send_and_count(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()  # answered: no longer ahead of anyone, though the handler may still be winding up
+
         try:
-            await run_until_disconnect(self.app, scope, receive, send)
+            await run_until_disconnect(self.app, scope, receive, send_and_count)
         finally:
-            images = scope.get("state", {}).get("images")
-            load.finish(time.perf_counter(), images if isinstance(images, int) and images > 0 else 1)
+            finish()
+
+    def over(self, load: ModelLoad) -> bool:
+        """Whether one more request for this model would be refused."""
+        wait = load.expected_wait_s
+        if wait > self.deadline_s or load.images_ahead + load.images_per_request > self.max_images:
+            return True
+        return load.in_flight >= self.min_requests and wait > self.allowance_s
 
     # -- the event loop's lateness -------------------------------------------------------------------
 
@@ -159,7 +180,7 @@ class AdmissionControl:
         self._late_checks += 1
         if self._late_checks >= LATE_CHECKS:  # late for a while, not one burst of answers: a backlog
             # The later the loop, the deeper the cut, so that a sudden flood is met within a few checks.
-            self.allowance_s = max(self.min_wait_s, self.allowance_s * min(SHRINK, self.max_loop_lag_s / seconds))
+            self.allowance_s = max(MIN_ALLOWANCE_S, self.allowance_s * min(SHRINK, self.max_loop_lag_s / seconds))
 
     def _schedule_lag_check(self, loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time() + LAG_CHECK_S

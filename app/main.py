@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_images=settings.batch_max_queue_images,
         paths=model_routes,
         max_loop_lag_ms=settings.max_loop_lag_ms,
-        min_wait_s=settings.min_admitted_wait_ms / 1000,
+        min_requests=2 * settings.batch_max_size,
     )
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app

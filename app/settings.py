@@ -81,17 +81,11 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(default=30.0, gt=0)
     # Admission (app.admission): a request is admitted when its expected wait, from the model's measured
     # cost per image and the images ahead of it, is within its deadline (batch_timeout_s).
-    min_admitted_wait_ms: float = Field(
-        default=250.0,
-        ge=0,
-        description="while the event loop runs late the expected wait a request is admitted with shrinks from "
-        "AE_BATCH_TIMEOUT_S, to no less than this",
-    )
     max_loop_lag_ms: float = Field(
         default=25.0,
         ge=0,
-        description="while the event loop runs later than this, requests are admitted with shorter expected waits "
-        "(0: off)",
+        description="while the event loop runs later than this, a model's requests beyond two full batches are "
+        "admitted with shorter expected waits (0: off)",
     )
 
     # Access control (app.security): all off when empty

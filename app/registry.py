@@ -268,6 +268,10 @@ class ModelRegistry:
             raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
         try:
             checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
+        except Exception as exc:  # CheckpointError: this model only is unavailable
+            self._mark_unavailable(entry, str(exc))
+            raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
+        try:
             probe, warm_up = probe_and_warm_up(checkpoint.card, self.settings.batch_max_size)
             planned = plan_execution(
                 checkpoint.model,
@@ -278,9 +282,10 @@ class ModelRegistry:
                 probe=probe,
                 warm_up=warm_up,
             )
-        except Exception as exc:  # CheckpointError, or e.g. out of GPU memory: this model only is unavailable
-            self._mark_unavailable(entry, str(exc))
-            raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
+        except Exception as exc:  # choosing the plan runs the model: one that cannot (or is out of GPU memory) is out
+            reason = f"warm-up forward pass failed while choosing its execution plan: {exc}"
+            self._mark_unavailable(entry, reason)
+            raise ModelUnavailable(f"model {name!r} is unavailable: {reason}", param="model") from None
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
         entry.card = checkpoint.card
         entry.loaded = LoadedModel(checkpoint.card, planned, self.device, executor)

@@ -104,18 +104,31 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
         return [(description, method, images) for description, images in inputs]
 
     return [
-        ("conv-autoencoder", autoencoder, [
-            *each(lambda m, x: m.denoise(x), digits),
-            *each(lambda m, x: m.embed(x), digits),
-        ]),
-        ("sr-autoencoder", super_resolution, each(lambda m, x: m.super_resolve(x), [
-            ("full batch", _images(16, 1, 14, 14)), ("batch of 1", _images(1, 1, 14, 14))
-        ])),
-        ("conv-vae", vae, [
-            *each(lambda m, x: m.reconstruct(x), digits),
-            *each(lambda m, x: m.encode(x), digits),
-            ("decode", lambda m, z: m.decode(z.flatten(1)), torch.randn(16, 4, 1, 1)),
-        ]),
+        (
+            "conv-autoencoder",
+            autoencoder,
+            [
+                *each(lambda m, x: m.denoise(x), digits),
+                *each(lambda m, x: m.embed(x), digits),
+            ],
+        ),
+        (
+            "sr-autoencoder",
+            super_resolution,
+            each(
+                lambda m, x: m.super_resolve(x),
+                [("full batch", _images(16, 1, 14, 14)), ("batch of 1", _images(1, 1, 14, 14))],
+            ),
+        ),
+        (
+            "conv-vae",
+            vae,
+            [
+                *each(lambda m, x: m.reconstruct(x), digits),
+                *each(lambda m, x: m.encode(x), digits),
+                ("decode", lambda m, z: m.decode(z.flatten(1)), torch.randn(16, 4, 1, 1)),
+            ],
+        ),
         ("dncnn", dncnn, each(lambda m, x: m.denoise(x, tile=24), photos)),
         ("fsrcnn", fsrcnn, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
         ("ffdnet", ffdnet, each(lambda m, x: m.denoise_at(x, 25.0, tile=32), colour_photos)),

@@ -13,8 +13,8 @@ from app import cli
 from app.registry import check_precision, resolve_device
 from app.settings import Settings
 
-
 INVALID_SETTINGS = [("AE_DEVICE", "tpu"), ("AE_PRECISION", "int8"), ("AE_COMPILE", "maybe"), ("AE_MAX_PIXELS", "0")]
+
 
 def test_settings_come_from_ae_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AE_CHECKPOINTS_DIR", str(tmp_path))
@@ -34,9 +34,7 @@ def test_one_default_model_can_be_set_on_its_own(monkeypatch: pytest.MonkeyPatch
     assert settings.default_models.super_resolve == "mnist-sr-x4" and settings.default_models.denoise == "mnist-denoise"
 
 
-@pytest.mark.parametrize(
 @pytest.mark.parametrize(("name", "value"), INVALID_SETTINGS)
-)
 def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):

@@ -1,4 +1,5 @@
-"""`ae`: one command for the service. Running it (serve), building it (train, evaluate, bench) and calling it.
+"""`ae`: one command for the service. Calling it (the client verbs, here), and running it (serve) and building
+it (train, evaluate, bench), the server's verbs, which live with the server (`app.commands`).
 
     ae serve --port 8000                      # the service (needs the server install: torch)
     ae denoise noisy.png -o clean.png         # the client verbs need only httpx, numpy and Pillow
@@ -6,6 +7,7 @@
     ae sample -n 16 --seed 1 -o grid.png
 
 The client verbs read the server's address from --url or AE_URL, and an API key from --api-key or AE_API_KEY.
+This module imports no torch: the server's verbs are looked up and run only when one is asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import runpy
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,12 +28,6 @@ from PIL import Image
 from aeclient.client import DEFAULT_URL, Client
 from aeclient.errors import ApiError
 
-# `ae train|evaluate|bench ARGS` is `python -m MODULE ARGS`; their own --help describes ARGS.
-DELEGATED = {
-    "train": ("models.train", "train a recipe, or a task on your own images, into checkpoints/<name>"),
-    "evaluate": ("models.evaluate", "measure checkpoints on MNIST and write the model report"),
-    "bench": ("bench.run", "benchmark the service"),
-}
 EPILOG = """examples:
   ae serve                                   start the service (AE_* settings, see docs/deployment.md)
   ae health --url http://127.0.0.1:8000      is it up and ready?
@@ -45,6 +40,15 @@ EPILOG = """examples:
   ae train mnist-ae --data-dir /data/mnist   (ae train --help for its options)
   ae train --images-dir pictures/ --task denoise --name my-denoiser --size 32
 """
+
+
+def server_verbs() -> dict[str, str]:
+    """The server's verbs and their summaries (app.commands, itself light to import); none without the server."""
+    try:
+        from app.commands import SERVER_VERBS
+    except ImportError:
+        return {}
+    return {name: verb.summary for name, verb in SERVER_VERBS.items()}
 
 
 def grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
@@ -192,11 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
-        "serve", help="run the service with uvicorn (AE_* settings; --host, --port, --workers)", add_help=False
-    )
-    for name, (module, summary) in DELEGATED.items():
-        commands.add_parser(name, help=f"{summary} (python -m {module})", add_help=False)
+    for name, summary in server_verbs().items():
+        commands.add_parser(name, help=summary, add_help=False)
 
     def verb(name: str, summary: str, run: Callable[[argparse.Namespace, Client], int]) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary)
@@ -268,17 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # serve, train, evaluate and bench pass everything after their name on, --help included.
-    if argv and argv[0] == "serve":
-        from app.cli import serve  # the server's own command; imported here so the client verbs never load torch
+    # The server's verbs (serve, train, evaluate, bench) pass everything after their name on, --help included.
+    if argv and argv[0] in server_verbs():
+        from app.commands import run_verb
 
-        serve(argv[1:])
-        return 0
-    if argv and argv[0] in DELEGATED:
-        # Run `python -m MODULE` in this process, as if called with these arguments (its exits are its own).
-        sys.argv = [f"ae {argv[0]}", *argv[1:]]
-        runpy.run_module(DELEGATED[argv[0]][0], run_name="__main__", alter_sys=True)
-        return 0
+        return run_verb(argv[0], argv[1:])
 
     args = build_parser().parse_args(argv)
     options: dict[str, Any] = {"api_key": args.api_key, "timeout": args.timeout}

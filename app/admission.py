@@ -44,7 +44,6 @@ status 499 (the usual "client closed request").
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -54,6 +53,7 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Overloaded
+from app.errors_http import error_json
 
 LAG_CHECK_S = 0.01  # how often the event loop's lateness is measured
 SHRINK, GROW = 0.8, 1.25  # per check: the allowance shrinks by 20% or more while the loop is late, else grows 25%
@@ -204,7 +204,7 @@ class AdmissionControl:
         state = scope.setdefault("state", {})
         state["error_type"] = error.type
         state["refused_at_admission"] = True  # logged in a summary line per second (app.middleware)
-        body = json.dumps({"error": {"type": error.type, "message": error.message, "param": None}}).encode()
+        body = error_json(error)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})

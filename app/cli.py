@@ -10,11 +10,11 @@ import argparse
 
 import uvicorn
 
-from app.settings import get_settings
+from app.settings import settings_from_environment
 
 
 def serve(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    settings = settings_from_environment()
     parser = argparse.ArgumentParser(prog="ae-serve", description="Serve the autoencoder API with uvicorn.")
     parser.add_argument("--host", default=settings.host, help="AE_HOST (default %(default)s)")
     parser.add_argument("--port", type=int, default=settings.port, help="AE_PORT (default %(default)s)")

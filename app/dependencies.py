@@ -13,11 +13,18 @@ from fastapi import Depends, Request
 from app.errors import NotReady, UnsupportedMediaType
 from app.observability import Metrics
 from app.registry import ModelRegistry
+from app.service import Service
 from app.settings import Settings
 
 
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (`create_app(settings)`): the one way request code reads them."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return app_settings(request)
 
 
 async def get_registry(request: Request) -> ModelRegistry:
@@ -25,6 +32,22 @@ async def get_registry(request: Request) -> ModelRegistry:
     if registry is None:  # only between process start and the end of the lifespan's start-up
         raise NotReady("the model registry is not loaded yet")
     return registry
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+async def get_service(request: Request, registry: Annotated[ModelRegistry, Depends(get_registry)]) -> Service:
+    # Settings and metrics straight from the app: each sub-dependency FastAPI resolves costs as much
+    # as a small route's own work. The registry stays a dependency, so tests can swap it.
+    return Service(registry, app_settings(request), request.app.state.metrics)
+
+
+async def get_started_service(request: Request) -> Service | None:
+    """The service once start-up has built the registry, else None (for the probes, which answer anyway)."""
+    registry = getattr(request.app.state, "registry", None)
+    return None if registry is None else Service(registry, app_settings(request), request.app.state.metrics)
 
 
 async def require_json(request: Request) -> None:
@@ -37,10 +60,8 @@ async def require_json(request: Request) -> None:
         )
 
 
-async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ServiceDep = Annotated[Service, Depends(get_service)]
+StartedServiceDep = Annotated[Service | None, Depends(get_started_service)]

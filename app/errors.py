@@ -1,4 +1,4 @@
-"""The service's own errors. Routes and the service layer raise these; `app.main` maps them to HTTP.
+"""The service's own errors. Routes and the service layer raise these; `app.errors_http` maps them to HTTP.
 
 Each error knows its HTTP status and a stable `type` string that clients can switch on; the
 response body is always `{"error": {"type", "message", "param"}}`.
@@ -30,6 +30,13 @@ class InvalidImage(InvalidRequest):
 class ModelNotFound(ServiceError):
     status_code = 404
     type = "model_not_found"
+
+
+class NotFound(ServiceError):
+    """Something a request names that the model does not have (e.g. the latent map of a model without one)."""
+
+    status_code = 404
+    type = "not_found"
 
 
 class TaskNotSupported(InvalidRequest):

@@ -1,5 +1,8 @@
 """The one place where errors become HTTP responses: `{"error": {"type", "message", "param"}}`.
 
+- `ServiceError` subclasses (the route handlers' and the service's) through the handlers installed here;
+  the plain ASGI middlewares, which answer before FastAPI is reached (app.middleware, app.admission),
+  write the same body with `error_json`.
 - `ServiceError` subclasses (app.errors) carry their status, type and headers.
 - FastAPI's request validation -> 422 `validation_error` (400 `invalid_request` for a body that is not JSON).
 - Starlette's HTTP errors (unknown path 404, wrong method 405, malformed multipart 400) keep their status.
@@ -8,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -27,12 +31,20 @@ HTTP_ERROR_TYPES = {
 }
 
 
+def error_envelope(type_: str, message: str, param: str | None) -> dict[str, dict[str, str | None]]:
+    return {"error": {"type": type_, "message": message, "param": param}}
+
+
+def error_json(error: ServiceError) -> bytes:
+    """The body of an error answered outside FastAPI (by an ASGI middleware)."""
+    return json.dumps(error_envelope(error.type, error.message, error.param)).encode()
+
+
 def error_response(
     request: Request, status: int, type_: str, message: str, param: str | None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     request.state.error_type = type_  # for the access log line
-    body = {"error": {"type": type_, "message": message, "param": param}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_envelope(type_, message, param), status_code=status, headers=headers)
 
 
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:

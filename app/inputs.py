@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -22,25 +21,11 @@ from starlette.exceptions import HTTPException
 
 from app.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.imaging import ALLOWED_CONTENT_TYPES
+from app.jobs import IMAGE_PART, ImageUpload
 from app.multipart import split_simple_multipart
 from app.settings import Settings
 
-Source = Literal["multipart", "raw", "json"]
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
-IMAGE_PART = "image"
-
-
-@dataclass
-class ImageUpload:
-    blobs: list[bytes]  # the encoded image files, in request order
-    source: Source
-    fields: dict[str, Any]  # options found in the body (JSON fields or multipart text parts)
-
-    def param(self, index: int) -> str:
-        """How a client names image `index` in its own request (for error messages)."""
-        if self.source == "json":
-            return f"images[{index}]"
-        return IMAGE_PART if self.source == "raw" else f"image[{index}]"
 
 
 def media_type(request: Request) -> str:

@@ -8,6 +8,7 @@ checkpoint is listed as unavailable and never stops the others.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -21,14 +22,16 @@ from app.admission import AdmissionControl
 from app.errors import ServiceError
 from app.errors_http import install_error_handlers
 from app.middleware import BodySizeLimit, RequestContext
+from app.model_choice import ModelChoice
 from app.observability import Metrics, configure_logging
-from app.preprocessing import warm_up_input
-from app.registry import ModelRegistry, TaskFunction
-from app.routes import admin, embeddings, health, images, models, vae
+from app.registry import ModelRegistry
+from app.routes import admin, embeddings, health, images, latent_map, models, vae
+from app.routes.playground import playground_router
 from app.schemas import ErrorResponse
 from app.security import install_cors, require_api_key
-from app.settings import Settings, get_settings
+from app.settings import Settings, settings_from_environment
 from models.execution import available_cpus
+from models.tasks import tasks_of_default
 
 logger = logging.getLogger("app.main")
 UNAUTHORIZED: dict[int | str, dict[str, object]] = {
@@ -38,16 +41,6 @@ UNAUTHORIZED: dict[int | str, dict[str, object]] = {
 # The routes that run models: admission control (app.admission) bounds their requests in flight.
 # Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
 MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
-
-# What a default model must be able to run, per default key (see Settings.default_models).
-WARM_UP_TASKS: dict[str, tuple[TaskFunction, ...]] = {
-    "denoise": ("denoise",),
-    "super_resolve": ("super-resolve",),
-    "reconstruct": ("reconstruct",),
-    "embed": ("embed",),
-    "vae": ("vae-encode", "vae-decode"),
-    "manifold": ("vae-decode",),
-}
 
 
 def torch_threads(settings: Settings) -> int:
@@ -59,36 +52,33 @@ def torch_threads(settings: Settings) -> int:
 
 
 async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
+    """Scan the checkpoints, load the models to preload, warm up the default models, and check the weights
+    of the others. Each weights file is hashed once: when it loads, or else when it is checked."""
     registry = ModelRegistry(settings, observer=metrics)
+    choice = ModelChoice(registry, settings.default_models)
     registry.scan()
-    for name in registry.preload_names():
+    for name in choice.preload_names(settings.preload):
         try:
             await registry.load(name)
         except ServiceError as exc:  # unknown or broken: listed as such, the others still serve
             logger.error("could not preload %s: %s", name, exc.message)
-    await warm_up(registry)
+    await warm_up(registry, choice)  # loads the default models too
+    # The weights of the models not loaded by now are checked without loading them (loading checks its own).
+    await asyncio.to_thread(registry.verify, [name for name, entry in registry.entries.items() if not entry.loaded])
     return registry
 
 
-async def warm_up(registry: ModelRegistry) -> None:
-    """One real forward pass per task of each default model, through its batcher."""
-    for key, name in registry.settings.default_models.as_dict().items():
+async def warm_up(registry: ModelRegistry, choice: ModelChoice) -> None:
+    """One real forward pass per task of each default model (the tasks of its default key), through its
+    batchers; a model that fails it is listed as unavailable and the others still serve."""
+    for key, name in choice.defaults.as_dict().items():
         entry = registry.entries.get(name)
         if entry is None or entry.state == "unavailable" or entry.card is None:
             continue
         try:
-            for task in WARM_UP_TASKS[key]:
-                if task == "vae-decode":
-                    size = entry.card.latent_size or 2
-                    await registry.run(name, task, torch.zeros((1, size, 1, 1)))
-                else:
-                    await registry.run(name, task, warm_up_input(entry.card, task))
-        except Exception as exc:  # a model that loads but cannot run is as unavailable as a broken file
-            entry.state = "unavailable"
-            entry.reason = f"warm-up forward pass failed: {exc}"
+            await registry.warm_up(name, tasks_of_default(key))
+        except Exception as exc:
             logger.error("model %s failed its warm-up: %s", name, exc)
-            continue
-        entry.warmed_up = True
 
 
 @asynccontextmanager
@@ -118,7 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or settings_from_environment()
     configure_logging(settings.log_level)
     app = FastAPI(
         title="Autoencoder inference service",
@@ -133,8 +123,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)  # probes never need a key; /metrics checks its own (AE_METRICS_REQUIRE_KEY)
     keyed = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if settings.api_keys else {}
-    for router in (models.router, images.router, embeddings.router, vae.router):
+    for router in (models.router, images.router, embeddings.router, vae.router, latent_map.router):
         app.include_router(router, **keyed)  # type: ignore[arg-type]
+    if settings.playground:  # the page and its files need no key: it asks for one to call the API
+        app.include_router(playground_router())
     if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
         app.include_router(admin.router)
     install_cors(app, settings)

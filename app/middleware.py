@@ -7,7 +7,6 @@ cap is enforced while the body is read, before a large upload is held in memory.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -17,16 +16,13 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
+from app.errors_http import error_json
 from app.observability import Metrics
 
 access_log = logging.getLogger("app.access")
 CLIENT_CLOSED_REQUEST = 499  # logged for a request whose client disconnected before its answer (app.admission)
 REQUEST_ID_HEADER = "x-request-id"
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # anything else is replaced, never echoed
-
-
-def error_body(status: int, type_: str, message: str, param: str | None = None) -> bytes:
-    return json.dumps({"error": {"type": type_, "message": message, "param": param}}).encode()
 
 
 class RequestContext:
@@ -131,7 +127,7 @@ class BodySizeLimit:
             await send(
                 {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]}
             )
-            await send({"type": "http.response.body", "body": error_body(413, PayloadTooLarge.type, message)})
+            await send({"type": "http.response.body", "body": error_json(PayloadTooLarge(message))})
             return
         received = 0
 

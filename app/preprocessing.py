@@ -26,6 +26,7 @@ from app.imaging import array_to_tensor, image_to_array
 from app.mnist_frame import FRAME_SIZE, to_mnist_frame
 from models.architectures import ARCHITECTURES
 from models.checkpoint import ModelCard
+from models.tasks import Task, expected_input_size
 
 Preprocess = Literal["auto", "none"]
 Preprocessing = Literal["none", "mnist-frame"]
@@ -45,38 +46,18 @@ class PreparedImage:
     preprocessing: Preprocessing
 
 
-def expected_size(card: ModelCard, task: str) -> tuple[int, int] | None:
-    """(height, width) the model reads for `task`, or None when any size goes."""
-    spec = card.input
-    if task == "super-resolve":
-        if spec.height and spec.width:
-            return spec.height, spec.width
-        if spec.domain == "mnist" and card.scale:
-            return FRAME_SIZE // card.scale, FRAME_SIZE // card.scale
-        return None
-    if spec.height and spec.width:
-        return spec.height, spec.width
-    return (FRAME_SIZE, FRAME_SIZE) if spec.domain == "mnist" else None
-
-
-def prepare(image: Image.Image, card: ModelCard, task: str, preprocess: Preprocess, param: str) -> PreparedImage:
+def prepare(image: Image.Image, card: ModelCard, task: Task, preprocess: Preprocess, param: str) -> PreparedImage:
     """A decoded 'L' or 'RGB' picture -> the model's input, or InvalidRequest naming the expected size."""
-    size = expected_size(card, task)
+    size = expected_input_size(card, task)
     width, height = image.size
     if size is None or (height, width) == size:
         return PreparedImage(array_to_tensor(image_to_array(image)), "none")
-    can_frame = card.input.domain == "mnist" and task != "super-resolve" and size == (FRAME_SIZE, FRAME_SIZE)
+    can_frame = card.input.domain == "mnist" and task.input_kind == "images" and size == (FRAME_SIZE, FRAME_SIZE)
     if can_frame and preprocess == "auto":
         gray = image_to_array(image.convert("L"))  # (H, W)
         return PreparedImage(array_to_tensor(to_mnist_frame(gray)), "mnist-frame")
     expected = f"{size[1]}x{size[0]}"
     hint = "" if not can_frame else "; send it with preprocess=auto to bring it into the MNIST frame"
     raise InvalidRequest(
-        f"model {card.name!r} takes {expected} images for {task}; got {width}x{height}{hint}", param=param
+        f"model {card.name!r} takes {expected} images for {task.card_task}; got {width}x{height}{hint}", param=param
     )
-
-
-def warm_up_input(card: ModelCard, task: str) -> torch.Tensor:
-    """A blank (1, C, H, W) input of the model's size, for the warm-up forward pass."""
-    height, width = expected_size(card, task) or (32, 32)
-    return torch.zeros((1, card.input.channels, height, width))

@@ -9,23 +9,28 @@ as one grid PNG (row-major, the most nearly square layout) with the grid in the 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from app.imaging import encode_png, grid_columns, tensor_to_image, tile_grid
-from app.inputs import Source
+from app.jobs import ImageResult, Images, Source
+from app.observability import Metrics
+from app.offload import run_cpu_work
 from app.schemas import ImageData, ImageList
 
 
-@dataclass
-class ImageResult:
-    image: torch.Tensor  # (C, H, W) in [0, 1]
-    preprocessing: str | None = None  # for image routes: "none" or "mnist-frame"
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. reconstruction_error
+async def images_response(
+    images: Images, requested: str | None, source: Source, metrics: Metrics, route: str
+) -> Response:
+    """The images as PNG or JSON (see choose_format), encoded off the event loop when they are large."""
+    response_format = choose_format(requested, source, len(images.results))
+    pixels = sum(result.image[0].numel() for result in images.results)
+    with metrics.stage("encode", route):
+        return await run_cpu_work(
+            lambda: image_response(images.model, images.results, response_format, images.seed), pixels
+        )
 
 
 def choose_format(requested: str | None, source: Source | None, count: int) -> str:
@@ -64,7 +69,7 @@ def image_response(model: str, results: list[ImageResult], response_format: str,
                 b64_png=base64.b64encode(png).decode("ascii"),
                 width=width,
                 height=height,
-                preprocessing=result.preprocessing,  # type: ignore[arg-type]
+                preprocessing=result.preprocessing,
                 **result.extra,
             )
         )

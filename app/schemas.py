@@ -244,6 +244,18 @@ class EncodeResponse(BaseModel):
     data: list[Posterior]
 
 
+class LatentMapResponse(BaseModel):
+    """GET /v1/vae/latent-map: where test images land in a 2-D latent space, point by point."""
+
+    object: Literal["latent_map"] = "latent_map"
+    model: str
+    source: str = Field(description="which images were encoded, e.g. the first 5000 MNIST test digits")
+    count: int
+    x: list[float] = Field(description="z1 of each image's posterior mean")
+    y: list[float] = Field(description="z2 of each image's posterior mean")
+    labels: list[int] = Field(description="the class (digit) of each image")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.dependencies import app_settings
 from app.errors import Unauthorized
 from app.settings import Settings
 
@@ -55,20 +56,20 @@ def check_key(request: Request, keys: Sequence[str], what: str) -> None:
 
 async def require_api_key(request: Request) -> None:
     """Dependency of every /v1 router: a no-op unless API keys are configured."""
-    settings: Settings = request.app.state.settings
+    settings = app_settings(request)
     if settings.api_keys:
         check_key(request, settings.api_keys, "an API key")
 
 
 async def require_metrics_key(request: Request) -> None:
-    settings: Settings = request.app.state.settings
+    settings = app_settings(request)
     if settings.api_keys and settings.metrics_require_key:
         check_key(request, settings.api_keys, "an API key")
 
 
 async def require_admin_key(request: Request) -> None:
     """Dependency of the management routes, which exist only when an admin key is set."""
-    admin_key: str | None = request.app.state.settings.admin_api_key
+    admin_key = app_settings(request).admin_api_key
     if not admin_key:  # not reachable: the router is not mounted without a key; refuse anyway
         raise Unauthorized("the management routes are disabled", headers=BEARER_CHALLENGE)
     check_key(request, [admin_key], "the admin key")

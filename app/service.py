@@ -1,9 +1,9 @@
-"""The service layer: what each route does, between parsing the request and encoding the response.
+"""The service layer: the work of every request, between the route that parsed it and the route that answers.
 
-Routes stay thin: they resolve the model, hand the parsed request here, and encode what comes back.
-Decoding and PNG encoding of large images run in worker threads (small ones inline, see app.offload);
-every forward pass goes through
-the model's batcher via `ModelRegistry.run`. Errors are `app.errors` exceptions, never HTTP ones.
+Each method takes typed inputs (`app.jobs`), chooses the model (`app.model_choice`), runs it through its
+batchers (`app.registry`) and returns typed results; it knows nothing of HTTP, and raises only `app.errors`
+exceptions, which `app.errors_http` turns into responses. CPU work on images (decoding here, encoding in
+the routes) goes through `app.offload.run_cpu_work`, which alone decides whether it leaves the event loop.
 """
 
 from __future__ import annotations
@@ -11,22 +11,40 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from typing import Annotated
 
 import torch
-from fastapi import Depends, Request
 
-from app.dependencies import RegistryDep
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.imaging import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
-from app.inputs import ImageUpload
+from app.jobs import (
+    Embeddings,
+    Grid,
+    ImageJob,
+    ImageResult,
+    Images,
+    ImageUpload,
+    LatentPoints,
+    NoteRequest,
+    Posteriors,
+)
+from app.latent_maps import served_latent_map
+from app.model_choice import ModelChoice
 from app.observability import Metrics
 from app.offload import run_cpu_work
-from app.preprocessing import PreparedImage, Preprocess, Preprocessing, input_channels, prepare
-from app.registry import ModelEntry, ModelRegistry, TaskFunction
-from app.responses import ImageResult
+from app.preprocessing import PreparedImage, Preprocess, input_channels, prepare
+from app.registry import LoadedModel, ModelEntry, ModelRegistry
+from app.schemas import (
+    EmbeddingOptions,
+    EncodeOptions,
+    ImageOptions,
+    InputSpecInfo,
+    InterpolateOptions,
+    ModelInfo,
+    SuperResolveOptions,
+)
 from app.settings import Settings
 from models.checkpoint import ModelCard
+from models.tasks import DENOISE, EMBED, RECONSTRUCT, SUPER_RESOLVE, VAE_DECODE, VAE_ENCODE, Task, tasks_of_card_task
 
 
 class Service:
@@ -34,17 +52,158 @@ class Service:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.choice = ModelChoice(registry, settings.default_models)
 
-    # -- images in ---------------------------------------------------------------------------------
+    # -- images in, images out ---------------------------------------------------------------------
+
+    async def denoise(self, job: ImageJob[ImageOptions]) -> Images:
+        return await self.image_task(job, DENOISE)
+
+    async def super_resolve(self, job: ImageJob[SuperResolveOptions]) -> Images:
+        """`scale` may choose the model (see ModelChoice.choose_super_resolution)."""
+        entry = self.choice.choose_super_resolution(job.options.model, job.options.scale)
+        return await self.transform(job, entry, SUPER_RESOLVE)
+
+    async def reconstruct(self, job: ImageJob[ImageOptions]) -> Images:
+        """The reconstructions, each with its reconstruction error (mean squared error per pixel)."""
+        return await self.image_task(job, RECONSTRUCT)
+
+    async def image_task(self, job: ImageJob[ImageOptions], task: Task) -> Images:
+        """Any task of images in, images out, on the model the request names or the task's default."""
+        return await self.transform(job, self.choice.choose(job.options.model, task), task)
+
+    async def transform(self, job: ImageJob[ImageOptions], entry: ModelEntry, task: Task) -> Images:
+        """Images in, images out through `task` on the chosen model: what the image routes share."""
+        job.note(entry.name, len(job.upload.blobs))
+        prepared = await self.prepare(job.upload, _card(entry), task, job.options.preprocess, job.route)
+        outputs = await self.run(entry.name, task, [p.tensor for p in prepared])
+        results = []
+        for item, output in zip(prepared, outputs, strict=True):
+            extra = {"reconstruction_error": float(output[1])} if task is RECONSTRUCT else {}
+            results.append(ImageResult(output[0], item.preprocessing, extra))
+        return Images(entry.name, results)
+
+    # -- images in, vectors out --------------------------------------------------------------------
+
+    async def embed(self, job: ImageJob[EmbeddingOptions]) -> Embeddings:
+        entry = self.choice.choose(job.options.model, EMBED)
+        job.note(entry.name, len(job.upload.blobs))
+        prepared = await self.prepare(job.upload, _card(entry), EMBED, job.options.preprocess, job.route)
+        outputs = await self.run(entry.name, EMBED, [p.tensor for p in prepared])
+        vectors = torch.stack([output[0] for output in outputs])  # (n, D)
+        if job.options.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=1)
+        return Embeddings(entry.name, vectors, [p.preprocessing for p in prepared])
+
+    async def vae_encode(self, job: ImageJob[EncodeOptions]) -> Posteriors:
+        entry = self.choice.choose(job.options.model, VAE_ENCODE)
+        job.note(entry.name, len(job.upload.blobs))
+        return await self._encode(entry, job.upload, job.options.preprocess, job.route)
+
+    async def _encode(self, entry: ModelEntry, upload: ImageUpload, preprocess: Preprocess, route: str) -> Posteriors:
+        prepared = await self.prepare(upload, _card(entry), VAE_ENCODE, preprocess, route)
+        outputs = await self.run(entry.name, VAE_ENCODE, [p.tensor for p in prepared])
+        means = torch.stack([output[0] for output in outputs])
+        log_variances = torch.stack([output[1] for output in outputs])
+        return Posteriors(entry.name, means, log_variances, [p.preprocessing for p in prepared])
+
+    # -- latents in, images out --------------------------------------------------------------------
+
+    async def vae_sample(
+        self, model: str | None, n: int, seed: int | None, temperature: float, note: NoteRequest
+    ) -> Images:
+        """n images from the prior; the latents come from a CPU generator so a seed gives the same images
+        whatever the device and however requests were batched."""
+        check_limit(n, self.settings.max_samples, "n")
+        entry = self.choice.choose(model, VAE_DECODE)
+        note(entry.name, n)
+        loaded = await self.registry.load(entry.name)
+        seed = random.SystemRandom().randrange(2**63) if seed is None else seed
+        generator = torch.Generator().manual_seed(seed)
+        latents = torch.randn((n, latent_size(entry, loaded)), generator=generator) * temperature
+        return Images(entry.name, [ImageResult(image) for image in await self._decode(entry, latents)], seed)
+
+    async def vae_decode(self, model: str | None, latents: list[list[float]], note: NoteRequest) -> Images:
+        """Latent vectors, each of the model's latent size -> one image each."""
+        check_limit(len(latents), self.settings.max_images_per_request, "latents")
+        entry = self.choice.choose(model, VAE_DECODE)
+        note(entry.name, len(latents))
+        images = await self._decode(entry, latents_tensor(latents))
+        return Images(entry.name, [ImageResult(image) for image in images])
+
+    async def vae_interpolate(self, job: ImageJob[InterpolateOptions]) -> Images:
+        """A straight path in latent space, both ends included: between two images' posterior means, or
+        between two latents."""
+        options, upload = job.options, job.upload
+        check_limit(options.steps, self.settings.max_steps, "steps")
+        entry = self.choice.choose(options.model, VAE_DECODE)
+        if (options.latents is None) == (len(upload.blobs) == 0):
+            raise InvalidRequest("send either two images or two 'latents', not both and not neither", param="images")
+        if options.latents is not None:
+            if len(options.latents) != 2:
+                raise ValidationFailed(
+                    f"'latents' needs exactly two vectors; got {len(options.latents)}", param="latents"
+                )
+            start, end = latents_tensor(options.latents)
+        else:
+            if len(upload.blobs) != 2:
+                raise InvalidRequest(f"interpolation needs exactly two images; got {len(upload.blobs)}", param="image")
+            start, end = (await self._encode(entry, upload, options.preprocess, job.route)).means
+        job.note(entry.name, options.steps)
+        weights = torch.linspace(0.0, 1.0, options.steps).unsqueeze(1)  # (steps, 1)
+        images = await self._decode(entry, (1 - weights) * start + weights * end)
+        return Images(entry.name, [ImageResult(image) for image in images])
+
+    async def vae_manifold(self, model: str | None, size: int, extent: float, note: NoteRequest) -> Grid:
+        """A size x size grid over z1, z2 in [-extent, extent], as one picture.
+
+        Columns go along z1 (left to right), rows along z2 (top is +extent), like a plot's axes.
+        """
+        check_limit(size, self.settings.max_manifold_size, "size")
+        entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
+        note(entry.name, size * size)
+        loaded = await self.registry.load(entry.name)
+        dimensions = latent_size(entry, loaded)
+        if dimensions != 2:
+            raise TaskNotSupported(
+                f"the manifold needs a 2-D latent space; model {entry.name!r} has {dimensions} dimensions",
+                param="model",
+            )
+        values = torch.linspace(-extent, extent, size)
+        z1 = values.repeat(size)  # (size * size,)
+        z2 = values.flip(0).repeat_interleave(size)
+        images = await self._decode(entry, torch.stack([z1, z2], dim=1))
+        return Grid(entry.name, tile_grid(images, grid_columns(size * size)), size)
+
+    async def vae_latent_map(self, model: str | None, note: NoteRequest) -> LatentPoints:
+        """The latent map of a 2-D VAE (the manifold's model by default): read from beside its weights, no
+        forward pass. The file is read in a worker thread: it holds thousands of points."""
+        entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
+        note(entry.name, 0)
+        found = await asyncio.to_thread(served_latent_map, entry)
+        return LatentPoints(entry.name, found.source, found.x, found.y, found.labels)
+
+    async def _decode(self, entry: ModelEntry, latents: torch.Tensor) -> list[torch.Tensor]:
+        """(n, D) latents -> n images (C, H, W), after checking D against the model's latent size."""
+        size = latent_size(entry, await self.registry.load(entry.name))
+        if latents.shape[1] != size:
+            raise ValidationFailed(
+                f"model {entry.name!r} has {size} latent dimensions; got vectors of {latents.shape[1]}", param="latents"
+            )
+        outputs = await self.registry.run(entry.name, VAE_DECODE, latents)
+        assert isinstance(outputs, torch.Tensor)
+        return list(outputs)
+
+    # -- the steps every image task takes ----------------------------------------------------------
 
     async def prepare(
-        self, upload: ImageUpload, card: ModelCard, task: str, preprocess: Preprocess, route: str
+        self, upload: ImageUpload, card: ModelCard, task: Task, preprocess: Preprocess, route: str
     ) -> list[PreparedImage]:
         """Decode and preprocess every image; in a worker thread unless the images are small (app.offload)."""
 
         # The pixel cap bounds what the service holds and sends back: for super-resolution that is the answer,
         # scale^2 larger than the image sent (checked from the header, before anything is decoded).
-        output_scale = (card.scale or 1) if task == "super-resolve" else 1
+        output_scale = task.output_scale(card)
         channels = input_channels(card)
 
         def work() -> list[PreparedImage]:
@@ -58,7 +217,7 @@ class Service:
 
         return await run_cpu_work(work, total_pixels(upload.blobs))
 
-    async def run(self, name: str, task: TaskFunction, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    async def run(self, name: str, task: Task, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         """Run every (C, H, W) input through the model; -> per input, the task's outputs without batch dim.
 
         Inputs of one shape go as one submission; different shapes (any-size models) go side by side.
@@ -77,86 +236,73 @@ class Service:
                 results[index] = tuple(output[position] for output in outputs)
         return results
 
-    async def transform(
-        self, entry: ModelEntry, upload: ImageUpload, task: TaskFunction, preprocess: Preprocess, route: str
-    ) -> list[ImageResult]:
-        """Images in, images out: denoise, super-resolve and reconstruct (which adds its error)."""
-        card = _card(entry)
-        prepared = await self.prepare(upload, card, task, preprocess, route)
-        outputs = await self.run(entry.name, task, [p.tensor for p in prepared])
-        results = []
-        for item, output in zip(prepared, outputs, strict=True):
-            extra = {"reconstruction_error": float(output[1])} if task == "reconstruct" else {}
-            results.append(ImageResult(output[0], item.preprocessing, extra))
-        return results
+    # -- the models --------------------------------------------------------------------------------
 
-    async def embed(
-        self, entry: ModelEntry, upload: ImageUpload, preprocess: Preprocess, route: str
-    ) -> tuple[torch.Tensor, list[Preprocessing]]:
-        """-> (n, D) vectors and each image's preprocessing."""
-        prepared = await self.prepare(upload, _card(entry), "embed", preprocess, route)
-        outputs = await self.run(entry.name, "embed", [p.tensor for p in prepared])
-        return torch.stack([output[0] for output in outputs]), [p.preprocessing for p in prepared]
+    def readiness(self) -> tuple[list[str], dict[str, str]]:
+        """-> why the service is not ready (nothing when it is), and the state of every model."""
+        states = {name: str(entry.state) for name, entry in sorted(self.registry.entries.items())}
+        return self.choice.not_ready_reasons(), states
 
-    async def encode(
-        self, entry: ModelEntry, upload: ImageUpload, preprocess: Preprocess, route: str
-    ) -> tuple[torch.Tensor, torch.Tensor, list[Preprocessing]]:
-        """-> posterior means (n, D), log-variances (n, D) and each image's preprocessing."""
-        prepared = await self.prepare(upload, _card(entry), "vae", preprocess, route)
-        outputs = await self.run(entry.name, "vae-encode", [p.tensor for p in prepared])
-        means = torch.stack([output[0] for output in outputs])
-        log_variances = torch.stack([output[1] for output in outputs])
-        return means, log_variances, [p.preprocessing for p in prepared]
+    def models(self) -> list[ModelInfo]:
+        return [model_info(entry, self.registry) for _, entry in sorted(self.registry.entries.items())]
 
-    # -- latents in ----------------------------------------------------------------------------------
+    def model(self, name: str) -> ModelInfo:
+        return model_info(self.registry.entry(name), self.registry)
 
-    async def decode(self, entry: ModelEntry, latents: torch.Tensor) -> list[torch.Tensor]:
-        """(n, D) latents -> n images (C, H, W)."""
-        await self.registry.load(entry.name)
-        size = latent_size(entry)
-        if latents.shape[1] != size:
-            raise ValidationFailed(
-                f"model {entry.name!r} has {size} latent dimensions; got vectors of {latents.shape[1]}", param="latents"
-            )
-        # The batcher queues (n, C, H, W) tensors, so latents travel as (n, D, 1, 1).
-        outputs = await self.registry.run(entry.name, "vae-decode", latents.reshape(*latents.shape, 1, 1))
-        assert isinstance(outputs, torch.Tensor)
-        return list(outputs)
+    async def load_model(self, name: str) -> ModelInfo:
+        """Load a model and run one forward pass per task its card lists."""
+        entry = self.registry.entry(name)
+        card = entry.card or (await self.registry.load(name)).card
+        tasks = [task for card_task in card.tasks for task in tasks_of_card_task(card_task)]
+        await self.registry.warm_up(name, tasks)
+        return model_info(entry, self.registry)
 
-    async def sample(
-        self, entry: ModelEntry, n: int, seed: int | None, temperature: float
-    ) -> tuple[list[torch.Tensor], int]:
-        """n images from the prior; the latents come from a CPU generator so a seed gives the same images
-        whatever the device and however requests were batched."""
-        await self.registry.load(entry.name)
-        seed = random.SystemRandom().randrange(2**63) if seed is None else seed
-        generator = torch.Generator().manual_seed(seed)
-        latents = torch.randn((n, latent_size(entry)), generator=generator) * temperature
-        return await self.decode(entry, latents), seed
+    async def unload_model(self, name: str) -> ModelInfo:
+        await self.registry.unload(name)
+        return model_info(self.registry.entry(name), self.registry)
 
-    async def interpolate(
-        self, entry: ModelEntry, start: torch.Tensor, end: torch.Tensor, steps: int
-    ) -> list[torch.Tensor]:
-        """Straight line from `start` to `end` (D,) in `steps` points, both ends included."""
-        weights = torch.linspace(0.0, 1.0, steps).unsqueeze(1)  # (steps, 1)
-        return await self.decode(entry, (1 - weights) * start + weights * end)
+    async def reload_models(self) -> tuple[list[str], list[str]]:
+        """Rescan the checkpoints directory -> (added, removed) names."""
+        return await self.registry.rescan()
 
-    async def manifold(self, entry: ModelEntry, size: int, extent: float) -> torch.Tensor:
-        """A size x size grid over z1, z2 in [-extent, extent] -> one (C, size * H, size * W) image.
 
-        Columns go along z1 (left to right), rows along z2 (top is +extent), like a plot's axes.
-        """
-        await self.registry.load(entry.name)
-        if latent_size(entry) != 2:
-            raise TaskNotSupported(
-                f"the manifold needs a 2-D latent space; model {entry.name!r} has {latent_size(entry)} dimensions",
-                param="model",
-            )
-        values = torch.linspace(-extent, extent, size)
-        z1 = values.repeat(size)  # (size * size,)
-        z2 = values.flip(0).repeat_interleave(size)
-        images = await self.decode(entry, torch.stack([z1, z2], dim=1))
-        return tile_grid(images, grid_columns(size * size))
+def model_info(entry: ModelEntry, registry: ModelRegistry) -> ModelInfo:
+    """What /v1/models says of one checkpoint: its state and its card (the one place a ModelInfo is made)."""
+    card, loaded = entry.card, entry.loaded
+    spec = card.input if card else None
+    return ModelInfo(
+        name=entry.name,
+        state=entry.state,
+        reason=entry.reason,
+        tasks=card.tasks if card else [],
+        architecture=card.architecture if card else None,
+        input=InputSpecInfo(channels=spec.channels, height=spec.height, width=spec.width, domain=spec.domain)
+        if spec
+        else None,
+        latent_size=card.latent_size if card else None,
+        scale=card.scale if card else None,
+        device=str(loaded.device if loaded else registry.device),
+        dtype=loaded.planned.plan.precision if loaded else None,
+        execution=loaded.planned.plan.describe() if loaded else None,
+        description=card.description if card else "",
+        sha256=card.weights_sha256 if card else None,
+        metrics=card.metrics if card else {},
+        training=card.training if card else {},
+    )
+
+
+def check_limit(value: int, limit: int, param: str) -> None:
+    """Limits from settings are checked before any work (a 422 naming the field)."""
+    if value > limit:
+        raise ValidationFailed(f"{param} is {value}; the limit is {limit}", param=param)
+
+
+def latents_tensor(latents: list[list[float]]) -> torch.Tensor:
+    """JSON vectors -> (n, D); they must all have the same length."""
+    lengths = {len(vector) for vector in latents}
+    if len(lengths) != 1:
+        raise ValidationFailed(f"latent vectors differ in length: {sorted(lengths)}", param="latents")
+    return torch.tensor(latents, dtype=torch.float32)
 
 
 def total_pixels(blobs: list[bytes]) -> int | None:
@@ -172,26 +318,17 @@ def total_pixels(blobs: list[bytes]) -> int | None:
     return total
 
 
-def latent_size(entry: ModelEntry) -> int:
+def latent_size(entry: ModelEntry, loaded: LoadedModel) -> int:
+    """The model's latent dimensions: from its card, else from the loaded model."""
     card = _card(entry)
     if card.latent_size:
         return card.latent_size
-    loaded = entry.loaded
-    size = getattr(loaded.planned.model, "latent_size", None) if loaded else None
+    size = getattr(loaded.model, "latent_size", None)
     if not isinstance(size, int):
         raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
     return size
 
 
 def _card(entry: ModelEntry) -> ModelCard:
-    assert entry.card is not None, "resolve() never hands out an entry without a card"
+    assert entry.card is not None, "ModelChoice never hands out an entry without a card"
     return entry.card
-
-
-async def get_service(request: Request, registry: RegistryDep) -> Service:
-    # Settings and metrics straight from the app: each sub-dependency FastAPI resolves costs as much
-    # as a small route's own work. The registry stays a dependency, so tests can swap it.
-    return Service(registry, request.app.state.settings, request.app.state.metrics)
-
-
-ServiceDep = Annotated[Service, Depends(get_service)]

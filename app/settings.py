@@ -18,10 +18,12 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+Preload = Literal["defaults", "all", "none"] | list[str]
 
 
 class DefaultModels(BaseModel):
-    """The model each task uses when a request names none (checkpoint folder names)."""
+    """The model each task uses when a request names none (checkpoint folder names), by the default keys
+    of the task table (models.tasks)."""
 
     denoise: str = "mnist-denoise"
     super_resolve: str = "mnist-sr-x2"
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
         default="auto", description="torch.compile the models (auto: on CUDA only; compiling on a CPU takes minutes)"
     )
     default_models: DefaultModels = Field(default_factory=DefaultModels)
-    preload: Literal["defaults", "all", "none"] | list[str] = Field(
+    preload: Preload = Field(
         default="defaults", description="models loaded at start-up: defaults, all, none or a JSON list of names"
     )
     verify_weights: bool = True  # check each weights file's sha256 against its model card
@@ -98,6 +100,9 @@ class Settings(BaseSettings):
         default_factory=list, description="browser origins allowed by CORS; JSON list or comma list"
     )
 
+    # The playground page at / (app.routes.playground); its static files never need a key
+    playground: bool = Field(default=True, description="serve the playground page at /; false: / is a 404")
+
     # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -128,6 +133,8 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The settings of this process, read from the environment once."""
+def settings_from_environment() -> Settings:
+    """The settings of this process, read from the AE_* environment once: what `ae-serve` and the module-level
+    `app.main.app` start with. Code that serves a request reads the settings its app was created with
+    (`app.dependencies.get_settings`), never this."""
     return Settings()

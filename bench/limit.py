@@ -90,7 +90,8 @@ def planned_model(directory: Path, device: str, precision: str = "auto", compile
     checkpoint = load_checkpoint(directory, device="cpu")
     shape = input_shape(directory) if checkpoint.card.input.domain != "natural" else (1, 128, 128)
     batch = 32 if checkpoint.card.input.domain != "natural" else 1
-    probe = Probe("forward" if checkpoint.card.input.domain != "natural" else "denoise", torch.rand(batch, *shape))
+    method = "forward" if checkpoint.card.input.domain != "natural" else "denoise"
+    probe = Probe.of_method(method, torch.rand(batch, *shape))
     return plan_execution(
         checkpoint.model,
         device=torch.device(device),
@@ -98,7 +99,7 @@ def planned_model(directory: Path, device: str, precision: str = "auto", compile
         compile=compile,  # type: ignore[arg-type]
         serving=checkpoint.card.serving,
         probe=probe,
-        warm_up=[Probe(probe.method, torch.rand(size, *shape)) for size in (1, 2, 64)] if batch > 1 else [],
+        warm_up=[Probe.of_method(method, torch.rand(size, *shape)) for size in (1, 2, 64)] if batch > 1 else [],
     )
 
 

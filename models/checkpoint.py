@@ -23,12 +23,14 @@ import safetensors.torch
 import torch
 
 from models.architectures import Architecture, ArchitectureError, build_model
+from models.tasks import card_tasks
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "config.json"
-TASKS = ("reconstruct", "embed", "denoise", "super-resolve", "vae")
+# What a model (and its checkpoint folder) may be called; the service scans only folders named so.
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MODEL_NAME_RULE = "1-64 lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 class CheckpointError(Exception):
@@ -52,7 +54,7 @@ class InputSpec:
 @dataclass
 class ModelCard:
     name: str  # folder name and the name clients use
-    tasks: list[str]  # what the service may do with it, a subset of TASKS
+    tasks: list[str]  # what the service may do with it: card tasks of the task table (models.tasks.card_tasks)
     architecture: str  # a key of models.architectures.ARCHITECTURES
     architecture_config: dict[str, Any]  # keyword arguments of that architecture's config
     input: InputSpec
@@ -70,10 +72,11 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if not MODEL_NAME_PATTERN.match(self.name):
-            raise ValueError(f"invalid model name {self.name!r}: use lowercase letters, digits, '.', '_' and '-'")
-        unknown = sorted(set(self.tasks) - set(TASKS))
+            raise ValueError(f"invalid model name {self.name!r}: use {MODEL_NAME_RULE}")
+        known = card_tasks()
+        unknown = sorted(set(self.tasks) - set(known))
         if not self.tasks or unknown:
-            raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {self.tasks}")
+            raise ValueError(f"tasks must be a non-empty subset of {list(known)}, got {self.tasks}")
         if "super-resolve" in self.tasks and not self.scale:
             raise ValueError("a super-resolve model needs a scale")
 
@@ -117,6 +120,27 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_weights(weights: Path, card: ModelCard, data: bytes | None = None) -> None:
+    """The weights file's sha256 is the one its card promises (CheckpointError if not).
+
+    `data`: the file's bytes when the caller has read them already (they are hashed instead of the file).
+    The one place a checkpoint's weights are hashed for checking, at scan or at load, never both.
+    """
+    actual = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(weights)
+    if actual != card.weights_sha256:
+        raise CheckpointError(
+            f"{weights}: sha256 mismatch (card says {card.weights_sha256 or 'nothing'}, file is {actual})"
+        )
+
+
+def require_weights(directory: Path) -> Path:
+    """The checkpoint's weights file (CheckpointError naming it when it is missing)."""
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file is missing")
+    return weights
+
+
 def read_card(directory: Path) -> ModelCard:
     """Read and validate `<directory>/config.json`."""
     path = Path(directory) / CARD_FILE
@@ -158,16 +182,10 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     """
     directory = Path(directory)
     card = read_card(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: weights file is missing")
+    weights = require_weights(directory)
     data = weights.read_bytes()
     if verify:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != card.weights_sha256:
-            raise CheckpointError(
-                f"{weights}: sha256 mismatch (card says {card.weights_sha256 or 'nothing'}, file is {actual})"
-            )
+        verify_weights(weights, card, data)
     try:
         state = safetensors.torch.load(data)
     except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers

@@ -32,6 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -221,10 +222,15 @@ def guard_verdict(serving: dict[str, Any], precision: Precision, tolerances: Tol
 
 @dataclass(frozen=True)
 class Probe:
-    """What to time when choosing: a model method's name and a typical batch for it (float32, CPU)."""
+    """What to time when choosing (or run to warm up): call(model, inputs), with a typical batch (float32, CPU)."""
 
-    method: str
+    call: Callable[[nn.Module, torch.Tensor], object]
     inputs: torch.Tensor
+
+    @classmethod
+    def of_method(cls, name: str, inputs: torch.Tensor) -> Probe:
+        """A probe calling the model's method `name` (e.g. "denoise") on the inputs."""
+        return cls(lambda model, batch: getattr(model, name)(batch), inputs)
 
 
 @dataclass
@@ -407,8 +413,8 @@ def plan_execution(
         measured_images_per_s=measured,
     )
     planned = PlannedModel(model, plan)
-    for call in warm_up:
-        planned.run(planned.method(call.method), call.inputs)
+    for warm in warm_up:
+        planned.run(partial(warm.call, model), warm.inputs)
     _synchronize(device)
     plan.prepare_seconds = time.perf_counter() - started
     return planned
@@ -437,7 +443,10 @@ def _fastest(
 
 def _images_per_second(planned: PlannedModel, probe: Probe) -> float:
     """Images per second of the probe's batch: the fastest of a few timed calls after one warm-up call."""
-    function = planned.method(probe.method)
+
+    def function(batch: torch.Tensor) -> object:
+        return probe.call(planned.model, batch)
+
     planned.run(function, probe.inputs)
     _synchronize(planned.device)
     fastest = math.inf

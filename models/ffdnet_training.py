@@ -201,7 +201,7 @@ def held_out_psnr(model: FFDNet, images: list[np.ndarray], sigma: float, seed: i
             torch.from_numpy(np.array(pixels if pixels.ndim == 3 else pixels[..., None])).permute(2, 0, 1)[None] / 255.0
         )
         noisy = quantise(clean + sigma / 255.0 * torch.randn(clean.shape, generator=generator))
-        output = quantise(model.denoise_at(noisy, sigma))
+        output = quantise(model.denoise(noisy, sigma))
         noisy_total += psnr_255(noisy, clean)
         model_total += psnr_255(output, clean)
     return {"noisy_psnr_db": round(noisy_total / len(images), 3), "psnr_db": round(model_total / len(images), 3)}
@@ -344,11 +344,12 @@ def write_figures(
 ) -> None:
     """samples.png (noisy at sigma 25 / denoised / clean crops of held-out images) and loss.png."""
     generator = torch.Generator().manual_seed(4)
-    crops = [PatchSampler(held_out, 96, generator).draw(1)[0] for _ in range(8)]
+    side = min(96, *(min(image.shape[:2]) for image in held_out))
+    crops = [PatchSampler(held_out, side, generator).draw(1)[0] for _ in range(8)]
     clean = torch.stack(crops)
     noisy = quantise(clean + 25 / 255 * torch.randn(clean.shape, generator=generator))
     with torch.no_grad():
-        denoised = model.denoise_at(noisy, 25.0)
+        denoised = model.denoise(noisy, 25.0)
     image_grid([("noisy 25", noisy), ("denoised", denoised), ("clean", clean)], directory / "samples.png")
     assert state.curve is not None
     loss_curve(

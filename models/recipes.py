@@ -26,19 +26,19 @@ from models.objectives import (
 class Recipe:
     name: str  # also the checkpoint folder name
     description: str
-    tasks: tuple[str, ...]  # what the service may do with the result (see models.checkpoint.TASKS)
+    tasks: tuple[str, ...]  # what the service may do with the result: card tasks (models.tasks.card_tasks)
     architecture: str  # a key of models.architectures.ARCHITECTURES
     architecture_config: dict[str, Any] = field(hash=False)
     objective: Objective = field(default_factory=Reconstruction)
     input_size: int = 28  # side of the square input image (the low-resolution side for super-resolution);
-    # image-folder recipes leave it: their card takes the size from the images (models.folder_training)
+    # image-folder recipes leave it: their card takes the size from the images (models.training.own_images)
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3  # Adam, decayed to zero on a cosine over the whole run
     weight_decay: float = 0.0
     seed: int = 0
     # Where the training images come from: "mnist" (the IDX files) or a natural-image set of
-    # models.natural_training.NATURAL_DATASETS ("train400", "t91"), cut into patches.
+    # models.training.natural.NATURAL_DATASETS ("train400", "t91"), cut into patches.
     dataset: str = "mnist"
 
     @property

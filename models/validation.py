@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from models.architectures import Architecture, ConvVAE, SuperResolutionAE
 from models.corruptions import downscale, gaussian_noise, upscale
+from models.metrics import psnr  # peak 1.0, per image
 
 BATCH = 500
 
@@ -27,12 +28,6 @@ class ValidationData:
     index_images: torch.Tensor  # (M, 1, 28, 28) training digits that k-NN queries are matched against
     index_labels: torch.Tensor  # (M,)
     seed: int = 0
-
-
-def psnr(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of each image (peak 1.0): (B, C, H, W) x 2 -> (B,)."""
-    mse = (outputs - targets).pow(2).flatten(1).mean(dim=1).clamp_min(1e-10)
-    return -10.0 * torch.log10(mse)
 
 
 @torch.no_grad()

@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
-from app.dependencies import RegistryDep
+from app.dependencies import ServiceDep
 from app.errors import ModelNotFound
-from app.registry import MODEL_NAME_PATTERN, ModelRegistry
 from app.routes.common import ERROR_RESPONSES
 from app.schemas import ErrorResponse, ModelInfo
 from app.security import require_admin_key
+from models.checkpoint import MODEL_NAME_PATTERN, MODEL_NAME_RULE
 
 router = APIRouter(
     prefix="/v1/models",
@@ -32,28 +32,24 @@ class ReloadResult(BaseModel):
     models: list[str]
 
 
-def known_name(registry: ModelRegistry, name: str) -> str:
+def checkpoint_name(name: str) -> str:
+    """Only a name a checkpoint folder may have (models.checkpoint) goes further; the service then looks it up."""
     if not MODEL_NAME_PATTERN.match(name):
-        raise ModelNotFound("model names are checkpoint folder names: letters, digits, '.', '_', '-'", param="name")
-    registry.entry(name)  # ModelNotFound unless the scan found it
+        raise ModelNotFound(f"model names are checkpoint folder names: {MODEL_NAME_RULE}", param="name")
     return name
 
 
 @router.post("/reload", summary="Rescan the checkpoints directory", responses=ERROR_RESPONSES)
-async def reload_models(registry: RegistryDep) -> ReloadResult:
-    added, removed = await registry.rescan()
-    return ReloadResult(added=added, removed=removed, models=sorted(registry.entries))
+async def reload_models(service: ServiceDep) -> ReloadResult:
+    added, removed = await service.reload_models()
+    return ReloadResult(added=added, removed=removed, models=[model.name for model in service.models()])
 
 
 @router.post("/{name}/load", summary="Load a model and run its warm-up pass", responses=ERROR_RESPONSES)
-async def load_model(registry: RegistryDep, name: str = NamePath) -> ModelInfo:
-    name = known_name(registry, name)
-    await registry.warm_up_model(name)
-    return ModelInfo(**registry.describe(registry.entry(name)))
+async def load_model(service: ServiceDep, name: str = NamePath) -> ModelInfo:
+    return await service.load_model(checkpoint_name(name))
 
 
 @router.post("/{name}/unload", summary="Unload a model (it loads again on first use)", responses=ERROR_RESPONSES)
-async def unload_model(registry: RegistryDep, name: str = NamePath) -> ModelInfo:
-    name = known_name(registry, name)
-    await registry.unload(name)
-    return ModelInfo(**registry.describe(registry.entry(name)))
+async def unload_model(service: ServiceDep, name: str = NamePath) -> ModelInfo:
+    return await service.unload_model(checkpoint_name(name))

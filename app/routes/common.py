@@ -1,21 +1,26 @@
-"""What the routes share: the OpenAPI description of the three ways to send images, JSON bodies read after
-the key check, and errors."""
+"""What the routes share: the opening steps of an image route (`image_job`), the OpenAPI description of the
+three ways to send images, JSON bodies read after the key check, and errors.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: `image_job` builds its dependency's signature from the options
+type it is given, and FastAPI reads that signature at run time.
+"""
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Query, Request
 from pydantic import BaseModel, ValidationError
 
-from app.dependencies import require_json
+from app.dependencies import app_settings, require_json
 from app.errors import InvalidRequest
-from app.inputs import validation_failed
+from app.inputs import merge_options, read_upload, require_images, validation_failed
+from app.jobs import ImageJob
 from app.schemas import ErrorResponse
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad image or request (e.g. wrong size with preprocess=none)"},
@@ -67,9 +72,31 @@ def image_request_body(json_body: type[BaseModel], options: type[BaseModel]) -> 
 
 
 def note_request(request: Request, model: str, images: int) -> None:
-    """Record the model and image count for the access log line."""
+    """Record the model and image count for the access log line (app.middleware.RequestContext)."""
     request.state.model = model
     request.state.images = images
+
+
+def noter(request: Request) -> Callable[[str, int], None]:
+    """note_request for this request, for the service to call once it has chosen the model."""
+    return functools.partial(note_request, request)
+
+
+def image_job(
+    options_type: type[OptionsT], *, images_required: bool = True
+) -> Callable[..., Awaitable[ImageJob[OptionsT]]]:
+    """The dependency that opens every image route: read the upload (any of the three shapes), merge the
+    query options with those in the body into `options_type`, and refuse a request without images (unless
+    the route takes other inputs instead). The model is chosen later, by the service."""
+
+    async def open_image_request(request: Request, query: Annotated[options_type, Query()]) -> ImageJob[OptionsT]:  # type: ignore[valid-type]
+        upload = await read_upload(request, app_settings(request))
+        options = merge_options(options_type, query, upload.fields)
+        if images_required:
+            require_images(upload)
+        return ImageJob(upload, options, request.url.path, noter(request))
+
+    return open_image_request
 
 
 def json_body(model: type[BodyT]) -> Callable[[Request], Awaitable[BodyT]]:

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends
 
-from app.inputs import merge_options, read_upload, require_images
-from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
+from app.dependencies import ServiceDep
+from app.jobs import ImageJob
+from app.routes.common import ERROR_RESPONSES, image_job, image_request_body
 from app.schemas import Embedding, EmbeddingBody, EmbeddingList, EmbeddingOptions, EmbeddingUsage
-from app.service import ServiceDep
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
+EmbeddingRequest = Annotated[ImageJob[EmbeddingOptions], Depends(image_job(EmbeddingOptions))]
 
 
 @router.post(
@@ -24,23 +25,14 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
     responses=ERROR_RESPONSES,
     openapi_extra=image_request_body(EmbeddingBody, EmbeddingOptions),
 )
-async def embeddings(
-    request: Request, query: Annotated[EmbeddingOptions, Query()], service: ServiceDep
-) -> EmbeddingList:
-    upload = await read_upload(request, service.settings)
-    options = merge_options(EmbeddingOptions, query, upload.fields)
-    require_images(upload)
-    entry = service.registry.resolve(options.model, "embed", "embed")
-    note_request(request, entry.name, len(upload.blobs))
-    vectors, preprocessing = await service.embed(entry, upload, options.preprocess, request.url.path)  # (n, D)
-    if options.normalize:
-        vectors = torch.nn.functional.normalize(vectors, dim=1)
+async def embeddings(job: EmbeddingRequest, service: ServiceDep) -> EmbeddingList:
+    embedded = await service.embed(job)
     data = [
-        Embedding(index=index, embedding=encode_vector(vector, options.encoding_format))
-        for index, vector in enumerate(vectors)
+        Embedding(index=index, embedding=encode_vector(vector, job.options.encoding_format))
+        for index, vector in enumerate(embedded.vectors)
     ]
-    usage = EmbeddingUsage(images=len(data), preprocessing=preprocessing)
-    return EmbeddingList(model=entry.name, data=data, usage=usage)
+    usage = EmbeddingUsage(images=len(data), preprocessing=embedded.preprocessing)
+    return EmbeddingList(model=embedded.model, data=data, usage=usage)
 
 
 def encode_vector(vector: torch.Tensor, encoding_format: str) -> list[float] | str:

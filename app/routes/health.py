@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from app.dependencies import MetricsDep
-from app.registry import ModelRegistry, ready_reasons
+from app.dependencies import MetricsDep, StartedServiceDep
 from app.schemas import ErrorResponse, Health, Readiness
 from app.security import require_metrics_key
 
@@ -23,13 +22,11 @@ async def healthz() -> Health:
     summary="Readiness: the default models are loaded and have run a forward pass",
     responses={503: {"model": Readiness, "description": "not ready, with the reasons"}},
 )
-async def readyz(request: Request) -> JSONResponse:
-    registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
-    if registry is None:
+async def readyz(service: StartedServiceDep) -> JSONResponse:
+    if service is None:
         body = Readiness(status="not_ready", reasons=["the model registry is not loaded yet"])
         return JSONResponse(body.model_dump(), status_code=503)
-    reasons = ready_reasons(registry)
-    models = {name: str(entry.state) for name, entry in sorted(registry.entries.items())}
+    reasons, models = service.readiness()
     body = Readiness(status="not_ready" if reasons else "ready", reasons=reasons, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
 

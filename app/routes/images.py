@@ -4,39 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Response
 
-from app.inputs import merge_options, read_upload, require_images
-from app.offload import run_cpu_work
-from app.registry import TaskFunction
-from app.responses import IMAGE_RESPONSES, choose_format, image_response
-from app.routes.common import ERROR_RESPONSES, image_request_body, note_request
+from app.dependencies import ServiceDep
+from app.jobs import ImageJob
+from app.responses import IMAGE_RESPONSES, images_response
+from app.routes.common import ERROR_RESPONSES, image_job, image_request_body
 from app.schemas import ImageBody, ImageOptions, SuperResolveBody, SuperResolveOptions
-from app.service import Service, ServiceDep
 
 router = APIRouter(prefix="/v1", tags=["images"])
 RESPONSES = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
 OPENAPI_BODY = image_request_body(ImageBody, ImageOptions)
 SUPER_RESOLVE_BODY = image_request_body(SuperResolveBody, SuperResolveOptions)
-QueryOptions = Annotated[ImageOptions, Query()]
-SuperResolveQuery = Annotated[SuperResolveOptions, Query()]
-
-
-async def transform(request: Request, query: ImageOptions, service: Service, task: TaskFunction) -> Response:
-    """Decode the images, run them through the model's `task`, and encode the results."""
-    upload = await read_upload(request, service.settings)
-    options = merge_options(type(query), query, upload.fields)
-    require_images(upload)
-    if isinstance(options, SuperResolveOptions):  # `scale` may choose the model
-        entry = service.registry.resolve_super_resolution(options.model, options.scale)
-    else:
-        entry = service.registry.resolve(options.model, task, task)
-    note_request(request, entry.name, len(upload.blobs))
-    results = await service.transform(entry, upload, task, options.preprocess, request.url.path)
-    response_format = choose_format(options.response_format, upload.source, len(results))
-    with service.metrics.stage("encode", request.url.path):
-        pixels = sum(result.image[0].numel() for result in results)
-        return await run_cpu_work(lambda: image_response(entry.name, results, response_format), pixels)
+ImageRequest = Annotated[ImageJob[ImageOptions], Depends(image_job(ImageOptions))]
+SuperResolveRequest = Annotated[ImageJob[SuperResolveOptions], Depends(image_job(SuperResolveOptions))]
 
 
 @router.post(
@@ -49,8 +30,9 @@ async def transform(request: Request, query: ImageOptions, service: Service, tas
     openapi_extra=OPENAPI_BODY,
     response_class=Response,
 )
-async def denoise(request: Request, query: QueryOptions, service: ServiceDep) -> Response:
-    return await transform(request, query, service, "denoise")
+async def denoise(job: ImageRequest, service: ServiceDep) -> Response:
+    images = await service.denoise(job)
+    return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)
 
 
 @router.post(
@@ -65,8 +47,9 @@ async def denoise(request: Request, query: QueryOptions, service: ServiceDep) ->
     openapi_extra=SUPER_RESOLVE_BODY,
     response_class=Response,
 )
-async def super_resolve(request: Request, query: SuperResolveQuery, service: ServiceDep) -> Response:
-    return await transform(request, query, service, "super-resolve")
+async def super_resolve(job: SuperResolveRequest, service: ServiceDep) -> Response:
+    images = await service.super_resolve(job)
+    return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)
 
 
 @router.post(
@@ -78,5 +61,6 @@ async def super_resolve(request: Request, query: SuperResolveQuery, service: Ser
     openapi_extra=OPENAPI_BODY,
     response_class=Response,
 )
-async def reconstruct(request: Request, query: QueryOptions, service: ServiceDep) -> Response:
-    return await transform(request, query, service, "reconstruct")
+async def reconstruct(job: ImageRequest, service: ServiceDep) -> Response:
+    images = await service.reconstruct(job)
+    return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)

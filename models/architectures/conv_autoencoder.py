@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models.architectures.base import Architecture, check_image_size, image_size_field
+from models.architectures.protocols import Denoiser, Embedder, Reconstructor
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def conv_relu(in_channels: int, out_channels: int, padding: int | tuple[int, int
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding), nn.ReLU(inplace=True))
 
 
-class ConvAutoencoder(Architecture):
+class ConvAutoencoder(Architecture, Reconstructor, Embedder, Denoiser):
     name = "conv-autoencoder"
     config_class = ConvAutoencoderConfig
     config: ConvAutoencoderConfig

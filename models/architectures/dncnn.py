@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models.architectures.base import Architecture
+from models.architectures.protocols import Denoiser
 from models.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
 
 
@@ -38,7 +39,7 @@ class DnCNNConfig:
             raise ValueError(f"noise_sigma must be positive or None (blind), got {self.noise_sigma}")
 
 
-class DnCNN(Architecture):
+class DnCNN(Architecture, Denoiser):
     name = "dncnn"
     reads_grayscale_and_colour = True  # a grayscale network; colour by the documented rule
     config_class = DnCNNConfig

@@ -23,8 +23,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.architectures.base import Architecture
-from models.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
+from models.noise_estimation import estimate_sigma
+from models.tiling import DEFAULT_BATCH, tiled_apply
 
+# Windows of 512x512 input pixels: the network works at half resolution, so a window holds what a
+# 256x256 window of a full-resolution network does, and the margins (receptive radius 31) waste less.
+DEFAULT_TILE = 512
 SIGMA_RANGE = (0.0, 75.0)  # the noise levels (0..255 scale) the published models are trained for
 
 
@@ -96,7 +100,13 @@ class FFDNet(Architecture):
             predicted = sub_images - predicted
         return F.pixel_shuffle(predicted, 2)
 
-    def denoise_at(
+    def estimate_noise(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] -> (B,) the sigma (0..255 scale) of the white Gaussian noise in each image,
+        by the classical estimator of `models.noise_estimation` (no network involved)."""
+        levels = (images.detach().float().cpu() * 255.0).permute(0, 2, 3, 1).numpy()  # (B, H, W, C) in 0..255
+        return torch.tensor([estimate_sigma(image) for image in levels], dtype=torch.float32)
+
+    def denoise(
         self, images: torch.Tensor, sigma: torch.Tensor | float, tile: int = DEFAULT_TILE, batch: int = DEFAULT_BATCH
     ) -> torch.Tensor:
         """(B, C, H, W) in [0, 1], any H and W; sigma a scalar or a (B,) vector (0..255) -> the same shape in [0, 1].

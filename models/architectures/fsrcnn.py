@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.architectures.base import Architecture
+from models.architectures.protocols import SuperResolver
 from models.natural_images import rgb_to_ycbcr, ycbcr_to_rgb
 from models.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
 
@@ -49,7 +50,7 @@ class FSRCNNConfig:
             raise ValueError("features and shrink must be positive, mapping_layers >= 0")
 
 
-class FSRCNN(Architecture):
+class FSRCNN(Architecture, SuperResolver):
     name = "fsrcnn"
     reads_grayscale_and_colour = True  # a grayscale network; colour by the documented rule
     config_class = FSRCNNConfig

@@ -15,6 +15,7 @@ from torch import nn
 
 from models.architectures.base import Architecture
 from models.architectures.conv_autoencoder import conv_relu
+from models.architectures.protocols import SuperResolver
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class SuperResolutionAEConfig:
             raise ValueError("width and encoder_layers must be positive")
 
 
-class SuperResolutionAE(Architecture):
+class SuperResolutionAE(Architecture, SuperResolver):
     name = "sr-autoencoder"
     config_class = SuperResolutionAEConfig
     config: SuperResolutionAEConfig

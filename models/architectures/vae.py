@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.architectures.base import Architecture, check_image_size, image_size_field
+from models.architectures.protocols import Embedder, Reconstructor, VariationalCoder
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def kl_divergence(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tenso
     return 0.5 * (mean.pow(2) + log_variance.exp() - log_variance - 1.0).sum(dim=1)
 
 
-class ConvVAE(Architecture):
+class ConvVAE(Architecture, VariationalCoder, Reconstructor, Embedder):
     name = "conv-vae"
     config_class = ConvVAEConfig
     config: ConvVAEConfig

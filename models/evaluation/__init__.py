@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from models.checkpoint import (
     CARD_FILE,
@@ -30,10 +26,12 @@ from models.evaluation.context import EvaluationContext, EvaluationSettings
 from models.evaluation.denoise import evaluate_denoising
 from models.evaluation.embedding import evaluate_embedding, evaluate_reconstruction
 from models.evaluation.natural import evaluate_natural_denoising, evaluate_natural_super_resolution
+from models.evaluation.photo_denoise import evaluate_photo_denoising
 from models.evaluation.precision import measure_precision
 from models.evaluation.report import render_report
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
+from models.machine import machine_description
 
 TaskEvaluation = Callable[[Checkpoint, EvaluationContext], dict[str, Any]]
 
@@ -51,6 +49,12 @@ NATURAL_TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
     "super-resolve": evaluate_natural_super_resolution,
 }
 
+# Architectures whose tasks take another protocol than their domain's: the photo denoisers of every noise
+# level are measured on gray and colour sets under two protocols (models.evaluation.photo_denoise).
+ARCHITECTURE_EVALUATIONS: dict[str, dict[str, TaskEvaluation]] = {
+    "ffdnet": {"denoise": evaluate_photo_denoising},
+}
+
 __all__ = [
     "TASK_EVALUATIONS",
     "EvaluationContext",
@@ -60,21 +64,6 @@ __all__ = [
     "machine_description",
     "write_report",
 ]
-
-
-def machine_description(device: torch.device) -> str:
-    """E.g. 'Linux x86_64, Intel Xeon ..., 2 CPU cores, torch 2.13.0+cpu, device cpu'."""
-    processor = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        processor = names[0] if names else processor
-    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
-    return (
-        f"{platform.system()} {platform.machine()}, {processor}, {os.cpu_count()} CPU cores "
-        f"({torch.get_num_threads()} torch threads), torch {torch.__version__}, device {device} ({accelerator})"
-    )
 
 
 def checkpoint_directories(checkpoints_dir: Path, only: Sequence[str] | None = None) -> list[Path]:
@@ -91,6 +80,7 @@ def checkpoint_directories(checkpoints_dir: Path, only: Sequence[str] | None = N
 def evaluate_checkpoint(checkpoint: Checkpoint, context: EvaluationContext) -> dict[str, Any]:
     """Every task's metrics for one checkpoint: {task: metrics}."""
     evaluations = NATURAL_TASK_EVALUATIONS if checkpoint.card.input.domain == "natural" else TASK_EVALUATIONS
+    evaluations = {**evaluations, **ARCHITECTURE_EVALUATIONS.get(checkpoint.card.architecture, {})}
     unknown = [task for task in checkpoint.card.tasks if task not in evaluations]
     if unknown:
         raise ValueError(f"{checkpoint.card.name}: no evaluation for tasks {unknown}")

@@ -47,6 +47,16 @@ class EvaluationSettings:
     # natural images (models.evaluation.natural): AWGN seed, and BM3D on the first N images of each set
     natural_noise_seed: int = 0
     natural_bm3d_images: int | None = 10  # None: every image (minutes per set and sigma on 2 cores)
+    # photo denoisers of every noise level (models.evaluation.photo_denoise): BM3D costs ~10 s per gray and
+    # ~30 s per colour 481x321 image here, so it runs on the first images of the first set at some sigmas
+    photo_sigmas_gray: tuple[int, ...] = (15, 25, 50, 75)
+    photo_sigmas_colour: tuple[int, ...] = (15, 25, 50)  # a colour model costs ~1.7x per pixel
+    photo_images_per_set: int | None = None  # None: every image
+    photo_baseline_images_gray: int = 6
+    photo_baseline_sigmas_gray: tuple[int, ...] = (15, 25, 50)
+    photo_baseline_images_colour: int = 3
+    photo_baseline_sigmas_colour: tuple[int, ...] = (25,)
+    photo_speed_baseline: bool = True  # BM3D once on the 512x512 speed image (tens of seconds)
 
 
 @dataclass

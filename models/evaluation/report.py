@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from models.checkpoint import ModelCard
+from models.evaluation.photo_denoise import render_photo_denoise
 
 Lines = list[str]
 
@@ -83,6 +84,8 @@ def render_natural_super_resolve(metrics: dict[str, Any]) -> Lines:
 
 
 def render_denoise(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    if "sets" in metrics:  # a photo denoiser of every noise level (models.evaluation.photo_denoise)
+        return render_photo_denoise(metrics, report_dir)
     if metrics.get("domain") == "natural":
         return render_natural_denoise(metrics)
     lines: Lines = [metrics["protocol"] + ".", ""]
@@ -215,6 +218,13 @@ def summary_rows(cards: list[ModelCard]) -> list[list[str]]:
     rows = []
     for card in cards:
         for task in card.tasks:
+            for target in card.metrics.get(task, {}).get("targets", []):
+                measured = "" if target.get("margin_db") is None else f"{target['margin_db']:+.2f} dB"
+                if "speedup" in target:
+                    measured = f"{target['speedup']}x"
+                elif "mean_absolute_error" in target:
+                    measured = f"MAE {target['mean_absolute_error']:.2f}"
+                rows.append([card.name, task, target["description"], measured, "yes" if target["met"] else "**no**"])
             target = card.metrics.get(task, {}).get("target")
             if target is None:
                 continue

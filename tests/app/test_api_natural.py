@@ -27,6 +27,7 @@ from tiny_checkpoints import DEFAULT_MODELS
 from torch.nn import functional as F
 
 from app.main import create_app
+from app.model_choice import ModelChoice
 from app.registry import LoadState, ModelEntry, ModelRegistry
 from app.settings import DefaultModels
 from models.architectures import FSRCNN, DnCNN, DnCNNConfig, FSRCNNConfig
@@ -52,7 +53,7 @@ def add_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def natural_card(name: str, task: str, scale: int | None = None) -> ModelCard:
-    """A card shaped like models.natural_training.natural_model_card's."""
+    """A card shaped like models.training.natural.natural_model_card's."""
     return ModelCard(
         name=name,
         tasks=[task],
@@ -360,7 +361,9 @@ def test_a_scale_that_does_not_fit_is_refused(natural: TestClient) -> None:
 
 
 def test_the_scale_choice_prefers_the_default_then_its_domain_then_the_name(natural_dir: Path) -> None:
-    registry = ModelRegistry(make_settings(natural_dir, default_models=DefaultModels(**NATURAL_DEFAULTS)))
+    settings = make_settings(natural_dir, default_models=DefaultModels(**NATURAL_DEFAULTS))
+    registry = ModelRegistry(settings)
+    choice = ModelChoice(registry, settings.default_models)
 
     def add(name: str, scale: int, domain: str, state: LoadState = "not_loaded") -> None:
         card = ModelCard(name, ["super-resolve"], "fsrcnn", {}, InputSpec(3, None, None, domain), scale=scale)
@@ -373,11 +376,11 @@ def test_the_scale_choice_prefers_the_default_then_its_domain_then_the_name(natu
     add("z-photo-x4", 4, "natural")
     add("c-photo-x4", 4, "natural", state="unavailable")
     add("a-mnist-x5", 5, "mnist")
-    assert registry.resolve_super_resolution(None, 2).name == "photo-sr-x2"
-    assert registry.resolve_super_resolution(None, 4).name == "z-photo-x4"  # the default's domain before the name
-    assert registry.resolve_super_resolution(None, 5).name == "a-mnist-x5"
-    assert registry.resolve_super_resolution(None, None).name == "photo-sr-x2"
-    assert registry.resolve_super_resolution("a-mnist-x4", 4).name == "a-mnist-x4"
+    assert choice.choose_super_resolution(None, 2).name == "photo-sr-x2"
+    assert choice.choose_super_resolution(None, 4).name == "z-photo-x4"  # the default's domain before the name
+    assert choice.choose_super_resolution(None, 5).name == "a-mnist-x5"
+    assert choice.choose_super_resolution(None, None).name == "photo-sr-x2"
+    assert choice.choose_super_resolution("a-mnist-x4", 4).name == "a-mnist-x4"
 
 
 # -- limits --------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_device_and_dtype_resolution() -> None:
 def test_ae_serve_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
-    monkeypatch.setattr(cli, "get_settings", lambda: Settings(port=9123, workers=2, host="0.0.0.0"))
+    monkeypatch.setattr(cli, "settings_from_environment", lambda: Settings(port=9123, workers=2, host="0.0.0.0"))
     cli.serve([])
     cli.serve(["--port", "9999"])
     assert calls[0] == {

@@ -46,6 +46,40 @@ def test_train_delegates_to_models_train(capsys: Capture) -> None:
     assert "--data-dir" in capsys.readouterr().out
 
 
+# Run in a fresh interpreter in which torch cannot be imported, as on a machine with the client install only.
+WITHOUT_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+from aeclient.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verb", [["serve", "--port", "0"], ["train", "--list"]])
+def test_server_verbs_without_torch_say_what_is_missing(verb: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *verb], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"ae {verb[0]}: needs torch, which is not installed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_client_verbs_without_torch_still_work() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, "health", "--url", "http://127.0.0.1:9"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "cannot reach http://127.0.0.1:9" in result.stderr, result.stderr
+
+
 def test_denoise_writes_what_the_client_returns(server: str, digit_files: list[str], tmp_path: Path) -> None:
     out = tmp_path / "clean.png"
     assert main(["denoise", digit_files[0], "-o", str(out), "--url", server]) == 0

@@ -14,6 +14,7 @@ from models.architectures import (
     ConvVAE,
     ConvVAEConfig,
     DnCNN,
+    FFDNet,
     SuperResolutionAE,
     SuperResolutionAEConfig,
     build_model,
@@ -31,6 +32,7 @@ def test_registry_names_every_architecture() -> None:
         "conv-vae": ConvVAE,
         "dncnn": DnCNN,
         "fsrcnn": FSRCNN,
+        "ffdnet": FFDNet,
     }
     assert expected == ARCHITECTURES
 

@@ -131,7 +131,7 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
         ),
         ("dncnn", dncnn, each(lambda m, x: m.denoise(x, tile=24), photos)),
         ("fsrcnn", fsrcnn, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
-        ("ffdnet", ffdnet, each(lambda m, x: m.denoise_at(x, 25.0, tile=32), colour_photos)),
+        ("ffdnet", ffdnet, each(lambda m, x: m.denoise(x, 25.0, tile=32), colour_photos)),
     ]
 
 
@@ -267,7 +267,7 @@ def test_the_quality_guard_allows_a_precision_only_within_every_tolerance(
 
 
 def probe() -> Probe:
-    return Probe("denoise", _images(8, 1, 28, 28))
+    return Probe.of_method("denoise", _images(8, 1, 28, 28))
 
 
 def test_auto_measures_bfloat16_only_where_the_guard_allows_it_and_the_cpu_runs_it() -> None:

@@ -14,7 +14,8 @@ from PIL import Image
 from models.checkpoint import load_checkpoint
 from models.data import MNIST_LICENCE, MnistSplit
 from models.recipes import RECIPES, Recipe
-from models.train import TrainingData, TrainOptions, main, run, train
+from models.train import main
+from models.training import TrainingData, TrainOptions, run, train
 
 TASK_METHODS = {"reconstruct": "reconstruct", "embed": "embed", "denoise": "denoise", "super-resolve": "super_resolve"}
 

@@ -15,7 +15,7 @@ def test_psnr_of_a_known_error() -> None:
     output = target.clone()
     output[0] += 0.1  # mse 0.01 -> 20 dB
     output[1] += 0.01  # mse 1e-4 -> 40 dB
-    assert torch.allclose(psnr(output, target), torch.tensor([20.0, 40.0]), atol=1e-4)
+    assert torch.allclose(psnr(output, target), torch.tensor([20.0, 40.0], dtype=torch.float64), atol=1e-4)
 
 
 def test_knn_votes_with_the_nearest_neighbours() -> None:

@@ -1,4 +1,4 @@
-"""Train a task on a folder of one's own images into a checkpoint folder the service serves as it is.
+"""The own-images pipeline: a task trained on a folder of one's own images, served as it is.
 
     python -m models.train --images-dir PATH --task reconstruct|denoise|super-resolve|vae --name NAME
                            [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--epochs N]
@@ -6,29 +6,28 @@
 
 The folder is read by `models.image_folder` (its docstring has the rules); the recipe comes from
 `models.recipes.image_folder_recipe` and is trained by the same loop as the MNIST recipes
-(`models.train.train`). A seeded random share of the images is held out: it selects the epoch and gives
-the figures in the model card (PSNR for the image tasks, the negative ELBO for a VAE), so with few
-images those figures lean optimistic. The card's input is the images' own size and channels, in the
-domain "user-images": the service takes exactly that size (another size gets a 400 naming it).
+(`models.training.loop.train`); the command line is `models.training.cli`. A seeded random share of
+the images is held out: it selects the epoch and gives the figures in the model card (PSNR for the
+image tasks, the negative ELBO for a VAE), so with few images those figures lean optimistic. The
+card's input is the images' own size and channels, in the domain "user-images": the service takes
+exactly that size (another size gets a 400 naming it).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.architectures import Architecture, ArchitectureError, ConvVAE, build_model
-from models.checkpoint import InputSpec, ModelCard, save_checkpoint
-from models.image_folder import ImageFolder, format_size, hold_out, load_image_folder
-from models.recipes import IMAGE_FOLDER_BATCH_SIZE, Recipe, image_folder_recipe
-from models.train import ImageSplit, TrainOptions, TrainResult, train, training_run, write_figures
+from models.architectures import Architecture, ConvVAE
+from models.checkpoint import InputSpec, ModelCard
+from models.image_folder import ImageFolder, format_size, hold_out
+from models.recipes import IMAGE_FOLDER_BATCH_SIZE, Recipe
+from models.training.finish import finish, recipe_card
+from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
 from models.validation import BATCH, ValidationData, check_denoise, check_reconstruct, check_super_resolve
 
 DOMAIN = "user-images"  # anything but "mnist": the service then neither frames nor resizes inputs
@@ -134,19 +133,15 @@ def folder_model_card(
             "scores": figures,
         }
     }
-    return ModelCard(
-        name=recipe.name,
-        tasks=list(recipe.tasks),
-        architecture=recipe.architecture,
-        architecture_config=result.model.config_dict(),
-        input=input_spec(recipe, folder),
+    return recipe_card(
+        recipe,
+        result,
+        input_spec(recipe, folder),
+        training,
         normalization=f"pixels as float32 in [0, 1], {'RGB' if folder.channels == 3 else 'grayscale'}, "
         f"{format_size(folder.size)} training images",
-        scale=recipe.scale,
-        latent_size=recipe.latent_size,
         description=f"{recipe.description} Trained on {len(folder.files)} user-supplied images from "
         f"'{folder.root.name}'.",
-        training=training,
         metrics=metrics,
     )
 
@@ -159,59 +154,10 @@ def train_folder(run: FolderRun, out: Path, options: TrainOptions) -> ModelCard:
     result = train(run.recipe, split, options)
     figures = held_out_checks(run.recipe.tasks, result.model, split.validation_images, result.seed)
     card = folder_model_card(run, result, split, options.device, figures)
-    directory = Path(out) / run.recipe.name
-    card = save_checkpoint(result.model, card, directory)
-    write_figures(run.recipe, result, split, directory)
-    return card
-
-
-def command_line(argv: list[str]) -> str:
-    """The command as typed, for the card."""
-    return shlex.join(["python", "-m", "models.train", *argv])
+    return finish(run.recipe, result, split, card, out)
 
 
 def default_epochs(train_images: int, batch_size: int = IMAGE_FOLDER_BATCH_SIZE) -> int:
     """Enough epochs for MIN_STEPS optimiser steps, and at least MIN_EPOCHS."""
     steps_per_epoch = math.ceil(train_images / batch_size)
     return max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
-
-
-def main_image_folder(arguments: argparse.Namespace, argv: list[str]) -> int:
-    """`python -m models.train --images-dir ...` (arguments parsed and checked by models.train)."""
-    seed = arguments.seed if arguments.seed is not None else 0
-    try:
-        folder = load_image_folder(arguments.images_dir, arguments.channels, arguments.size)
-        train_count = len(hold_out(len(folder.images), arguments.held_out, seed)[0])
-        recipe = image_folder_recipe(
-            arguments.task,
-            arguments.name,
-            folder.channels,
-            folder.size,
-            scale=arguments.scale,
-            latent_size=arguments.latent_size,
-            epochs=arguments.epochs or default_epochs(train_count),
-            seed=seed,
-        )
-        build_model(recipe.architecture, recipe.architecture_config)  # refuse a size the network cannot take now
-    except ValueError as exc:  # ImageFolderError, ArchitectureError and the recipe's size checks
-        hint = " (pass --size, e.g. --size 32, to resize the images)" if isinstance(exc, ArchitectureError) else ""
-        print(f"error: {exc}{hint}", file=sys.stderr)
-        return 1
-    for skipped in folder.skipped:
-        print(f"skipped {folder.root / skipped.path}: {skipped.reason}", file=sys.stderr)
-    print(
-        f"{len(folder.files)} images from {folder.root} ({folder.size_rule}; {folder.channels_rule}); "
-        f"{len(folder.skipped)} skipped",
-        file=sys.stderr,
-    )
-    run = FolderRun(recipe, folder, arguments.held_out, command_line(argv))
-    options = TrainOptions(device=arguments.device, epochs=arguments.epochs, seed=arguments.seed)
-    card = train_folder(run, arguments.out, options)
-    print(
-        f"wrote {arguments.out / recipe.name} (selected epoch {card.training['selected_epoch']}, "
-        f"{card.training['duration_s']} s)",
-        file=sys.stderr,
-    )
-    for key, value in card.training["validation"].items():
-        print(f"  held-out {key}: {value}", file=sys.stderr)
-    return 0

@@ -7,24 +7,24 @@
 licences). The images are cut into square patches once (grayscale for Train400, the Y channel of
 BT.601 YCbCr for T91); the objective flips/rotates each patch at random and corrupts it (noise, or
 Pillow-bicubic downscaling), so every epoch sees new pairs. The last images of the folder, in file-name
-order, are held out: their patches choose the epoch kept. The loop is `models.train.train`, the same as
-for the MNIST recipes. The card says domain "natural", any size, RGB (grayscale pictures are served as
+order, are held out: their patches choose the epoch kept. The loop is `models.training.loop.train`, the same
+as for the MNIST recipes. The card says domain "natural", any size, RGB (grayscale pictures are served as
 RGB with equal channels), what trained the weights, under which terms, how long it took and on what.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.checkpoint import InputSpec, ModelCard, save_checkpoint
+from models.checkpoint import InputSpec, ModelCard
 from models.natural_images import load_images, luminance
 from models.recipes import Recipe
-from models.train import ImageSplit, TrainOptions, TrainResult, train, training_run, write_figures
+from models.training.finish import finish, recipe_card
+from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
 
 
 @dataclass(frozen=True)
@@ -111,17 +111,9 @@ def natural_model_card(recipe: Recipe, result: TrainResult, patches: Patches, de
         if "denoise" in recipe.tasks
         else "the network upscales the luminance (Y of BT.601 YCbCr); Cb and Cr are upscaled bicubically; RGB out"
     )
-    return ModelCard(
-        name=recipe.name,
-        tasks=list(recipe.tasks),
-        architecture=recipe.architecture,
-        architecture_config=result.model.config_dict(),
-        input=InputSpec(channels=3, height=None, width=None, domain="natural"),
-        normalization=f"pixels as float32 in [0, 1], RGB, any size (tiled inference); {colour}",
-        scale=recipe.scale,
-        description=recipe.description,
-        training=training,
-    )
+    spec = InputSpec(channels=3, height=None, width=None, domain="natural")
+    normalization = f"pixels as float32 in [0, 1], RGB, any size (tiled inference); {colour}"
+    return recipe_card(recipe, result, spec, training, normalization=normalization)
 
 
 def run_natural(
@@ -131,11 +123,4 @@ def run_natural(
     patches = load_patches(data_dir, NATURAL_DATASETS[recipe.dataset], limit_images)
     result = train(recipe, patches.split, options)
     card = natural_model_card(recipe, result, patches, options.device, command)
-    directory = Path(out) / recipe.name
-    card = save_checkpoint(result.model, card, directory)
-    write_figures(recipe, result, patches.split, directory)
-    return card
-
-
-def command_line(argv: list[str]) -> str:
-    return shlex.join(["python", "-m", "models.train", *argv])
+    return finish(recipe, result, patches.split, card, out)

@@ -1,0 +1,283 @@
+"""The playground in a real Chromium, against a real uvicorn on the shipped checkpoints.
+
+Playwright drives the system's Chromium (Debian's `chromium` package, which `.ci/run` installs; Playwright's
+own browser download is not used): the tests are skipped, saying so, where it or Playwright is missing.
+One server and one browser serve the module. The server has an API key configured, so the page's key
+prompt is tested too; the other tests' pages hold the key as a user would after typing it once.
+
+Screenshots of every view are taken on the way; they go to a temporary folder, or to the folder named
+by PLAYGROUND_SCREENSHOTS (the README's come from `PLAYGROUND_SCREENSHOTS=docs/playground`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import REPO_ROOT, running_server
+from PIL import Image
+
+from app.settings import DefaultModels
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+CHROMIUM = os.environ.get("AE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium); the browser tests need it"
+)
+
+API_KEY = "playground-test-key"
+KEY_STORAGE = "ae-playground-api-key"  # app/static/api.js
+MAP_RANGE = 3.0  # the latent view's default range; the map shows half a manifold cell more (app/static/latent.js)
+MAP_EXTENT = MAP_RANGE * (1 + 1 / 14)
+TIMEOUT_MS = 60_000  # a busy 2-core CI machine; the first photo request also loads its model
+RESOURCE_ERROR = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service on the shipped checkpoints; a link to them in a temporary folder, where the log goes."""
+    checkpoints = tmp_path_factory.mktemp("shipped") / "checkpoints"
+    checkpoints.symlink_to(REPO_ROOT / "checkpoints", target_is_directory=True)
+    env = {"AE_API_KEYS": API_KEY, "AE_MAX_BODY_BYTES": str(10 * 1024 * 1024)}
+    with running_server(checkpoints, DefaultModels().as_dict(), env) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        # --no-sandbox: CI and these machines run as root, where Chromium's sandbox cannot start.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        sync_api.expect.set_options(timeout=TIMEOUT_MS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ.get("PLAYGROUND_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Console:
+    """What the page reported as errors: console.error messages and uncaught exceptions."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+
+def open_page(browser: Any, base_url: str, with_key: bool = True, **context_options: Any) -> tuple[Any, Console]:
+    context = browser.new_context(**{"viewport": {"width": 1100, "height": 900}, **context_options})
+    if with_key:  # as if typed into the page's prompt once (sessionStorage: this tab only)
+        context.add_init_script(f"sessionStorage.setItem({KEY_STORAGE!r}, {API_KEY!r})")
+    page = context.new_page()
+    console = Console(page)
+    page.goto(base_url + "/")
+    return page, console
+
+
+def screenshot(
+    page: Any, path: Path, testid: str | None = None, max_height: int = 1000, full_top: bool = False
+) -> None:
+    """A screenshot of the screen, of the page's top or of one element (their top `max_height` pixels), as a
+    palette PNG: small enough to commit, sharp enough to read."""
+    clip = None
+    if full_top:  # the page from its top, longer than the screen
+        width = page.evaluate("document.documentElement.scrollWidth")
+        clip = {"x": 0, "y": 0, "width": width, "height": min(max_height, page.evaluate("document.body.scrollHeight"))}
+    if testid:
+        box = page.get_by_test_id(testid).bounding_box()  # relative to the viewport; the clip is on the page
+        scroll_x, scroll_y = page.evaluate("[window.scrollX, window.scrollY]")
+        clip = {"x": box["x"] + scroll_x, "y": box["y"] + scroll_y, "width": box["width"]}
+        clip["height"] = min(box["height"], max_height)
+    page.screenshot(path=path, clip=clip, full_page=clip is not None)
+    Image.open(path).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
+
+
+def number(text: str) -> float:
+    match = re.search(r"-?\d+(\.\d+)?", text)
+    assert match, text
+    return float(match.group())
+
+
+def test_an_uploaded_digit_is_denoised(browser: Any, server: str, shots: Path) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    output = page.get_by_test_id("denoise-output")
+    expect(output).to_have_attribute("src", re.compile("^data:image/png"))  # the starting example, done
+    page.get_by_test_id("upload-input").set_input_files(str(REPO_ROOT / "docs/examples/digit.png"))
+    expect(page.get_by_test_id("input-caption")).to_contain_text("digit.png")
+    expect(page.get_by_test_id("latency-denoise")).to_contain_text(re.compile(r"POST /v1/denoise \d+ ms"))
+    expect(page.get_by_test_id("psnr-denoised")).to_contain_text("dB")
+    noisy = number(page.get_by_test_id("psnr-noisy").inner_text())
+    denoised = number(page.get_by_test_id("psnr-denoised").inner_text())
+    assert denoised > noisy + 3, (noisy, denoised)  # the model removed a good part of the noise
+    expect(page.get_by_test_id("last-request")).to_contain_text("200")
+    screenshot(page, shots / "denoise.png")
+    assert console.errors == []
+
+
+def test_a_drawn_digit_is_reconstructed_and_embedded(browser: Any, server: str, shots: Path) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    page.get_by_test_id("tab-reconstruct").click()
+    expect(page.get_by_test_id("anomaly-score")).to_have_text(re.compile(r"^\d"))  # the starting example
+    box = page.get_by_test_id("draw-canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.85, steps=12)
+    page.mouse.up()  # a straight stroke: a "1"
+    expect(page.get_by_test_id("input-caption")).to_contain_text("Drawn digit")
+    expect(page.get_by_test_id("reconstruct-output")).to_have_attribute("src", re.compile("^data:image/png"))
+    expect(page.get_by_test_id("reconstruct-heatmap")).to_have_attribute("src", re.compile("^data:image/png"))
+    expect(page.get_by_test_id("anomaly-context")).to_contain_text("MNIST test set")
+    assert number(page.get_by_test_id("anomaly-score").inner_text()) > 0
+    screenshot(page, shots / "reconstruct.png", "view-reconstruct")
+
+    page.get_by_test_id("tab-embeddings").click()
+    expect(page.get_by_test_id("embedding-size")).to_have_text("32")  # mnist-ae's code
+    assert page.get_by_test_id("embedding-chart").locator("rect").count() == 32
+    expect(page.get_by_test_id("similarities").locator("li")).to_have_count(10)
+    expect(page.get_by_test_id("nearest-digit")).to_contain_text(re.compile(r"^1 \(cosine"))
+    screenshot(page, shots / "embeddings.png", "view-embeddings")
+    assert console.errors == []
+
+
+def test_a_click_on_the_latent_map_decodes_that_point(browser: Any, server: str, shots: Path) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    page.get_by_test_id("tab-latent").click()
+    expect(page.get_by_test_id("latent-count")).to_contain_text("5000 points")
+    expect(page.get_by_test_id("latent-manifold")).to_have_attribute("src", re.compile("^blob:"))
+    latent_map = page.get_by_test_id("latent-map")
+    box = latent_map.bounding_box()
+    latent_map.click(position={"x": box["width"] * 0.75, "y": box["height"] * 0.25})
+    expect(page.get_by_test_id("latent-point")).to_have_text(re.compile(r"^\(-?\d"))
+    z1, z2 = (float(v) for v in re.findall(r"-?\d+\.\d+", page.get_by_test_id("latent-point").inner_text()))
+    # Three quarters right and a quarter down from the top: (+E/2, +E/2), to the click's rounding to pixels.
+    assert z1 == pytest.approx(MAP_EXTENT / 2, abs=0.03) and z2 == pytest.approx(MAP_EXTENT / 2, abs=0.03)
+    expect(page.get_by_test_id("latent-decoded")).to_have_attribute("src", re.compile("^data:image/png"))
+    # Two points, and the path between them.
+    page.get_by_test_id("click-set-a").check()
+    latent_map.click(position={"x": box["width"] * 0.2, "y": box["height"] * 0.5})
+    page.get_by_test_id("click-set-b").check()
+    latent_map.click(position={"x": box["width"] * 0.8, "y": box["height"] * 0.6})
+    expect(page.get_by_test_id("latent-b")).not_to_have_text("–")
+    page.get_by_test_id("run-interpolate").click()
+    expect(page.get_by_test_id("interpolation").locator("img")).to_have_count(8)
+    page.get_by_test_id("latent-show-manifold").check()
+    screenshot(page, shots / "latent-space.png", "view-latent")
+    assert console.errors == []
+
+
+def test_sampling_with_a_seed_twice_gives_the_same_picture(browser: Any, server: str, shots: Path) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    page.get_by_test_id("tab-sample").click()
+    samples = page.get_by_test_id("samples").locator("img")
+
+    def sample(seed: str) -> list[str]:
+        page.get_by_test_id("sample-seed").fill(seed)
+        page.get_by_test_id("run-sample").click()
+        expect(page.get_by_test_id("sample-seed-used")).to_have_text(seed)
+        expect(samples).to_have_count(16)
+        return [samples.nth(i).get_attribute("src") for i in range(16)]
+
+    first = sample("42")
+    other = sample("43")
+    again = sample("42")
+    assert again == first and other != first
+    screenshot(page, shots / "sampling.png", "view-sample")
+    assert console.errors == []
+
+
+def test_an_invalid_upload_shows_the_apis_message(browser: Any, server: str) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    expect(page.get_by_test_id("denoise-output")).to_have_attribute("src", re.compile("^data:image/png"))
+    text = b"this is not an image"
+    page.get_by_test_id("upload-input").set_input_files(
+        files=[{"name": "not-an-image.png", "mimeType": "image/png", "buffer": text}]
+    )
+    direct = httpx.post(
+        f"{server}/v1/denoise?model=mnist-denoise",
+        files={"image": ("not-an-image.png", text, "image/png")},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert direct.status_code in (400, 415)
+    error = page.get_by_test_id("error-denoise")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text(direct.json()["error"]["message"])
+    expect(error).to_contain_text(str(direct.status_code))
+    # The browser logs the refused request itself; nothing else may go wrong.
+    assert [message for message in console.errors if not RESOURCE_ERROR.search(message)] == []
+
+
+def test_the_page_asks_for_the_key_and_keeps_it_for_the_tab_only(browser: Any, server: str) -> None:
+    page, console = open_page(browser, server, with_key=False)
+    expect = sync_api.expect
+    dialog = page.get_by_test_id("api-key-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("needs an API key")  # the API's own message
+    page.get_by_test_id("api-key-input").fill(API_KEY)
+    page.get_by_test_id("api-key-save").click()
+    expect(page.get_by_test_id("denoise-output")).to_have_attribute("src", re.compile("^data:image/png"))
+    assert page.evaluate(f"sessionStorage.getItem({KEY_STORAGE!r})") == API_KEY
+    assert page.evaluate(f"localStorage.getItem({KEY_STORAGE!r})") is None
+    other_tab = page.context.new_page()  # sessionStorage is per tab: a new tab asks again
+    other_tab.goto(server + "/")
+    expect(other_tab.get_by_test_id("api-key-dialog")).to_be_visible()
+    assert [message for message in console.errors if not RESOURCE_ERROR.search(message)] == []
+
+
+def test_every_view_works_without_console_errors(browser: Any, server: str, shots: Path) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    expect(page.get_by_test_id("denoise-output")).to_have_attribute("src", re.compile("^data:image/png"))
+
+    page.get_by_test_id("tab-photo").click()
+    page.get_by_test_id("photo-example").click()  # long work: busy, and it can be cancelled
+    expect(page.get_by_test_id("busy-photo")).to_be_visible()
+    page.get_by_test_id("cancel-photo").click()
+    expect(page.get_by_test_id("latency-photo")).to_have_text("Cancelled.")
+    expect(page.get_by_test_id("busy-photo")).to_be_hidden()
+    assert page.get_by_test_id("photo-after").get_attribute("src") is None
+    page.get_by_test_id("run-photo").click()
+    expect(page.get_by_test_id("photo-after")).to_have_attribute("src", re.compile("^blob:"))
+    expect(page.get_by_test_id("photo-sigma-used")).to_contain_text("σ = 25")
+    expect(page.get_by_test_id("photo-download")).to_have_attribute("href", re.compile("^blob:"))
+    screenshot(page, shots / "photo.png", "view-photo")
+
+    page.get_by_test_id("tab-super-resolve").click()
+    page.get_by_test_id("sr-scale").select_option("mnist-sr-x4")
+    expect(page.get_by_test_id("sr-low-size")).to_have_text("7×7")
+    expect(page.get_by_test_id("psnr-sr")).to_contain_text("dB")
+    model_psnr = number(page.get_by_test_id("psnr-sr").inner_text())
+    assert model_psnr > number(page.get_by_test_id("psnr-bicubic").inner_text())
+    screenshot(page, shots / "super-resolve.png", "view-super-resolve")
+
+    page.get_by_test_id("tab-models").click()
+    cards = sorted(path.parent.name for path in (REPO_ROOT / "checkpoints").glob("*/config.json"))
+    expect(page.get_by_test_id("model-cards").locator("article")).to_have_count(len(cards))
+    expect(page.get_by_test_id("model-card-mnist-ae")).to_contain_text("CC BY-SA 3.0")
+    expect(page.get_by_test_id("model-card-mnist-ae")).to_contain_text("cpu, float32")
+    expect(page.get_by_test_id("latency-models")).to_contain_text(re.compile(r"GET /v1/models \d+ ms"))
+    screenshot(page, shots / "models.png", "view-models", max_height=700)
+    assert console.errors == []
+
+    # A phone: one column, nothing wider than the screen.
+    phone_size = {"width": 390, "height": 844}
+    phone, phone_console = open_page(browser, server, viewport=phone_size, is_mobile=True, has_touch=True)
+    expect(phone.get_by_test_id("denoise-output")).to_have_attribute("src", re.compile("^data:image/png"))
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(phone, shots / "phone.png", max_height=1500, full_top=True)
+    assert phone_console.errors == []

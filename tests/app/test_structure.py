@@ -1,0 +1,235 @@
+"""The house rules of docs/architecture.md, checked by doing them: a new architecture and a new task served
+end to end, each weights file hashed once at start-up, and a service layer that knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, make_settings
+from fastapi import APIRouter, Depends, Response
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import app.registry
+import models.checkpoint
+from app.dependencies import ServiceDep
+from app.jobs import ImageJob
+from app.main import create_app
+from app.responses import images_response
+from app.routes.common import image_job
+from app.schemas import ImageOptions
+from models.architectures import ARCHITECTURES, Architecture, register
+from models.architectures.protocols import Denoiser
+from models.checkpoint import WEIGHTS_FILE, InputSpec, ModelCard, save_checkpoint
+from models.tasks import TASKS, Task, card_tasks
+from models.tasks import register as register_task
+from models.tasks import unregister as unregister_task
+
+# -- a new architecture and a new task, as docs/architecture.md says to add them ------------------------
+
+
+@runtime_checkable
+class Inverter(Protocol):
+    """The new task's protocol: what an architecture implements to invert images."""
+
+    def invert(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    gain: float = 1.0
+
+
+class ToyNegative(Architecture, Denoiser, Inverter):
+    """A toy architecture: 'denoises' by returning gain * image (an existing task), and inverts (a new one)."""
+
+    name: ClassVar[str] = "toy-negative"
+    config_class = ToyConfig
+    config: ToyConfig
+
+    def __init__(self, config: ToyConfig) -> None:
+        super().__init__(config)
+        self.gain = torch.nn.Parameter(torch.tensor(config.gain))
+
+    def denoise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images * self.gain).clamp(0.0, 1.0)
+
+    def invert(self, images: torch.Tensor) -> torch.Tensor:
+        return 1.0 - images
+
+
+INVERT = Task("invert", "invert", (), Inverter, lambda model, images: model.invert(images))
+InvertRequest = Annotated[ImageJob[ImageOptions], Depends(image_job(ImageOptions))]
+
+
+def invert_router() -> APIRouter:
+    """The one route the new task needs: parse (the shared opening dependency), serve, answer."""
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/invert", response_class=Response)
+    async def invert(job: InvertRequest, service: ServiceDep) -> Response:
+        images = await service.image_task(job, INVERT)
+        return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)
+
+    return router
+
+
+@pytest.fixture
+def toy_client(tmp_path: Path) -> Iterator[TestClient]:
+    register(ToyNegative)
+    register_task(INVERT)
+    try:
+        card = ModelCard(
+            name="toy-negative",
+            tasks=["denoise", "invert"],
+            architecture=ToyNegative.name,
+            architecture_config={},
+            input=InputSpec(channels=1, height=None, width=None, domain="user-images"),
+            description="a toy model of tests/app/test_structure.py",
+        )
+        save_checkpoint(ToyNegative(ToyConfig(gain=0.5)), card, tmp_path / "toy-negative")
+        application = create_app(make_settings(tmp_path, preload="all"))
+        application.include_router(invert_router())
+        with TestClient(application, raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        unregister_task(INVERT.name)
+        ARCHITECTURES.pop(ToyNegative.name, None)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(pixels).save(stream, format="PNG")
+    return stream.getvalue()
+
+
+def pixels_of(response_body: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(response_body)))
+
+
+GRADIENT = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (9, 1))  # 9 x 25, any size goes
+
+
+def test_a_new_architecture_serves_an_existing_task_through_its_route(toy_client: TestClient) -> None:
+    response = toy_client.post("/v1/denoise?model=toy-negative", files={"image": ("g.png", png(GRADIENT))})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model"] == "toy-negative"
+    assert np.abs(pixels_of(response.content).astype(int) - (GRADIENT.astype(int) // 2)).max() <= 1
+
+
+def test_a_new_task_is_served_end_to_end_by_its_table_row_and_one_route(toy_client: TestClient) -> None:
+    assert "invert" in card_tasks() and TASKS["invert"] is INVERT
+    response = toy_client.post(
+        "/v1/invert?model=toy-negative&response_format=json",
+        json={"images": [base64.b64encode(png(GRADIENT)).decode()]},
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"][0]
+    inverted = pixels_of(base64.b64decode(data["b64_png"]))
+    assert (data["width"], data["height"]) == (25, 9)
+    np.testing.assert_array_equal(inverted, 255 - GRADIENT)
+    # The table's rules hold for the new task like for the others: a task without a default needs a name,
+    # and a model whose card does not list the task is refused.
+    no_model = toy_client.post("/v1/invert", files={"image": ("g.png", png(GRADIENT))})
+    assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+    listed = toy_client.get("/v1/models/toy-negative").json()
+    assert listed["tasks"] == ["denoise", "invert"] and listed["state"] == "loaded"
+
+
+def test_a_task_the_architecture_does_not_implement_is_refused_before_it_runs(toy_client: TestClient) -> None:
+    # The card claims reconstruct, which ToyNegative does not implement: a clear 400, never a 500.
+    registry = toy_client.app.state.registry  # type: ignore[attr-defined]
+    card = registry.entries["toy-negative"].card
+    card.tasks.append("reconstruct")
+    try:
+        response = toy_client.post("/v1/reconstruct?model=toy-negative", files={"image": ("g.png", png(GRADIENT))})
+    finally:
+        card.tasks.remove("reconstruct")
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "task_not_supported"
+    assert "Reconstructor" in response.json()["error"]["message"]
+
+
+# -- each weights file is hashed once at start-up ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("preload", ["defaults", "all", "none"])
+def test_start_up_hashes_each_weights_file_once(
+    checkpoints_dir: Path, monkeypatch: pytest.MonkeyPatch, preload: str
+) -> None:
+    hashed: Counter[Path] = Counter()
+    verify = models.checkpoint.verify_weights
+
+    def counting(weights: Path, card: ModelCard, data: bytes | None = None) -> None:
+        hashed[Path(weights)] += 1
+        verify(weights, card, data)
+
+    monkeypatch.setattr(models.checkpoint, "verify_weights", counting)  # what load_checkpoint calls
+    monkeypatch.setattr(app.registry, "verify_weights", counting)  # what the registry's scan check calls
+    with TestClient(create_app(make_settings(checkpoints_dir, preload=preload))) as client:
+        registry = client.app.state.registry  # type: ignore[attr-defined]
+        with_weights = {
+            entry.directory / WEIGHTS_FILE
+            for entry in registry.entries.values()
+            if entry.card is not None and (entry.directory / WEIGHTS_FILE).is_file()
+        }
+        states = {name: entry.state for name, entry in registry.entries.items()}
+    assert with_weights and set(hashed) == with_weights
+    assert set(hashed.values()) == {1}, hashed
+    assert states["broken"] == "unavailable"  # its sha256 does not match its card: hashed once, and caught
+
+
+# -- the layers ------------------------------------------------------------------------------------------
+
+
+def run_python(code: str) -> None:
+    """Run `code` in a fresh interpreter (so that sys.modules shows what importing really loads)."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_service_layer_imports_nothing_of_http() -> None:
+    code = (
+        "import sys, app.service, app.model_choice, app.registry, app.jobs\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
+        "assert not web, web"
+    )
+    run_python(code)
+
+
+def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> None:
+    code = (
+        "import sys, models.training.cli, models.train, models.tasks\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'app'], 'models imported app'\n"
+        "import ast, pathlib\n"
+        "for path in pathlib.Path('models/training').glob('*.py'):\n"
+        "    if path.name == 'cli.py': continue\n"
+        "    tree = ast.parse(path.read_text())\n"
+        "    names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]\n"
+        "    assert not [n for n in names if n in ('models.training.cli', 'models.train')], path\n"
+    )
+    run_python(code)
+
+
+def test_the_architecture_page_shows_the_task_table_as_it_is() -> None:
+    page = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    section = page.split("## The task table", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[1].strip("`"), tuple(key.strip(" `") for key in cells[2].split(",")))
+    assert rows == {name: (task.card_task, task.default_keys) for name, task in TASKS.items()}
+    for task in TASKS.values():
+        assert f"`{task.protocol.__name__}." in section, task.name

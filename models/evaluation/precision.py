@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -119,6 +120,19 @@ def _image_task(
     return lambda planned: _batched(planned, "reconstruct", clean)
 
 
+def _denoiser(planned: PlannedModel, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's denoise method on images alone; a denoiser that takes the noise level (FFDNet) is told `sigma`."""
+    function = planned.method("denoise")
+    if "sigma" in inspect.signature(function).parameters:
+        return lambda images: function(images, sigma)
+    return function
+
+
+def _channels(checkpoint: Checkpoint) -> int:
+    """Channels to feed a model of photographs: 1 where it reads grayscale and colour alike, else its card's."""
+    return 1 if checkpoint.model.reads_grayscale_and_colour else checkpoint.card.input.channels
+
+
 def _natural_scores(
     task: str, checkpoint: Checkpoint, context: EvaluationContext, subset: GuardSubset
 ) -> Callable[[PlannedModel], float]:
@@ -127,12 +141,14 @@ def _natural_scores(
         images = load_images(context.natural_data_dir / "BSD68")[: subset.natural_images]
         sigma = checkpoint.card.architecture_config.get("noise_sigma") or 25
         generator = noise_generator(context.settings.natural_noise_seed)
-        pairs = [(to_tensor(image.pixels), None) for image in images]
+        channels = _channels(checkpoint)  # a colour network gets the grayscale photographs as RGB
+        pairs = [(to_tensor(image.pixels).expand(-1, channels, -1, -1), None) for image in images]
         noisy = [awgn(clean, sigma, generator) for clean, _ in pairs]
 
         def denoise(planned: PlannedModel) -> float:
+            function = _denoiser(planned, float(sigma))
             scores = [
-                psnr_255(quantise(planned.run(planned.method("denoise"), image).cpu()), clean)
+                psnr_255(quantise(planned.run(function, image).cpu()), clean)
                 for image, (clean, _) in zip(noisy, pairs, strict=True)
             ]
             return statistics.fmean(scores)
@@ -208,7 +224,8 @@ def _speed(planned: PlannedModel, checkpoint: Checkpoint, subset: GuardSubset) -
     """Images per second (MNIST: a batch of `speed_batch`) or megapixels per second (photographs: one tile)."""
     natural = checkpoint.card.input.domain == "natural"
     if natural:
-        inputs = torch.rand(1, 1, subset.speed_tile, subset.speed_tile, generator=torch.Generator().manual_seed(0))
+        side = subset.speed_tile
+        inputs = torch.rand(1, _channels(checkpoint), side, side, generator=torch.Generator().manual_seed(0))
         method = "denoise" if "denoise" in checkpoint.card.tasks else "super_resolve"
     else:
         scale = int(checkpoint.card.scale or 1) if "super-resolve" in checkpoint.card.tasks else 1
@@ -217,7 +234,7 @@ def _speed(planned: PlannedModel, checkpoint: Checkpoint, subset: GuardSubset) -
         method = {"denoise": "denoise", "super-resolve": "super_resolve", "embed": "embed"}.get(
             checkpoint.card.tasks[0], "reconstruct"
         )
-    function = planned.method(method)
+    function = _denoiser(planned, 25.0) if method == "denoise" else planned.method(method)
     planned.run(function, inputs)
     timings = []
     for _ in range(5):

@@ -2,7 +2,8 @@
 
 - `multipart/form-data`: one or more file parts named `image`; other (text) parts are options.
 - a raw body with an `image/*` content type: one image; options come as query parameters.
-- `application/json`: `{"images": ["<base64>", ...], ...options}`.
+- `application/json`: `{"images": ["<base64>", ...], ...options}`; /v1/embeddings also takes OpenAI's
+  `{"input": "<base64>" or ["<base64>", ...], ...}` so that OpenAI clients work unchanged.
 Query parameters are options in every shape; a field in the body wins over the same query parameter.
 The body size itself is capped while it is read (`app.middleware.BodySizeLimit`).
 """
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from app.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.imaging import ALLOWED_CONTENT_TYPES
-from app.jobs import IMAGE_PART, ImageUpload
+from app.jobs import IMAGE_PART, IMAGES_FIELD, OPENAI_INPUT_FIELD, ImageUpload
 from app.multipart import split_simple_multipart
 from app.settings import Settings
 
@@ -32,16 +33,18 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_upload(request: Request, settings: Settings) -> ImageUpload:
+async def read_upload(request: Request, settings: Settings, accept_openai_input: bool = False) -> ImageUpload:
     """The request's images and body options; refuses more images than the limit (413).
 
+    `accept_openai_input`: a JSON body may carry its images as OpenAI's `input` instead of `images`
+    (/v1/embeddings); elsewhere `input` is an unknown field, refused with the other options.
     An empty request passes here so its options are validated first; `require_images` refuses it.
     """
     kind = media_type(request)
     if kind == "multipart/form-data":
         upload = await _read_multipart(request, settings)
     elif kind == "application/json":
-        upload = _read_json(await request.body(), settings.max_images_per_request)
+        upload = _read_json(await request.body(), settings.max_images_per_request, accept_openai_input)
     elif kind in ALLOWED_CONTENT_TYPES:
         upload = ImageUpload([await request.body()], "raw", {})
     elif kind.startswith("image/"):
@@ -62,9 +65,9 @@ async def read_upload(request: Request, settings: Settings) -> ImageUpload:
     return upload
 
 
-def require_images(upload: ImageUpload) -> None:
+def require_images(upload: ImageUpload, json_fields: str = "'images'") -> None:
     if not upload.blobs:
-        where = "'images'" if upload.source == "json" else "parts named 'image'"
+        where = json_fields if upload.source == "json" else "parts named 'image'"
         raise InvalidRequest(f"the request has no images; send them as {where}", param=IMAGE_PART)
 
 
@@ -117,14 +120,23 @@ def _check_part(name: str, is_file: bool) -> None:
         raise InvalidRequest("the 'image' part must be a file (curl -F image=@digit.png)", param=name)
 
 
-def _read_json(body: bytes, max_images: int) -> ImageUpload:
+def _read_json(body: bytes, max_images: int, accept_openai_input: bool) -> ImageUpload:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValidationFailed("the JSON body must be an object", param="body")
-    images = data.pop("images", None)
+    images = data.pop(IMAGES_FIELD, None)
+    if accept_openai_input:
+        openai_input = data.pop(OPENAI_INPUT_FIELD, None)  # "input": null is no input, as "images": null is
+        if openai_input is not None:
+            if images is not None:
+                raise ValidationFailed(
+                    "send the images as 'images' or as 'input' (OpenAI's name for them), not both",
+                    param=OPENAI_INPUT_FIELD,
+                )
+            return _read_openai_input(openai_input, data, max_images)
     if images is None:
         images = []
     if not isinstance(images, list) or not all(isinstance(item, str) for item in images):
@@ -132,6 +144,25 @@ def _read_json(body: bytes, max_images: int) -> ImageUpload:
     if len(images) > max_images:  # before decoding any of them
         raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {max_images}", param="images")
     return ImageUpload([decode_base64(item, f"images[{index}]") for index, item in enumerate(images)], "json", data)
+
+
+def _read_openai_input(value: object, fields: dict[str, Any], max_images: int) -> ImageUpload:
+    """OpenAI's `input`: one base64 image (or data: URL) or a list of them, read like `images`."""
+    if isinstance(value, str):
+        texts, bare_string = [value], True
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        texts, bare_string = value, False
+    else:  # OpenAI's token arrays (lists of integers) say nothing about an image
+        raise ValidationFailed(
+            "'input' must be a base64-encoded image (or a data: URL) or a list of them", param=OPENAI_INPUT_FIELD
+        )
+    if len(texts) > max_images:  # before decoding any of them
+        raise PayloadTooLarge(
+            f"{len(texts)} images in one request; the limit is {max_images}", param=OPENAI_INPUT_FIELD
+        )
+    upload = ImageUpload([], "json", fields, json_field=OPENAI_INPUT_FIELD, bare_string=bare_string)
+    upload.blobs = [decode_base64(text, upload.param(index)) for index, text in enumerate(texts)]
+    return upload
 
 
 def decode_base64(text: str, param: str) -> bytes:

@@ -17,6 +17,8 @@ from app.preprocessing import Preprocessing
 Source = Literal["multipart", "raw", "json"]
 OptionsT = TypeVar("OptionsT", covariant=True)
 IMAGE_PART = "image"
+IMAGES_FIELD = "images"
+OPENAI_INPUT_FIELD = "input"
 # Told the chosen model and how many images a request holds, once the service knows (for the access log).
 NoteRequest = Callable[[str, int], None]
 
@@ -32,11 +34,18 @@ class ImageUpload:
     blobs: list[bytes]
     source: Source
     fields: dict[str, Any]  # options found in the body (JSON fields or multipart text parts)
+    json_field: str = IMAGES_FIELD  # the JSON field the images came in: `images`, or OpenAI's `input`
+    bare_string: bool = False  # OpenAI's `input` as one string rather than a list
+
+    @property
+    def openai_input(self) -> bool:
+        """Whether the images came as OpenAI's `input` (the answer then carries OpenAI's usage keys too)."""
+        return self.source == "json" and self.json_field == OPENAI_INPUT_FIELD
 
     def param(self, index: int) -> str:
         """How a client names image `index` in its own request (for error messages)."""
         if self.source == "json":
-            return f"images[{index}]"
+            return self.json_field if self.bare_string else f"{self.json_field}[{index}]"
         return IMAGE_PART if self.source == "raw" else f"image[{index}]"
 
 

@@ -76,6 +76,14 @@ class EmbeddingOptions(Options):
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="float: JSON numbers; base64: the vector as little-endian float32 bytes, base64-encoded"
     )
+    # OpenAI's embeddings API options, so that its clients work unchanged
+    dimensions: int | None = Field(
+        None,
+        ge=1,
+        description="the vector size the client expects: must equal the model's embedding size (its latent_size in "
+        "GET /v1/models), else 422; an autoencoder's code is not ordered by importance, so it is never truncated",
+    )
+    user: str | None = Field(None, description="accepted and ignored (OpenAI's end-user id)")
 
 
 class EncodeOptions(Options):
@@ -109,7 +117,11 @@ class SuperResolveBody(SuperResolveOptions, ImagesField):
 
 
 class EmbeddingBody(EmbeddingOptions, ImagesField):
-    pass
+    input: str | list[str] | None = Field(
+        None,
+        description="OpenAI's name for the images: one base64-encoded image (or data: URL) or a list of them; "
+        "decoded and limited like `images`, and sending both is a 422",
+    )
 
 
 class EncodeBody(EncodeOptions, ImagesField):
@@ -167,6 +179,13 @@ class InputSpecInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    # OpenAI's model object (what `openai.OpenAI().models.list()` reads), then the model card
+    id: str = Field(description="the model's name, as OpenAI's API calls it")
+    object: Literal["model"] = "model"
+    created: int = Field(
+        description="when the weights were trained (the card's training.finished_at), Unix seconds; 0 when unknown"
+    )
+    owned_by: str = Field(description="the AE_OWNED_BY setting")
     name: str
     state: Literal["loaded", "not_loaded", "unavailable"]
     reason: str | None = Field(None, description="why the model is unavailable")
@@ -222,6 +241,10 @@ class Embedding(BaseModel):
 class EmbeddingUsage(BaseModel):
     images: int
     preprocessing: list[Literal["none", "mnist-frame"]]
+    # OpenAI's usage keys, only in answers to requests that sent `input` (other answers stay as they were).
+    # Images are not tokens: each image counts as one.
+    prompt_tokens: int | None = Field(default=None, description="the number of images (requests with `input` only)")
+    total_tokens: int | None = Field(default=None, description="the number of images (requests with `input` only)")
 
 
 class EmbeddingList(BaseModel):

@@ -87,10 +87,12 @@ class Service:
 
     async def embed(self, job: ImageJob[EmbeddingOptions]) -> Embeddings:
         entry = self.choice.choose(job.options.model, EMBED)
+        check_dimensions(entry.name, job.options.dimensions, _card(entry).latent_size)  # before any work
         job.note(entry.name, len(job.upload.blobs))
         prepared = await self.prepare(job.upload, _card(entry), EMBED, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, EMBED, [p.tensor for p in prepared])
         vectors = torch.stack([output[0] for output in outputs])  # (n, D)
+        check_dimensions(entry.name, job.options.dimensions, vectors.shape[1])  # for cards that do not say
         if job.options.normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=1)
         return Embeddings(entry.name, vectors, [p.preprocessing for p in prepared])
@@ -244,10 +246,10 @@ class Service:
         return self.choice.not_ready_reasons(), states
 
     def models(self) -> list[ModelInfo]:
-        return [model_info(entry, self.registry) for _, entry in sorted(self.registry.entries.items())]
+        return [self.model_info(entry) for _, entry in sorted(self.registry.entries.items())]
 
     def model(self, name: str) -> ModelInfo:
-        return model_info(self.registry.entry(name), self.registry)
+        return self.model_info(self.registry.entry(name))
 
     async def load_model(self, name: str) -> ModelInfo:
         """Load a model and run one forward pass per task its card lists."""
@@ -255,46 +257,62 @@ class Service:
         card = entry.card or (await self.registry.load(name)).card
         tasks = [task for card_task in card.tasks for task in tasks_of_card_task(card_task)]
         await self.registry.warm_up(name, tasks)
-        return model_info(entry, self.registry)
+        return self.model_info(entry)
 
     async def unload_model(self, name: str) -> ModelInfo:
         await self.registry.unload(name)
-        return model_info(self.registry.entry(name), self.registry)
+        return self.model_info(self.registry.entry(name))
 
     async def reload_models(self) -> tuple[list[str], list[str]]:
         """Rescan the checkpoints directory -> (added, removed) names."""
         return await self.registry.rescan()
 
-
-def model_info(entry: ModelEntry, registry: ModelRegistry) -> ModelInfo:
-    """What /v1/models says of one checkpoint: its state and its card (the one place a ModelInfo is made)."""
-    card, loaded = entry.card, entry.loaded
-    spec = card.input if card else None
-    return ModelInfo(
-        name=entry.name,
-        state=entry.state,
-        reason=entry.reason,
-        tasks=card.tasks if card else [],
-        architecture=card.architecture if card else None,
-        input=InputSpecInfo(channels=spec.channels, height=spec.height, width=spec.width, domain=spec.domain)
-        if spec
-        else None,
-        latent_size=card.latent_size if card else None,
-        scale=card.scale if card else None,
-        device=str(loaded.device if loaded else registry.device),
-        dtype=loaded.planned.plan.precision if loaded else None,
-        execution=loaded.planned.plan.describe() if loaded else None,
-        description=card.description if card else "",
-        sha256=card.weights_sha256 if card else None,
-        metrics=card.metrics if card else {},
-        training=card.training if card else {},
-    )
+    def model_info(self, entry: ModelEntry) -> ModelInfo:
+        """What /v1/models says of one checkpoint: its state and its card (the one place a ModelInfo is made)."""
+        card, loaded = entry.card, entry.loaded
+        spec = card.input if card else None
+        trained_at = card.trained_at() if card else None
+        return ModelInfo(
+            # OpenAI's model object, so that OpenAI clients can list the models (`created`: 0 when the card
+            # does not say when its weights were trained)
+            id=entry.name,
+            created=int(trained_at.timestamp()) if trained_at else 0,
+            owned_by=self.settings.owned_by,
+            name=entry.name,
+            state=entry.state,
+            reason=entry.reason,
+            tasks=card.tasks if card else [],
+            architecture=card.architecture if card else None,
+            input=InputSpecInfo(channels=spec.channels, height=spec.height, width=spec.width, domain=spec.domain)
+            if spec
+            else None,
+            latent_size=card.latent_size if card else None,
+            scale=card.scale if card else None,
+            device=str(loaded.device if loaded else self.registry.device),
+            dtype=loaded.planned.plan.precision if loaded else None,
+            execution=loaded.planned.plan.describe() if loaded else None,
+            description=card.description if card else "",
+            sha256=card.weights_sha256 if card else None,
+            metrics=card.metrics if card else {},
+            training=card.training if card else {},
+        )
 
 
 def check_limit(value: int, limit: int, param: str) -> None:
     """Limits from settings are checked before any work (a 422 naming the field)."""
     if value > limit:
         raise ValidationFailed(f"{param} is {value}; the limit is {limit}", param=param)
+
+
+def check_dimensions(model: str, dimensions: int | None, size: int | None) -> None:
+    """OpenAI's `dimensions` asks for shorter vectors; an autoencoder's code has no order of importance to
+    cut by, so only the model's own size is accepted (`size` None: not known yet, nothing to check)."""
+    if dimensions is not None and size is not None and dimensions != size:
+        raise ValidationFailed(
+            f"model {model!r} makes vectors of {size} dimensions; 'dimensions' must be {size} or left out "
+            "(its vectors are not truncated)",
+            param="dimensions",
+        )
 
 
 def latents_tensor(latents: list[list[float]]) -> torch.Tensor:

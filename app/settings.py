@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     preload: Preload = Field(
         default="defaults", description="models loaded at start-up: defaults, all, none or a JSON list of names"
     )
+    owned_by: str = Field(
+        default="ae-service",
+        description="`owned_by` of every /v1/models entry (OpenAI's field): who publishes these models",
+    )
     verify_weights: bool = True  # check each weights file's sha256 against its model card
     torch_threads: int | None = Field(
         default=None,

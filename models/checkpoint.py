@@ -11,6 +11,7 @@ weights against the card and refuses, with an error naming the file, anything mi
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import re
@@ -31,6 +32,13 @@ CARD_FILE = "config.json"
 # What a model (and its checkpoint folder) may be called; the service scans only folders named so.
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MODEL_NAME_RULE = "1-64 lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"
+# The card's `training` key saying when the run that made the weights ended (ISO 8601, UTC).
+FINISHED_AT = "finished_at"
+
+
+def utc_now_iso() -> str:
+    """The current time as the cards write it: ISO 8601, UTC, whole seconds (e.g. 2026-11-27T00:53:07+00:00)."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
 
 
 class CheckpointError(Exception):
@@ -82,6 +90,17 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def trained_at(self) -> datetime.datetime | None:
+        """When training ended (`training.finished_at`), or None when the card does not say or says nonsense."""
+        text = self.training.get(FINISHED_AT)
+        if not isinstance(text, str):
+            return None
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet, FFDNetConfig
-from models.checkpoint import InputSpec, ModelCard, save_checkpoint
+from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint, utc_now_iso
 from models.natural_images import psnr_255, quantise
 from models.plots import image_grid, loss_curve
 from models.train import cpu_description
@@ -319,6 +319,7 @@ def run(
         "torch_threads": threads,
         "cpu": cpu_description(),
         "duration_s": round(state.seconds, 1),
+        FINISHED_AT: utc_now_iso(),  # `created` of /v1/models
         "minutes": round(state.seconds / 60, 1),
         "patches_per_second": round(patch_passes / max(state.seconds, 1e-9), 1),
         "held_out_validation_upload_protocol": validation,

@@ -83,17 +83,19 @@ def noter(request: Request) -> Callable[[str, int], None]:
 
 
 def image_job(
-    options_type: type[OptionsT], *, images_required: bool = True
+    options_type: type[OptionsT], *, images_required: bool = True, openai_input: bool = False
 ) -> Callable[..., Awaitable[ImageJob[OptionsT]]]:
     """The dependency that opens every image route: read the upload (any of the three shapes), merge the
     query options with those in the body into `options_type`, and refuse a request without images (unless
-    the route takes other inputs instead). The model is chosen later, by the service."""
+    the route takes other inputs instead). `openai_input`: a JSON body may carry its images as OpenAI's
+    `input` instead of `images` (/v1/embeddings). The model is chosen later, by the service."""
+    json_fields = "'images' or 'input'" if openai_input else "'images'"
 
     async def open_image_request(request: Request, query: Annotated[options_type, Query()]) -> ImageJob[OptionsT]:  # type: ignore[valid-type]
-        upload = await read_upload(request, app_settings(request))
+        upload = await read_upload(request, app_settings(request), accept_openai_input=openai_input)
         options = merge_options(options_type, query, upload.fields)
         if images_required:
-            require_images(upload)
+            require_images(upload, json_fields)
         return ImageJob(upload, options, request.url.path, noter(request))
 
     return open_image_request

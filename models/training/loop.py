@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import torch
 
 from models.architectures import Architecture, build_model
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import FINISHED_AT, CheckpointError, load_checkpoint, utc_now_iso
 from models.machine import cpu_description
 from models.progress import Progress
 from models.recipes import Recipe
@@ -206,6 +206,7 @@ def training_run(recipe: Recipe, result: TrainResult, device: str, loss_digits: 
         "torch_threads": torch.get_num_threads(),  # the last bits of the weights depend on it
         "cpu": cpu_description(),
         "duration_s": round(result.duration_s, 1),
+        FINISHED_AT: utc_now_iso(),  # `created` of /v1/models
         "images_per_second": round(result.images_per_second, 1),
         "final_train_loss": round(result.final_train_loss, loss_digits),
         "validation_losses": [round(loss, loss_digits) for loss in result.validation_losses],

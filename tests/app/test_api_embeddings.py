@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
-from service_helpers import b64, multipart, pngs
+from service_helpers import assert_error, b64, multipart, pngs
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,68 @@ def test_base64_encoding_is_little_endian_float32(client: TestClient, digits: to
 def test_the_model_is_chosen_by_name(client: TestClient, digits: torch.Tensor) -> None:
     response = client.post("/v1/embeddings?model=tiny-vae-2d", files=multipart(png_bytes(digits[0])))
     assert response.json()["model"] == "tiny-vae-2d" and vectors(response).shape == (1, 2)
+
+
+# -- OpenAI's request shape (the SDK and LangChain against a real server: test_openai_clients.py) ----------
+
+
+def test_openai_input_is_read_like_images(client: TestClient, digits: torch.Tensor) -> None:
+    images = [b64(data) for data in pngs(digits)]
+    expected = vectors(client.post("/v1/embeddings", json={"images": images}))
+    as_list = client.post("/v1/embeddings", json={"model": "tiny-ae", "input": images})
+    np.testing.assert_allclose(vectors(as_list), expected, rtol=1e-5, atol=1e-6)
+    one = client.post("/v1/embeddings", json={"input": f"data:image/png;base64,{images[2]}", "user": "u-1"})
+    np.testing.assert_allclose(vectors(one), expected[2:3], rtol=1e-5, atol=1e-6)
+
+
+def test_openai_usage_keys_come_only_with_input(client: TestClient, digits: torch.Tensor) -> None:
+    images = [b64(data) for data in pngs(digits[:3])]
+    openai_usage = client.post("/v1/embeddings", json={"input": images}).json()["usage"]
+    assert openai_usage == {"images": 3, "preprocessing": ["none"] * 3, "prompt_tokens": 3, "total_tokens": 3}
+    own_usage = client.post("/v1/embeddings", json={"images": images}).json()["usage"]
+    assert own_usage == {"images": 3, "preprocessing": ["none"] * 3}  # as before: existing callers see no change
+
+
+def test_images_and_input_together_are_refused_naming_both(client: TestClient, digits: torch.Tensor) -> None:
+    image = b64(png_bytes(digits[0]))
+    error = assert_error(client.post("/v1/embeddings", json={"images": [image], "input": [image]}), 422)
+    assert error["param"] == "input" and "'images'" in error["message"] and "'input'" in error["message"]
+
+
+@pytest.mark.parametrize("value", [[1, 2, 3], [[1, 2]], 7, {"image": "x"}, ["ok", 5]])
+def test_input_that_is_not_base64_text_is_a_422(client: TestClient, value: object) -> None:
+    error = assert_error(client.post("/v1/embeddings", json={"input": value}), 422, "validation_error")
+    assert error["param"] == "input"
+
+
+def test_bad_input_images_are_named_as_the_client_sent_them(client: TestClient, digits: torch.Tensor) -> None:
+    good = b64(png_bytes(digits[0]))
+    listed = assert_error(client.post("/v1/embeddings", json={"input": [good, "@@@"]}), 400, "invalid_image")
+    assert listed["param"] == "input[1]" and "base64" in listed["message"]
+    bare = assert_error(client.post("/v1/embeddings", json={"input": b64(b"no image")}), 400, "invalid_image")
+    assert bare["param"] == "input"
+    assert_error(client.post("/v1/embeddings", json={"input": []}), 400, "invalid_request")
+
+
+def test_input_has_the_image_count_limit(make_client: Callable[..., TestClient], digits: torch.Tensor) -> None:
+    limited = make_client(max_images_per_request=3)
+    error = assert_error(limited.post("/v1/embeddings", json={"input": [b64(png_bytes(digits[0]))] * 4}), 413)
+    assert error["param"] == "input" and "limit is 3" in error["message"]
+
+
+def test_input_is_an_embeddings_field_only(client: TestClient, digits: torch.Tensor) -> None:
+    error = assert_error(client.post("/v1/denoise", json={"input": [b64(png_bytes(digits[0]))]}), 422)
+    assert "input" in error["message"]
+
+
+def test_dimensions_must_be_the_models_size(client: TestClient, digits: torch.Tensor) -> None:
+    image = b64(png_bytes(digits[0]))
+    assert vectors(client.post("/v1/embeddings", json={"input": image, "dimensions": 16})).shape == (1, 16)
+    error = assert_error(client.post("/v1/embeddings", json={"input": image, "dimensions": 8}), 422)
+    assert error["param"] == "dimensions" and "16" in error["message"]
+    # From a form or the query too, and for the model named
+    form = client.post(
+        "/v1/embeddings?model=tiny-vae-2d", files=multipart(png_bytes(digits[0])), data={"dimensions": "3"}
+    )
+    assert "2" in assert_error(form, 422)["message"]
+    assert_error(client.post("/v1/embeddings?dimensions=0", json={"input": image}), 422)

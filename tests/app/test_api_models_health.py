@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ import pytest
 from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, multipart
+from tiny_checkpoints import TINY_AE_FINISHED_AT
 
 from app.main import create_app
 from app.observability import JsonFormatter
@@ -44,6 +46,20 @@ def test_models_lists_every_checkpoint_with_its_card(client: TestClient, checkpo
     assert models["tiny-vae-3d"]["state"] == "not_loaded"  # not a default: loaded on first use
     assert models["tiny-vae-3d"]["execution"] is None and models["tiny-vae-3d"]["dtype"] is None
     assert models["tiny-vae-3d"]["latent_size"] == 3
+
+
+def test_models_are_openai_model_objects_too(client: TestClient, make_client: Callable[..., TestClient]) -> None:
+    listed = client.get("/v1/models").json()["data"]
+    assert [item["id"] for item in listed] == [item["name"] for item in listed]
+    assert {item["object"] for item in listed} == {"model"}
+    assert {item["owned_by"] for item in listed} == {"ae-service"}  # the setting's default
+    created = {item["id"]: item["created"] for item in listed}
+    # tiny-ae's card says when it was trained; the other cards do not (nor can a card that is not JSON).
+    assert created.pop("tiny-ae") == int(datetime.datetime.fromisoformat(TINY_AE_FINISHED_AT).timestamp())
+    assert set(created.values()) == {0}
+    one = client.get("/v1/models/tiny-ae").json()
+    assert one == next(item for item in listed if item["id"] == "tiny-ae")
+    assert make_client(owned_by="lab-7").get("/v1/models/tiny-sr-x2").json()["owned_by"] == "lab-7"
 
 
 def test_a_broken_checkpoint_is_listed_unavailable_and_the_others_serve(client: TestClient) -> None:

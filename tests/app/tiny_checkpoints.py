@@ -18,10 +18,12 @@ from models.architectures import (
     SuperResolutionAE,
     SuperResolutionAEConfig,
 )
-from models.checkpoint import InputSpec, ModelCard, save_checkpoint
+from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint
 from models.corruptions import downscale, gaussian_noise
 
 NOISE_SIGMA = 0.4
+# When tiny-ae's card says it was trained (the other tiny cards do not say): `created` of /v1/models.
+TINY_AE_FINISHED_AT = "2026-01-02T03:04:05+00:00"
 
 
 def _train(
@@ -91,7 +93,9 @@ def _build(root: Path, steps: int) -> dict[str, float]:
 
     # Untrained models where only determinism and shapes are checked (embeddings, VAE sampling, the grid).
     ae = ConvAutoencoder(ConvAutoencoderConfig(widths=(8, 8, 8), latent_size=16))
-    save_checkpoint(ae, _card("tiny-ae", ["reconstruct", "embed"], latent_size=16), root / "tiny-ae")
+    ae_card = _card("tiny-ae", ["reconstruct", "embed"], latent_size=16)
+    ae_card.training[FINISHED_AT] = TINY_AE_FINISHED_AT
+    save_checkpoint(ae, ae_card, root / "tiny-ae")
     vae = ConvVAE(ConvVAEConfig(latent_size=2, widths=(8, 16), hidden_size=32))
     save_checkpoint(vae, _card("tiny-vae-2d", ["vae", "embed", "reconstruct"], latent_size=2), root / "tiny-vae-2d")
     vae3 = ConvVAE(ConvVAEConfig(latent_size=3, widths=(8, 16), hidden_size=32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ import torch
 from models.architectures import ConvAutoencoder, ConvAutoencoderConfig, ConvVAE, ConvVAEConfig
 from models.checkpoint import (
     CARD_FILE,
+    FINISHED_AT,
     WEIGHTS_FILE,
     CheckpointError,
     InputSpec,
@@ -22,6 +24,7 @@ from models.checkpoint import (
     save_checkpoint,
     sha256_of,
     update_metrics,
+    utc_now_iso,
 )
 
 
@@ -191,3 +194,33 @@ def test_update_metrics_keeps_the_weights_valid(saved: Path) -> None:
     update_metrics(saved, {"psnr": 21.5})
     loaded = load_checkpoint(saved)
     assert loaded.card.metrics == {"psnr": 21.5}
+
+
+@pytest.mark.parametrize(
+    ("finished_at", "expected"),
+    [
+        ("2026-11-27T00:53:07+00:00", datetime.datetime(2026, 11, 27, 0, 53, 7, tzinfo=datetime.UTC)),
+        ("2026-11-27T01:53:07+01:00", datetime.datetime(2026, 11, 27, 0, 53, 7, tzinfo=datetime.UTC)),
+        ("2026-11-27T00:53:07", datetime.datetime(2026, 11, 27, 0, 53, 7, tzinfo=datetime.UTC)),  # naive: UTC
+        ("last tuesday", None),
+        (1764204787, None),
+        (None, None),
+    ],
+)
+def test_trained_at_reads_the_cards_finish_time(finished_at: object, expected: datetime.datetime | None) -> None:
+    training = {} if finished_at is None else {FINISHED_AT: finished_at}
+    card = ModelCard(
+        name="m", tasks=["embed"], architecture="conv-autoencoder", architecture_config={},
+        input=InputSpec(channels=1, height=28, width=28), training=training,
+    )  # fmt: skip
+    assert card.trained_at() == expected
+
+
+def test_utc_now_iso_is_read_back_by_trained_at() -> None:
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    card = ModelCard(
+        name="m", tasks=["embed"], architecture="conv-autoencoder", architecture_config={},
+        input=InputSpec(channels=1, height=28, width=28), training={FINISHED_AT: utc_now_iso()},
+    )  # fmt: skip
+    trained_at = card.trained_at()
+    assert trained_at is not None and before <= trained_at <= datetime.datetime.now(datetime.UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import io
 import json
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_every_recipe_trains_one_step_and_writes_a_checkpoint(name: str, data: T
     for key in ("batch_size", "optimiser", "learning_rate", "duration_s", "final_train_loss", "cpu", "validation"):
         assert key in training, key
     assert isinstance(training["final_train_loss"], float)
+    trained_at = card.trained_at()  # `created` of /v1/models: the run ended moments ago
+    assert trained_at is not None and abs((datetime.datetime.now(datetime.UTC) - trained_at).total_seconds()) < 600
     assert "img/s" in stream.getvalue() and "loss" in stream.getvalue()
 
     low = torch.rand(2, 1, recipe.input_size, recipe.input_size)

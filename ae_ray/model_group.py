@@ -154,7 +154,8 @@ class ModelGroup:
     async def load(self) -> dict[str, str]:
         """Load the request's checkpoint here (multiplexed model id); -> where it runs (device, dtype)."""
         replica_model = await self.model(serve.get_multiplexed_model_id())
-        return {"device": str(replica_model.loaded.device), "dtype": str(replica_model.loaded.dtype)}
+        plan = replica_model.loaded.planned.plan
+        return {"device": str(replica_model.loaded.device), "dtype": plan.precision}
 
     async def run(self, task_name: str, inputs: np.ndarray) -> Arrays:
         """inputs ((n, C, H, W) images or (n, D) latents, float32) -> the task's outputs for them, batched with

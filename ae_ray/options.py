@@ -72,8 +72,8 @@ class RayServeOptions(BaseSettings):
     def model_deployment_options(self, settings: Settings) -> dict[str, Any]:
         """`.options(...)` of every model deployment, from these settings and the service's (AE_*).
 
-        A replica takes as many requests at once as the plain service admits per model
-        (AE_MAX_REQUESTS_IN_FLIGHT): its batcher needs them in hand to form full batches.
+        A replica takes as many requests at once as the plain service always admits per model (two full
+        batches, 2 x AE_BATCH_MAX_SIZE): its batcher needs them in hand to form full batches.
         """
         scaling: dict[str, Any]
         if self.num_replicas is not None:
@@ -91,7 +91,7 @@ class RayServeOptions(BaseSettings):
             }
         return {
             **scaling,
-            "max_ongoing_requests": settings.max_requests_in_flight,
+            "max_ongoing_requests": requests_per_model(settings),
             "ray_actor_options": {"num_cpus": self.cpus_per_replica, "num_gpus": self.gpus_per_replica},
         }
 
@@ -99,6 +99,11 @@ class RayServeOptions(BaseSettings):
         # The gateway holds requests while the model replicas work: allow every model's share at once.
         return {
             "num_replicas": self.gateway_replicas,
-            "max_ongoing_requests": settings.max_requests_in_flight * len(self.group_names()),
+            "max_ongoing_requests": requests_per_model(settings) * len(self.group_names()),
             "ray_actor_options": {"num_cpus": self.gateway_cpus},
         }
+
+
+def requests_per_model(settings: Settings) -> int:
+    """Requests one model always has admitted in the plain service: two full batches (app.admission)."""
+    return 2 * settings.batch_max_size

@@ -1,6 +1,7 @@
 """The application: `uvicorn app.main:app`, or `create_app(settings)` in tests.
 
-Start-up (the lifespan) scans the checkpoints, loads the models to preload, and runs a real forward
+Start-up (the lifespan) scans the checkpoints, loads the models to preload (each with its execution
+plan, measured and warmed up for the batcher's batch sizes: models.execution), and runs a real forward
 pass through every default model's batchers; /readyz answers 200 only after that. A broken
 checkpoint is listed as unavailable and never stops the others. Under uvicorn, SIGTERM and SIGINT then
 start a drain (app.lifecycle) instead of an abrupt stop.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +33,7 @@ from app.routes.playground import playground_router
 from app.schemas import ErrorResponse
 from app.security import install_cors, require_api_key
 from app.settings import Settings, settings_from_environment
+from models.execution import available_cpus
 from models.tasks import tasks_of_default
 
 logger = logging.getLogger("app.main")
@@ -41,6 +44,14 @@ UNAUTHORIZED: dict[int | str, dict[str, object]] = {
 # The routes that run models: admission control (app.admission) bounds their requests in flight.
 # Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
 MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
+
+
+def torch_threads(settings: Settings) -> int:
+    """AE_TORCH_THREADS, else this process's share of the cores it may use (affinity, cgroup quota) among
+    AE_WORKERS processes: more threads than cores only fight each other."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    return max(1, available_cpus() // settings.workers)
 
 
 async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
@@ -76,8 +87,8 @@ async def warm_up(registry: ModelRegistry, choice: ModelChoice) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(torch_threads(settings))
+    started = time.perf_counter()
     registry = await start_registry(settings, app.state.metrics)
     # What start-up built (modules, models, the registry) lives as long as the process. Freezing it
     # takes it out of the garbage collector's sight, so the full collections that requests trigger no
@@ -88,7 +99,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # After start-up, so that a signal during start-up stops the process as uvicorn does.
     if app.state.drain.install():
         logger.info("SIGTERM and SIGINT drain for %g s before shutting down", settings.shutdown_drain_s)
-    logger.info("service started with %d models on %s", len(registry.entries), registry.device)
+    logger.info(
+        "service started in %.1f s with %d models on %s, %d torch threads",
+        time.perf_counter() - started,
+        len(registry.entries),
+        registry.device,
+        torch.get_num_threads(),
+    )
     try:
         yield
     finally:
@@ -126,9 +143,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
     app.add_middleware(
         AdmissionControl,
-        limit=settings.max_requests_in_flight,
+        deadline_s=settings.batch_timeout_s,
+        max_images=settings.batch_max_queue_images,
         paths=model_routes,
         max_loop_lag_ms=settings.max_loop_lag_ms,
+        min_requests=2 * settings.batch_max_size,
         known_models=lambda: app.state.registry.entries if app.state.registry is not None else (),
     )
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)

@@ -2,7 +2,9 @@
 
 `scan()` reads every `<checkpoints_dir>/<name>/config.json` (folders named as `models.checkpoint` allows);
 `verify()` checks a weights file's sha256 against its card without loading it; `load()` rebuilds a model
-(checking the sha256 as it reads the weights), puts it on the configured device and dtype, and gives it one
+(checking the sha256 as it reads the weights), puts it on the configured device with its execution plan
+(models.execution: memory format, precision under the card's quality guard, batch norms folded, compiled
+or not; measured on this machine and warmed up for the batch sizes the batcher uses), and gives it one
 `Batcher` per task (`models.tasks`), all sharing one worker thread per model. Each weights file is hashed
 once at start-up: those of the models loaded then (preloaded and default ones) as they load, the others by
 `verify()`. A checkpoint that fails is
@@ -44,11 +46,20 @@ from models.checkpoint import (
     require_weights,
     verify_weights,
 )
+from models.execution import (
+    ExecutionError,
+    PlannedModel,
+    Probe,
+    describe_hardware,
+    native_precisions,
+    plan_execution,
+)
 from models.tasks import Task, tasks_of_card_task
 
 logger = logging.getLogger("app.registry")
 LoadState = Literal["loaded", "not_loaded", "unavailable"]
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PROBE_BATCH = 32  # images per timed call when a plan is chosen for a fixed-size model (a typical batch under load)
+PROBE_SIDE = 128  # any-size models (photographs): one window of this side
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -64,22 +75,44 @@ def resolve_device(setting: str) -> torch.device:
     return device
 
 
-def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """Half precision is a GPU option: CPU kernels for float16 are slow or missing, so CPU stays float32."""
-    if device.type != "cuda" and setting != "float32":
-        logger.warning("AE_DTYPE=%s applies to GPUs only; models on %s use float32", setting, device)
-        return torch.float32
-    return TORCH_DTYPES[setting]
+def check_precision(setting: str, device: torch.device) -> None:
+    """A precision named in AE_PRECISION must be one the device runs natively: else a start-up error."""
+    if setting != "auto" and setting not in native_precisions(device):
+        raise ExecutionError(
+            f"AE_PRECISION={setting}: {describe_hardware(device)} does not run {setting} natively "
+            f"(it runs {', '.join(native_precisions(device))}); use AE_PRECISION=auto or float32"
+        )
+
+
+def probe_and_warm_up(card: ModelCard, max_batch_size: int) -> tuple[Probe, list[Probe]]:
+    """What a plan is measured on (a typical batch of the card's first task) and warmed up with: a batch of 1,
+    of 2 and a full one, the sizes a compiled model specialises on (other sizes then share one dynamic graph)."""
+    task = tasks_of_card_task(card.tasks[0])[0]
+    one = task.batch_input(task.warm_up_input(card))  # (1, C, H, W), or (1, D, 1, 1) latents
+
+    def call(model: torch.nn.Module, batch: torch.Tensor) -> object:
+        return task.run(model, batch)
+
+    if card.input.any_size:
+        probe_input = torch.rand(1, one.shape[1], PROBE_SIDE, PROBE_SIDE, generator=torch.Generator().manual_seed(0))
+        return Probe(call, probe_input), [Probe(call, one)]
+    batch = min(PROBE_BATCH, max_batch_size)
+    inputs = torch.rand((batch, *one.shape[1:]), generator=torch.Generator().manual_seed(0))
+    sizes = sorted({1, 2, max_batch_size})
+    return Probe(call, inputs), [Probe(call, one.expand(size, *one.shape[1:]).clone()) for size in sizes]
 
 
 @dataclass
 class LoadedModel:
     card: ModelCard
-    model: torch.nn.Module
+    planned: PlannedModel  # the model with its execution plan applied
     device: torch.device
-    dtype: torch.dtype
     executor: concurrent.futures.ThreadPoolExecutor
     batchers: dict[str, Batcher] = field(default_factory=dict)  # by task name
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.planned.model
 
 
 @dataclass
@@ -107,7 +140,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
+        check_precision(settings.precision, self.device)
         self.observer = observer
         self.batching = BatchingConfig(
             max_batch_size=settings.batch_max_size,
@@ -207,22 +240,38 @@ class ModelRegistry:
             raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
         try:
             loaded = self._build(entry)
-        except Exception as exc:  # CheckpointError, or e.g. out of GPU memory: this model only is unavailable
+        except Exception as exc:  # CheckpointError, a plan that cannot run, out of GPU memory: this model only
             entry.mark_unavailable(str(exc))
             raise ModelUnavailable(f"model {name!r} is unavailable: {exc}", param="model") from None
         entry.card, entry.verified = loaded.card, True
         entry.loaded = loaded
+        planned = loaded.planned
         entry.state = "loaded"
-        logger.info("loaded model %s on %s as %s", name, self.device, str(self.dtype).removeprefix("torch."))
+        logger.info("loaded model %s on %s: %s", name, self.device, planned.plan.summary())
+        for reason in planned.plan.reasons:
+            logger.info("  %s: %s", name, reason)
         return entry.loaded
 
     def _build(self, entry: ModelEntry) -> LoadedModel:
-        """The model of the folder's current card and weights, on the device, with its own worker thread
-        (blocking: reads and hashes the weights). Raises CheckpointError, or whatever moving it raises."""
+        """The model of the folder's current card and weights with its execution plan applied (models.execution),
+        on the device, with its own worker thread (blocking: reads and hashes the weights, measures the plan).
+        Raises CheckpointError, or a RuntimeError naming the plan's warm-up that failed."""
         checkpoint = load_checkpoint(entry.directory, device="cpu", verify=self.settings.verify_weights)
-        model = checkpoint.model.to(device=self.device, dtype=self.dtype).eval()
+        try:
+            probe, warm_up = probe_and_warm_up(checkpoint.card, self.settings.batch_max_size)
+            planned = plan_execution(
+                checkpoint.model,
+                device=self.device,
+                precision=self.settings.precision,
+                compile=self.settings.compile,
+                serving=checkpoint.card.serving,
+                probe=probe,
+                warm_up=warm_up,
+            )
+        except Exception as exc:  # choosing the plan runs the model: one that cannot is out
+            raise RuntimeError(f"warm-up forward pass failed while choosing its execution plan: {exc}") from exc
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{entry.name}")
-        return LoadedModel(checkpoint.card, model, self.device, self.dtype, executor)
+        return LoadedModel(checkpoint.card, planned, self.device, executor)
 
     async def load(self, name: str) -> LoadedModel:
         """Load on first use, off the event loop, once even when many requests ask at the same time."""
@@ -367,10 +416,12 @@ class ModelRegistry:
                 param="model",
             )
 
+        planned = loaded.planned
+
         def run(batch: torch.Tensor) -> BatchOutput:
             try:
-                with torch.inference_mode():
-                    outputs = task.run(loaded.model, batch.to(device=loaded.device, dtype=loaded.dtype))
+                # float32 in and out; the plan (memory format, precision) applies in between
+                outputs = planned.run(lambda inputs: task.run(planned.model, inputs), batch)
             except torch.cuda.OutOfMemoryError:
                 # Free the cached blocks this pass left behind so the next batches have room.
                 if loaded.device.type == "cuda":
@@ -383,8 +434,8 @@ class ModelRegistry:
                 logger.exception("model %s failed on a batch of %d", loaded.card.name, len(batch))
                 raise ModelFailed(f"model {loaded.card.name!r} failed on this request: {type(exc).__name__}") from None
             if isinstance(outputs, tuple):
-                return tuple(output.float().cpu() for output in outputs)
-            return outputs.float().cpu()
+                return tuple(output.cpu() for output in outputs)
+            return outputs.cpu()
 
         return run
 

@@ -216,7 +216,12 @@ class ModelInfo(BaseModel):
     latent_size: int | None
     scale: int | None
     device: str
-    dtype: str
+    dtype: str | None = Field(None, description="the precision of the model step once loaded (see execution)")
+    execution: dict[str, Any] | None = Field(
+        None,
+        description="once loaded, its execution plan: precision, memory_format, batch_norm_folded, compiled, "
+        "threads, the reasons of each choice, the measured candidates and prepare_seconds",
+    )
     description: str
     sha256: str | None = Field(
         None, description="sha256 of the model.safetensors that serves (or will, once loaded), checked when it loads"

@@ -44,8 +44,14 @@ class Settings(BaseSettings):
     # Models
     checkpoints_dir: Path = Path("checkpoints")
     device: str = Field(default="auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        default="float32", description="half precision applies on GPU only; on CPU models stay float32"
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="the model step's precision (models.execution): auto uses bfloat16/float16 only where the "
+        "card's quality guard allows it and the hardware runs it natively; a named one the hardware cannot run "
+        "stops start-up",
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile the models (auto: on CUDA only; compiling on a CPU takes minutes)"
     )
     default_models: DefaultModels = Field(default_factory=DefaultModels)
     preload: Preload = Field(
@@ -57,7 +63,10 @@ class Settings(BaseSettings):
     )
     verify_weights: bool = True  # check each weights file's sha256 against its model card
     torch_threads: int | None = Field(
-        default=None, ge=1, description="torch.set_num_threads; unset leaves torch's choice"
+        default=None,
+        ge=1,
+        description="torch.set_num_threads; unset: the cores this process may use (its CPU affinity and cgroup "
+        "quota), shared among AE_WORKERS",
     )
 
     # Limits, checked before any work is done
@@ -76,18 +85,13 @@ class Settings(BaseSettings):
     )
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
-    # One full batch per model: enough to keep the model running full batches, few enough that an
-    # admitted request waits about one pass, and that the event loop keeps time under a flood.
-    max_requests_in_flight: int = Field(
-        default=64,
-        ge=1,
-        description="per model: inference requests served at once; more get 503 + Retry-After before "
-        "their body is read (app.admission)",
-    )
+    # Admission (app.admission): a request is admitted when its expected wait, from the model's measured
+    # cost per image and the images ahead of it, is within its deadline (batch_timeout_s).
     max_loop_lag_ms: float = Field(
         default=25.0,
         ge=0,
-        description="while the event loop runs later than this, fewer requests are admitted (0: off)",
+        description="while the event loop runs later than this, a model's requests beyond two full batches are "
+        "admitted with shorter expected waits (0: off)",
     )
 
     # Connections (app.connections): slow or idle clients must not hold the process's file descriptors

@@ -10,6 +10,10 @@ With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.ba
 (the service's default settings) instead of calling the model: what batching alone buys without the rest of the
 service (validation, preprocessing, middleware, logging, metrics).
 
+With `AE_BENCH_PLAN=1` the model runs with the execution plan the service chooses for it on this machine
+(models.execution: memory format, precision under the card's quality guard, batch norms folded), still one
+pass per request: what the plan alone buys, without batching (`AE_BENCH_PRECISION` sets AE_PRECISION).
+
     AE_BENCH_CHECKPOINT=checkpoints/mnist-denoise uvicorn bench.naive_server:app --port 8001
 """
 
@@ -26,13 +30,19 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 
 from app.batching import Batcher, BatchingConfig
+from bench.limit import planned_model
 from models.checkpoint import load_checkpoint
 
 
-def create_app(checkpoint_dir: Path, device: str = "cpu", batched: bool = False) -> FastAPI:
+def create_app(
+    checkpoint_dir: Path, device: str = "cpu", batched: bool = False, plan: bool = False, precision: str = "auto"
+) -> FastAPI:
     model = load_checkpoint(checkpoint_dir, device=device).model
+    planned = planned_model(checkpoint_dir, device, precision) if plan else None
 
     def forward(images: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1, H, W)
+        if planned is not None:
+            return planned.run(planned.model, images).cpu()
         with torch.inference_mode():
             return model(images.to(device)).cpu()
 
@@ -71,4 +81,6 @@ app = create_app(
     Path(os.environ.get("AE_BENCH_CHECKPOINT", "checkpoints/mnist-denoise")),
     os.environ.get("AE_BENCH_DEVICE", "cpu"),
     batched=os.environ.get("AE_BENCH_BATCHED", "") == "1",
+    plan=os.environ.get("AE_BENCH_PLAN", "") == "1",
+    precision=os.environ.get("AE_BENCH_PRECISION", "auto"),
 )

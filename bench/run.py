@@ -2,17 +2,25 @@
 
     python -m bench.run --data-dir /work/shared/datasets/mnist --out docs/benchmarks.md
 
-1. the limit: in-process images/s of every MNIST checkpoint at batch sizes 1, 8, 64, 256, on one
-   core (the server's share below) and on all cores;
-2. the naive server (`bench/naive_server.py`, one forward pass per request) and
+1. the limit: in-process images/s of every MNIST checkpoint at batch sizes 1, 8, 64, 256, eager and
+   with the service's execution plan (models.execution), on one core (the server's share below) and
+   on all cores; and the photo denoiser bsd-denoise-sigma25 through its tiled path on one core;
+2. the naive server (`bench/naive_server.py`, one forward pass per request, eager NCHW float32 as a
+   user writes it first), the same with the service's execution plan ("naive + plan": what the plan
+   buys without the serving), the same route through the Batcher, and LitServe
+   (`bench/litserve_server.py`: max_batch_size=32, batch_timeout=5 ms, same PNG codec), and
 3. the service (`uvicorn app.main:app`), each started as its own process pinned with `taskset` to
    core 0, loaded by `bench.loadgen` pinned to core 1: single-image requests to `/v1/denoise`
    (model `mnist-denoise`, multipart PNG 28x28 noisy MNIST test digits) at 1, 8, 32, 128 concurrent
    clients; for the service also requests of 64 images, and an open-loop overload at 4x its best rate;
-4. ratios service/naive and service/limit against the targets of issue 4.
+4. ratios and the targets of issue 10.
+
+On a GPU machine, `--device cuda` runs the same comparison with the models on CUDA: the service and
+"naive + plan" then run float16/bfloat16 where the cards' quality guard allows it (or `--precision`)
+and compiled (AE_COMPILE=auto compiles on CUDA).
 
 The report replaces the part of `--out` between the bench markers and keeps the rest (the analysis).
-Takes about 3-5 minutes on 2 cores.
+Takes about 10 minutes on 2 cores (the photo timings a few of them; --no-photos skips them).
 """
 
 from __future__ import annotations
@@ -54,6 +62,9 @@ OVERLOAD_FACTOR = 4
 FAST_503_S = 0.1  # a refusal slower than this at p99 does not count as "fast"
 MODEL = "mnist-denoise"
 NAIVE_BATCHED = "naive + Batcher"
+NAIVE_PLAN = "naive + plan"
+LITSERVE = "LitServe"
+TIMEOUT_S = 30.0  # AE_BATCH_TIMEOUT_S's default
 HANG_S = 5.0  # under overload, an answer later than this counts as hung, whatever its status
 
 
@@ -107,13 +118,18 @@ def write_pngs(data_dir: Path, folder: Path, count: int = 256) -> list[Path]:
     return paths
 
 
-def in_process(args: argparse.Namespace, pin: list[str], threads: int, pngs: Path | None = None) -> dict[str, Any]:
+def in_process(
+    args: argparse.Namespace, pin: list[str], threads: int, pngs: Path | None = None, photos: bool = False
+) -> dict[str, Any]:
     """Run bench.limit in its own process (clean thread pool, pinned by `pin`); -> its JSON report."""
     command = [*pin, sys.executable, "-m", "bench.limit", "--checkpoints", str(args.checkpoints)]
     command += ["--device", args.device, "--threads", str(threads), "--seconds", str(args.limit_seconds)]
+    command += ["--precision", args.precision]
     if pngs is not None:
         command += ["--pngs", str(pngs)]
-    finished = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    if photos:
+        command += ["--photos"]
+    finished = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1200)
     return dict(json.loads(finished.stdout))
 
 
@@ -124,6 +140,8 @@ def limit_results(report: dict[str, Any]) -> list[LimitResult]:
             tasks=item["tasks"],
             input_shape=tuple(item["input_shape"]),
             images_per_s={int(size): rate for size, rate in item["images_per_s"].items()},
+            planned_images_per_s={int(size): rate for size, rate in item["planned_images_per_s"].items()},
+            plan=item["plan"],
         )
         for item in report["limits"]
     ]
@@ -136,11 +154,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(app: str, env: dict[str, str], log: Path, probe_png: bytes, ready_path: str) -> Iterator[int]:
-    """Start `uvicorn app` pinned to the server core; yield its port once `ready_path` answers 200."""
+def server(
+    app: str, env: dict[str, str], log: Path, probe_png: bytes, ready_path: str, module: list[str] | None = None
+) -> Iterator[int]:
+    """Start `uvicorn app` (or `python -m <module...> --port N`) pinned to the server core; yield its port
+    once `ready_path` answers 200."""
     port = free_port()
-    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", app]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    if module is not None:
+        command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", *module, "--port", str(port)]
+    else:
+        command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", app]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     with log.open("w") as log_file:
         process = subprocess.Popen(command, env=os.environ | env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
@@ -241,14 +265,18 @@ def measured(port: int, run: Run, before: Scrape | None) -> Run:
     return run
 
 
-def bench_naive(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path, batched: bool = False) -> list[Run]:
-    """The naive server (and the trivial endpoint), or with `batched` the same route through the Batcher."""
+def bench_naive(
+    args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path, batched: bool = False, plan: bool = False
+) -> list[Run]:
+    """The naive server (and the trivial endpoint); with `batched` the same route through the Batcher; with
+    `plan` one pass per request still, with the service's execution plan."""
     env = {"AE_BENCH_CHECKPOINT": str(args.checkpoints / MODEL), "AE_BENCH_TORCH_THREADS": "1"}
     env |= {"AE_BENCH_DEVICE": args.device, "AE_BENCH_BATCHED": "1" if batched else "0"}
-    name = NAIVE_BATCHED if batched else "naive"
+    env |= {"AE_BENCH_PLAN": "1" if plan else "0", "AE_BENCH_PRECISION": args.precision}
+    name = NAIVE_BATCHED if batched else NAIVE_PLAN if plan else "naive"
     runs = []
     with server("bench.naive_server:app", env, logs / f"{name}.log", png, "/v1/denoise") as port:
-        if not batched:
+        if not batched and not plan:
             trivial = load(port, args, None, "/ping", concurrency=32)
             runs.append(Run(name, "GET /ping (trivial), 32 clients", trivial))
         for clients in CONCURRENCIES:
@@ -257,8 +285,24 @@ def bench_naive(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Pa
     return runs
 
 
+def bench_litserve(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path) -> list[Run]:
+    """LitServe serving the same checkpoint (bench/litserve_server.py), pinned like the others."""
+    module = ["bench.litserve_server", "--checkpoint", str(args.checkpoints / MODEL), "--device", args.device]
+    runs = []
+    with server("", {}, logs / "litserve.log", png, "/v1/denoise", module=[*module, "--threads", "1"]) as port:
+        for clients in CONCURRENCIES:
+            result = load(port, args, images_dir, "/v1/denoise", concurrency=clients)
+            runs.append(Run(LITSERVE, f"1 image, {clients} clients", result))
+    return runs
+
+
 def service_env(args: argparse.Namespace) -> dict[str, str]:
-    return {"AE_CHECKPOINTS_DIR": str(args.checkpoints), "AE_TORCH_THREADS": "1", "AE_DEVICE": args.device}
+    return {
+        "AE_CHECKPOINTS_DIR": str(args.checkpoints),
+        "AE_TORCH_THREADS": "1",
+        "AE_DEVICE": args.device,
+        "AE_PRECISION": args.precision,
+    }
 
 
 @contextmanager
@@ -324,12 +368,14 @@ def ms(seconds: float | None) -> str:
 
 def limits_table(one_core: list[LimitResult], all_cores: list[LimitResult], cores: int) -> list[str]:
     sizes = " | ".join(f"batch {size}" for size in BATCH_SIZES)
-    lines = [f"| model | input | threads | {sizes} |", "|---|---|---|" + "---:|" * len(BATCH_SIZES)]
+    lines = [f"| model | input | threads | execution | {sizes} |", "|---|---|---|---|" + "---:|" * len(BATCH_SIZES)]
     for single, every in zip(one_core, all_cores, strict=True):
         shape = "x".join(str(d) for d in single.input_shape)
         for label, result in (("1, pinned to core 0", single), (f"{cores}, not pinned", every)):
-            rates = " | ".join(f"{result.images_per_s[size]:,.0f}" for size in BATCH_SIZES)
-            lines.append(f"| {single.model} | {shape} | {label} | {rates} |")
+            for execution, rates_of in (("eager", result.images_per_s), ("plan", result.planned_images_per_s)):
+                rates = " | ".join(f"{rates_of[size]:,.0f}" for size in BATCH_SIZES)
+                lines.append(f"| {single.model} | {shape} | {label} | {execution} | {rates} |")
+    lines += ["", "Plans chosen (one core): " + "; ".join(f"`{r.model}`: {r.plan}" for r in one_core) + "."]
     return lines
 
 
@@ -386,35 +432,49 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def targets(runs: list[Run], one_core: list[LimitResult], duration: float) -> list[str]:
-    naive = find(runs, "naive", "1 image, 32 clients")
-    service = find(runs, "service", "1 image, 32 clients")
+def targets(runs: list[Run], one_core: list[LimitResult], duration: float, photos: dict[str, Any]) -> list[str]:
+    def rps(server_name: str, clients: int) -> dict[str, Any]:
+        return find(runs, server_name, f"1 image, {clients} clients")
+
+    naive, peer, service = rps("naive", 32), rps(LITSERVE, 32), rps("service", 32)
     speedup = service["requests_per_s"] / naive["requests_per_s"]
-    p99_ok = (service["latency_ok_s"]["p99"] or 1e9) <= (naive["latency_ok_s"]["p99"] or 0)
-    limit64 = next(result for result in one_core if result.model == MODEL).images_per_s[64]
+    over_peer = service["requests_per_s"] / peer["requests_per_s"]
+    p99 = service["latency_ok_s"]["p99"] or 1e9
+    p99_ok = p99 <= min(naive["latency_ok_s"]["p99"] or 0, peer["latency_ok_s"]["p99"] or 0)
+    lone = rps("service", 1)["requests_per_s"] / rps("naive", 1)["requests_per_s"]
+    many = rps("service", 128)
+    many_503 = many["statuses"].get("503", 0)
+    many_share = many["requests_per_s"] / service["requests_per_s"]
+    limit64 = next(result for result in one_core if result.model == MODEL).planned_images_per_s[64]
     batched = max(
         find(runs, "service", f"{BATCH_REQUEST_IMAGES} images, {clients} clients")["requests_per_s"]
         * BATCH_REQUEST_IMAGES
         for clients in BATCH_REQUEST_CONCURRENCIES
     )
     overload_run = next(run.result for run in runs if run.server == "service" and "open loop" in run.workload)
-    best = max(find(runs, "service", f"1 image, {clients} clients")["requests_per_s"] for clients in CONCURRENCIES)
+    best = max(rps("service", clients)["requests_per_s"] for clients in CONCURRENCIES)
     statuses = overload_run["statuses"]
     hung = overload_run["timeouts"] + overload_run["slower_than_slow"]
     only_200_503 = set(statuses) <= {"200", "503"} and not hung and not overload_run["errors"]
     refusal_p99 = overload_run["latency_503_s"]["p99"]
     fast = refusal_p99 is None or refusal_p99 <= FAST_503_S
     accepted_share = overload_run["requests_per_s"] / best
-    return [
-        "| target (issue 4) | measured | verdict |",
+    lines = [
+        "| target (issue 10) | measured | verdict |",
         "|---|---|---|",
-        f"| 1 image, 32 clients: >= 2.5x the naive server's requests/s | "
+        f"| 1 image, 32 clients: >= 2.5x the naive server's requests/s (aim 3x) | "
         f"{service['requests_per_s']:,.0f} vs {naive['requests_per_s']:,.0f} req/s = {speedup:.2f}x "
         f"| {verdict(speedup >= 2.5)} |",
-        f"| ... with p99 no worse than the naive server's | {ms(service['latency_ok_s']['p99'])} ms vs "
-        f"{ms(naive['latency_ok_s']['p99'])} ms | {verdict(p99_ok)} |",
-        f"| 64-image requests: >= 60% of in-process batch-64 throughput (1 core) | {batched:,.0f} vs "
-        f"{limit64:,.0f} images/s = {batched / limit64:.0%} | {verdict(batched / limit64 >= 0.6)} |",
+        f"| 1 image, 32 clients: >= 1.5x LitServe's requests/s | {service['requests_per_s']:,.0f} vs "
+        f"{peer['requests_per_s']:,.0f} req/s = {over_peer:.2f}x | {verdict(over_peer >= 1.5)} |",
+        f"| ... with p99 no worse than either | {ms(p99)} ms vs naive {ms(naive['latency_ok_s']['p99'])} ms, "
+        f"LitServe {ms(peer['latency_ok_s']['p99'])} ms | {verdict(p99_ok)} |",
+        f"| 1 image, 1 client: at least the naive server's requests/s | {lone:.2f}x | {verdict(lone >= 1.0)} |",
+        f"| 1 image, 128 clients: no 503, requests/s >= 95% of the 32-client figure | {many_503} x 503; "
+        f"{many['requests_per_s']:,.0f} vs {service['requests_per_s']:,.0f} req/s = {many_share:.0%} "
+        f"| {verdict(many_503 == 0 and many_share >= 0.95)} |",
+        f"| 64-image requests: >= 60% of in-process batch-64 throughput with the same plan (1 core) | "
+        f"{batched:,.0f} vs {limit64:,.0f} images/s = {batched / limit64:.0%} | {verdict(batched / limit64 >= 0.6)} |",
         f"| 4x overload: every request gets 200 or a fast 503 (p99 <= {FAST_503_S * 1000:.0f} ms), none hangs "
         f"(no answer within {HANG_S:g} s) | {overload_run['due_in_window']} requests due in {duration:g} s; "
         f"answers {json.dumps(statuses)}; {hung} hung ({overload_run['slower_than_slow']} answered after "
@@ -426,28 +486,47 @@ def targets(runs: list[Run], one_core: list[LimitResult], duration: float) -> li
         f"| {overload_run['requests_per_s']:,.0f} vs "
         f"{best:,.0f} req/s = {accepted_share:.0%} | {verdict(accepted_share >= 0.8)} |",
     ]
+    if photos:
+        gray = photos["gray_512_megapixels_per_s"]
+        colour = photos["colour_1mp_seconds"]
+        lines += [
+            f"| photos, one thread: `{photos['model']}` 512x512 grayscale through the tiled path >= 0.3 megapixels/s "
+            f"| {gray['planned']:.2f} MP/s with the plan ({photos['plan']}); eager {gray['eager']:.2f} "
+            f"| {verdict(gray['planned'] >= 0.3)} |",
+            f"| a 1-megapixel colour photo denoised within the default AE_BATCH_TIMEOUT_S ({TIMEOUT_S:g} s) "
+            f"| {colour['planned']:.1f} s with the plan; eager {colour['eager']:.1f} s "
+            f"| {verdict(colour['planned'] <= TIMEOUT_S)} |",
+        ]
+    return lines
 
 
 def ratios(runs: list[Run], one_core: list[LimitResult]) -> list[str]:
-    limit = next(result for result in one_core if result.model == MODEL).images_per_s
+    limit = next(result for result in one_core if result.model == MODEL)
+    planned = limit.planned_images_per_s
     lines = [
-        f"| workload | service images/s | naive images/s | service / naive | {NAIVE_BATCHED} images/s "
-        "| limit (1 core, batch 64) | service / limit |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| workload | service images/s | naive | service / naive | {NAIVE_PLAN} | {NAIVE_BATCHED} | {LITSERVE} "
+        "| service / LitServe | limit with plan (1 core, batch 64) | service / limit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for clients in CONCURRENCIES:
         workload = f"1 image, {clients} clients"
         service = find(runs, "service", workload)["requests_per_s"]
         naive = find(runs, "naive", workload)["requests_per_s"]
+        naive_plan = find(runs, NAIVE_PLAN, workload)["requests_per_s"]
         batched = find(runs, NAIVE_BATCHED, workload)["requests_per_s"]
+        peer = find(runs, LITSERVE, workload)["requests_per_s"]
         lines.append(
-            f"| {workload} | {service:,.0f} | {naive:,.0f} | {service / naive:.2f}x | {batched:,.0f} "
-            f"| {limit[64]:,.0f} | {service / limit[64]:.0%} |"
+            f"| {workload} | {service:,.0f} | {naive:,.0f} | {service / naive:.2f}x | {naive_plan:,.0f} "
+            f"| {batched:,.0f} | {peer:,.0f} | {service / peer:.2f}x | {planned[64]:,.0f} "
+            f"| {service / planned[64]:.0%} |"
         )
     for clients in BATCH_REQUEST_CONCURRENCIES:
         workload = f"{BATCH_REQUEST_IMAGES} images, {clients} clients"
         service = find(runs, "service", workload)["requests_per_s"] * BATCH_REQUEST_IMAGES
-        lines.append(f"| {workload} | {service:,.0f} | – | – | – | {limit[64]:,.0f} | {service / limit[64]:.0%} |")
+        lines.append(
+            f"| {workload} | {service:,.0f} | – | – | – | – | – | – | {planned[64]:,.0f} "
+            f"| {service / planned[64]:.0%} |"
+        )
     return lines
 
 
@@ -460,6 +539,7 @@ def report(
     batcher_rates: dict[float, float],
     runs: list[Run],
     args: argparse.Namespace,
+    photos: dict[str, Any],
 ) -> str:
     cores = os.cpu_count() or 1
     lines = [BEGIN, "", "### Machine and command", ""]
@@ -475,8 +555,9 @@ def report(
         "",
         "### 1. The limit: in-process model throughput (images/s)",
         "",
-        "`model(images)` under `torch.inference_mode()` on random inputs of the model's input size; "
-        "no HTTP, no codecs.",
+        "`model(images)` under `torch.inference_mode()` on random inputs of the model's input size, eager "
+        "(NCHW float32, as loaded) and with the execution plan the service chooses on this machine "
+        "(`models.execution`); no HTTP, no codecs.",
         "",
     ]
     lines += limits_table(one_core, all_cores, cores)
@@ -490,7 +571,8 @@ def report(
         f"{batcher_rates[2.0]:,.0f} requests/s with a fixed 2 ms delay (adaptive delay off: 32 callers never "
         "fill a batch of 64, so every pass waits out the delay).",
         "",
-        "### 2-3. Naive server and service over HTTP",
+        *photo_lines(photos),
+        "### 2-3. Naive server, LitServe and the service over HTTP",
         "",
         f"`POST /v1/denoise` with model `{MODEL}`, multipart PNG uploads of noisy 28x28 MNIST test digits; "
         "closed loop (each client sends its next request when the previous answer arrives) unless marked "
@@ -511,9 +593,22 @@ def report(
     lines += ["", "### 4. Ratios", ""]
     lines += ratios(runs, one_core)
     lines += ["", "### Targets", ""]
-    lines += targets(runs, one_core, args.duration)
+    lines += targets(runs, one_core, args.duration, photos)
     lines += ["", END]
     return "\n".join(lines) + "\n"
+
+
+def photo_lines(photos: dict[str, Any]) -> list[str]:
+    if not photos:
+        return []
+    gray, colour = photos["gray_512_megapixels_per_s"], photos["colour_1mp_seconds"]
+    return [
+        f"Photographs, one thread, `{photos['model']}` through its serving method (tiled, 256-pixel windows): "
+        f"512x512 grayscale {gray['eager']:.2f} megapixels/s eager, {gray['planned']:.2f} with the plan "
+        f"({photos['plan']}); one 1000x1000 colour photo (three planes) {colour['eager']:.1f} s eager, "
+        f"{colour['planned']:.1f} s with the plan.",
+        "",
+    ]
 
 
 def write_report(path: Path, generated: str) -> None:
@@ -536,6 +631,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per HTTP run")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per HTTP run")
     parser.add_argument("--limit-seconds", type=float, default=0.4, help="timing per in-process measurement")
+    parser.add_argument(
+        "--precision", default="auto", help="AE_PRECISION of the service and the planned measurements (default auto)"
+    )
+    parser.add_argument("--no-photos", action="store_true", help="skip the photo denoiser's timings (minutes on CPU)")
     return parser.parse_args(argv)
 
 
@@ -552,22 +651,26 @@ def main(argv: list[str] | None = None) -> None:
         logs = Path(scratch)
 
         print("1/3 in-process limit", flush=True)
-        one_core_report = in_process(args, ["taskset", "-c", SERVER_CORE], threads=1, pngs=images_dir)
+        pin = ["taskset", "-c", SERVER_CORE]
+        one_core_report = in_process(args, pin, threads=1, pngs=images_dir, photos=not args.no_photos)
         all_cores_report = in_process(args, [], threads=os.cpu_count() or 1)
         one_core = limit_results(one_core_report)
         all_cores = limit_results(all_cores_report)
         codec_s = float(one_core_report["codec_seconds_per_image"])
         batcher_rates = {float(k): float(v) for k, v in one_core_report["batcher_requests_per_s"].items()}
+        photos = dict(one_core_report.get("photos", {}))
 
         probe = pngs[0].read_bytes()
-        print("2/3 naive server", flush=True)
+        print("2/3 naive server and LitServe", flush=True)
         runs = bench_naive(args, images_dir, probe, logs)
+        runs += bench_naive(args, images_dir, probe, logs, plan=True)
         runs += bench_naive(args, images_dir, probe, logs, batched=True)
+        runs += bench_litserve(args, images_dir, probe, logs)
         print("3/3 service", flush=True)
         runs += bench_service(args, images_dir, probe, logs)
         runs += bench_service_other_delays(args, images_dir, probe, logs)
 
-    generated = report(machine, command, one_core, all_cores, codec_s, batcher_rates, runs, args)
+    generated = report(machine, command, one_core, all_cores, codec_s, batcher_rates, runs, args, photos)
     write_report(args.out, generated)
     print(generated)
     print(f"done in {time.monotonic() - started:.0f} s; wrote {args.out}", flush=True)

@@ -72,6 +72,9 @@ class ModelCard:
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # recipe, data set and licence, duration, device
     metrics: dict[str, Any] = field(default_factory=dict)  # measured by models.evaluate
+    # How the service may run it, measured by models.evaluate: {"precision": {"bfloat16": {quality vs float32,
+    # speed}}}, the quality guard that models.execution consults before serving in a reduced precision.
+    serving: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -222,5 +225,13 @@ def update_metrics(directory: Path, metrics: dict[str, Any]) -> ModelCard:
     """Merge measured metrics into a checkpoint's card (the weights are untouched)."""
     card = read_card(directory)
     card.metrics.update(metrics)
+    card.save(Path(directory))
+    return card
+
+
+def update_serving_precision(directory: Path, precisions: dict[str, Any]) -> ModelCard:
+    """Replace the card's quality-guard figures (`serving.precision`) with `precisions` (weights untouched)."""
+    card = read_card(directory)
+    card.serving["precision"] = precisions
     card.save(Path(directory))
     return card

@@ -2,13 +2,18 @@
 
     python -m models.evaluate --data-dir ../shared/datasets/mnist [--checkpoints checkpoints]
         [--only NAME ...] [--report docs/model-report.md] [--natural-dir ../shared/datasets] [--bm3d-subset N]
+        [--precision-only]
 
 Models of photographs (card domain "natural") are measured on BSD68/Set12 (denoising) and Set5/Set14
 (super-resolution) with the literature's protocols (models/evaluation/natural.py), read from
 --natural-dir, by default the parent of --data-dir.
 
 Metrics go into each checkpoint's `config.json` ("metrics"; the weights are untouched), figures next
-to the report. The protocol (noise levels, seeds, subsets) is `EvaluationSettings`' defaults.
+to the report. Every evaluation also measures what serving the model in each reduced precision the
+device runs natively costs in quality and gains in speed (models/evaluation/precision.py), into the
+card's `serving.precision`: the quality guard the service consults under AE_PRECISION=auto.
+`--precision-only` measures only that (seconds to a minute per model). The protocol (noise levels,
+seeds, subsets) is `EvaluationSettings`' defaults.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from models.evaluation import (
     EvaluationContext,
     EvaluationSettings,
     evaluate_checkpoints,
+    evaluate_serving_precision,
     machine_description,
     write_report,
 )
@@ -56,6 +62,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="evaluate nothing: rewrite the report from the metrics the cards already hold (e.g. after "
         "evaluating models one by one with --only NAME --no-report)",
     )
+    parser.add_argument(
+        "--precision-only",
+        action="store_true",
+        help="measure only the quality guard of reduced precision (serving.precision in the cards); no report",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads and BM3D processes (default: all cores)"
@@ -82,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.report_only:
         write_report(arguments.checkpoints, arguments.report, command, machine_description(context.device))
         print(f"wrote {arguments.report} from the cards in {arguments.checkpoints}")
+        return 0
+    if arguments.precision_only:
+        guarded = evaluate_serving_precision(arguments.checkpoints, context, command, arguments.only)
+        print(f"measured the serving precision of {len(guarded)} checkpoint(s): {', '.join(guarded)}")
         return 0
     cards = evaluate_checkpoints(arguments.checkpoints, context, report, command, arguments.only)
     print(f"evaluated {len(cards)} checkpoint(s): {', '.join(cards)}" + (f"; report: {report}" if report else ""))

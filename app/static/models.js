@@ -30,7 +30,10 @@ function card(model) {
     input,
     "latent size": model.latent_size ?? "–",
     scale: model.scale ? `×${model.scale}` : "–",
-    "runs on": `${model.device}, ${model.dtype}`,
+    // The execution plan (precision, memory format) is chosen when the model loads: none before that.
+    "runs on": model.execution
+      ? `${model.device}, ${model.execution.precision}, ${model.execution.memory_format.replace("_", "-")}`
+      : `${model.device} (plan chosen when it loads)`,
     "data set": training.dataset ?? "–",
     licence: training.licence ?? "–",
     trained: [training.epochs && `${training.epochs} epochs`, training.device, training.duration_s && `${Math.round(training.duration_s / 60)} min`].filter(Boolean).join(", ") || "–",

@@ -13,12 +13,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.checkpoint import CARD_FILE, Checkpoint, ModelCard, load_checkpoint, read_card, update_metrics
+from models.checkpoint import (
+    CARD_FILE,
+    Checkpoint,
+    ModelCard,
+    load_checkpoint,
+    read_card,
+    update_metrics,
+    update_serving_precision,
+)
 from models.evaluation.context import EvaluationContext, EvaluationSettings
 from models.evaluation.denoise import evaluate_denoising
 from models.evaluation.embedding import evaluate_embedding, evaluate_reconstruction
 from models.evaluation.natural import evaluate_natural_denoising, evaluate_natural_super_resolution
 from models.evaluation.photo_denoise import evaluate_photo_denoising
+from models.evaluation.precision import measure_precision
 from models.evaluation.report import render_report
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
@@ -51,6 +60,7 @@ __all__ = [
     "EvaluationContext",
     "EvaluationSettings",
     "evaluate_checkpoints",
+    "evaluate_serving_precision",
     "machine_description",
     "write_report",
 ]
@@ -111,9 +121,42 @@ def evaluate_checkpoints(
             "seconds": round(time.perf_counter() - started, 1),
             "settings": dataclasses.asdict(context.settings),
         }
-        updated[checkpoint.card.name] = update_metrics(directory, metrics)
+        update_metrics(directory, metrics)
+        updated[checkpoint.card.name] = _guard_precision(directory, checkpoint, context, command, machine)
     if report_path is not None:
         write_report(checkpoints_dir, report_path, command, machine)
+    return updated
+
+
+def _guard_precision(
+    directory: Path, checkpoint: Checkpoint, context: EvaluationContext, command: str, machine: str
+) -> ModelCard:
+    """Measure what serving in each reduced precision costs and store it as the card's `serving.precision`."""
+    started = time.perf_counter()
+    precisions = measure_precision(checkpoint, context, command, machine)
+    card = update_serving_precision(directory, precisions)
+    verdicts = ", ".join(
+        f"{name} {'within' if figures['within_tolerance'] else 'beyond'} tolerance"
+        for name, figures in precisions.items()
+    )
+    print(
+        f"  {checkpoint.card.name} serving precision: {verdicts or 'no reduced precision on this device'} "
+        f"({time.perf_counter() - started:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return card
+
+
+def evaluate_serving_precision(
+    checkpoints_dir: Path, context: EvaluationContext, command: str, only: Sequence[str] | None = None
+) -> dict[str, ModelCard]:
+    """Only the quality guard of reduced precision (seconds to a minute per model), for the chosen checkpoints."""
+    machine = machine_description(context.device)
+    updated = {}
+    for directory in checkpoint_directories(checkpoints_dir, only):
+        checkpoint = load_checkpoint(directory, context.device)
+        updated[checkpoint.card.name] = _guard_precision(directory, checkpoint, context, command, machine)
     return updated
 
 

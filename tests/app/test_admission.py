@@ -1,8 +1,9 @@
-"""Admission control (app.admission): a bounded number of inference requests per model, refusals
+"""Admission control (app.admission): inference requests admitted by their expected wait, refusals
 before the body is read, and handlers cancelled when their client disconnects.
 
 The middleware is driven with plain ASGI messages around a stand-in app that holds each request
-until the test releases it, so every assertion is about which requests got in, never about timing.
+until the test releases it; the measured cost per image is set by the test where an assertion depends
+on it, so every assertion is about which requests got in, never about timing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from app.admission import MAX_TIMED_KEYS, AdmissionControl, count_against
+from app.admission import AdmissionControl, ModelLoad, count_against
 from app.errors import Overloaded
 from app.main import create_app
 from app.middleware import RequestContext
@@ -85,6 +86,18 @@ class Client:
         return dict(json.loads(b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")))
 
 
+def gate_with(app: Any, deadline_s: float = 1.0, max_images: int = 1000, **options: Any) -> AdmissionControl:
+    options.setdefault("known_models", lambda: {"a", "b"})  # the models the registry knows
+    return AdmissionControl(app, deadline_s=deadline_s, max_images=max_images, paths=PATHS, **options)
+
+
+def measured(gate: AdmissionControl, key: str, seconds_per_image: float) -> ModelLoad:
+    """Give a model key a measured cost per image, as if it had served requests before."""
+    load = gate.loads[key]
+    load.seconds_per_image = seconds_per_image
+    return load
+
+
 def start(middleware: Any, client: Client) -> asyncio.Task[None]:
     return asyncio.create_task(middleware(client.scope, client.receive, client.send))
 
@@ -94,126 +107,96 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_one_request_over_the_limit_gets_a_503_with_retry_after_before_its_body_is_read() -> None:
+async def test_a_request_whose_expected_wait_exceeds_the_deadline_gets_a_503_before_its_body_is_read() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, paths=PATHS, limit=2)
+    gate = gate_with(app, deadline_s=1.0)
+    measured(gate, "model 'a'", seconds_per_image=0.4)  # two requests ahead: 0.8 s; three: 1.2 s
     admitted = [Client(query="model=a"), Client(query="model=a")]
     tasks = [start(gate, client) for client in admitted]
     await settle()
+    third = Client(query="model=a")  # expected wait 0.8 s: within the deadline
+    tasks.append(start(gate, third))
+    await settle()
 
-    refused = Client(query="model=a")
+    refused = Client(query="model=a")  # expected wait 1.2 s
     await gate(refused.scope, refused.receive, refused.send)
 
     assert refused.status == 503
     assert refused.body()["error"]["type"] == "overloaded"
-    assert int(refused.header("retry-after") or "0") >= 1
+    assert "expected wait of 1.20 s" in refused.body()["error"]["message"]
+    assert refused.header("retry-after") == "2"  # the estimate, rounded up
     assert refused.body_reads == 0  # refused before reading the body
-    assert app.entered == ["model=a", "model=a"]  # the app never saw it
+    assert app.entered == ["model=a"] * 3  # the app never saw it
 
     app.release.set()
     await asyncio.gather(*tasks)
-    assert [client.status for client in admitted] == [200, 200]
-    later = Client(query="model=a")  # the slots are free again
+    assert [client.status for client in [*admitted, third]] == [200, 200, 200]
+    assert gate.loads["model 'a'"].in_flight == 0
+    later = Client(query="model=a")  # nothing ahead any more
     await gate(later.scope, later.receive, later.send)
     assert later.status == 200
 
 
-async def test_each_model_has_its_own_limit() -> None:
+async def test_a_model_without_a_measured_cost_admits_up_to_the_images_its_queue_holds() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, paths=PATHS, limit=1, known_models=lambda: {"a", "b"})
+    gate = gate_with(app, max_images=3)
+    tasks = [start(gate, Client()) for _ in range(3)]
+    await settle()
+    refused = Client()
+    await gate(refused.scope, refused.receive, refused.send)
+    assert refused.status == 503 and len(app.entered) == 3
+    app.release.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_requests_of_many_images_count_as_many_images_ahead() -> None:
+    load = ModelLoad()
+    load.admit(0.0)
+    load.finish(0.06, images=64)  # one answered request of 64 images, 60 ms busy
+    assert load.seconds_per_image == pytest.approx(0.06 / 64)
+    for _ in range(30):  # the average request size follows what requests carry
+        load.admit(0.0)
+        load.finish(0.0, images=64)
+    assert load.images_per_request == pytest.approx(64, rel=0.05)
+    load.admit(0.0)
+    load.admit(0.0)
+    assert load.expected_wait_s == pytest.approx(2 * load.images_per_request * load.seconds_per_image)
+
+
+def test_the_cost_per_image_is_busy_time_not_idle_time() -> None:
+    load = ModelLoad()
+    for second in range(10):  # one request of 10 ms every second: busy 10 ms per image, idle the rest
+        load.admit(float(second))
+        load.finish(second + 0.01, images=1)
+    assert load.seconds_per_image == pytest.approx(0.01, rel=1e-6)
+    busy = ModelLoad()  # 100 requests in flight answered 1 ms apart: the queue drains at 1 ms per image
+    for _ in range(100):
+        busy.admit(0.0)
+    for index in range(100):
+        busy.finish(0.001 * (index + 1), images=1)
+    assert busy.seconds_per_image == pytest.approx(0.001, rel=1e-6)
+
+
+async def test_each_model_has_its_own_estimate() -> None:
+    app = HeldApp()
+    gate = gate_with(app, deadline_s=1.0)
+    measured(gate, "model 'a'", seconds_per_image=2.0)  # one request ahead is already over the deadline
     busy = start(gate, Client(query="model=a"))
     other_model = start(gate, Client(query="model=b"))
     default_model = start(gate, Client())  # no model named: counted under the route's default
     await settle()
+    refused = Client(query="model=a")
+    await gate(refused.scope, refused.receive, refused.send)
 
+    assert refused.status == 503
     assert sorted(app.entered) == ["/v1/denoise", "model=a", "model=b"]
     app.release.set()
     await asyncio.gather(busy, other_model, default_model)
 
 
-async def test_names_the_registry_does_not_know_share_their_routes_count() -> None:
-    app = HeldApp()
-    gate = AdmissionControl(app, paths=PATHS, limit=1, known_models=lambda: {"real"})
-    held = start(gate, Client(query="model=made-up-1"))
-    await settle()
-
-    another = Client(query="model=made-up-2")  # a fresh name buys no fresh allowance
-    await gate(another.scope, another.receive, another.send)
-
-    assert another.status == 503 and app.entered == ["model=made-up-1"]
-    assert "the default model of /v1/denoise" in another.body()["error"]["message"]
-    app.release.set()
-    await held
-
-
-class ResolvingApp(HeldApp):
-    """Reads the body, then counts the request against the model the body names (as the routes do once
-    they have resolved it), answering 503 when that model is at its limit; else waits to be released."""
-
-    def __init__(self, model: str) -> None:
-        super().__init__()
-        self.model = model
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        while (await receive()).get("more_body", False):
-            pass
-        try:
-            count_against(scope, self.model)
-        except Overloaded as exc:
-            await send({"type": "http.response.start", "status": exc.status_code, "headers": []})
-            await send({"type": "http.response.body", "body": exc.message.encode()})
-            return
-        self.entered.append(scope["query_string"].decode())
-        await self.release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"done"})
-
-
-async def test_the_per_model_bound_holds_when_the_query_names_something_else_than_the_body() -> None:
-    app = ResolvingApp("real")
-    gate = AdmissionControl(app, paths=PATHS, limit=2, known_models=lambda: {"real", "other"})
-    # Each request names a new made-up model, or another real one, in the query; the body names "real".
-    clients = [Client(query=f"model=made-up-{i}") for i in range(3)] + [Client(query="model=other")]
-    tasks = [start(gate, client) for client in clients]
-    await settle()
-
-    assert len(app.entered) == 2  # the limit of "real", whatever the queries said
-    assert gate.in_flight == {"real": 2}
-    app.release.set()
-    await asyncio.gather(*tasks)
-    assert sorted(client.status or 0 for client in clients) == [200, 200, 503, 503]
-    assert gate.in_flight == {}
-
-
-async def test_bookkeeping_stays_bounded_under_a_stream_of_made_up_names() -> None:
-    app = HeldApp()
-    app.release.set()
-    gate = AdmissionControl(app, paths=PATHS, limit=4, known_models=lambda: {"real"})
-    for i in range(5000):
-        client = Client(query=f"model=name-{i}")
-        await gate(client.scope, client.receive, client.send)
-        assert client.status == 200
-
-    assert gate.in_flight == {}  # no counter outlives its requests
-    assert list(gate.seconds_per_request) == ["the default model of /v1/denoise"]
-
-
-async def test_response_times_are_kept_for_a_bounded_number_of_models() -> None:
-    names = {f"model-{i}" for i in range(MAX_TIMED_KEYS + 50)}
-    app = HeldApp()
-    app.release.set()
-    gate = AdmissionControl(app, paths=PATHS, limit=4, known_models=lambda: names)
-    for name in sorted(names):
-        client = Client(query=f"model={name}")
-        await gate(client.scope, client.receive, client.send)
-
-    assert len(gate.seconds_per_request) == MAX_TIMED_KEYS
-    assert "model-999" in gate.seconds_per_request  # the most recent are kept
-
-
 async def test_listing_and_management_routes_are_never_refused() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, paths=PATHS, limit=1)
+    gate = gate_with(app, max_images=1)
     busy = start(gate, Client())
     await settle()
     others = [
@@ -233,7 +216,7 @@ async def test_listing_and_management_routes_are_never_refused() -> None:
 async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged_as_499() -> None:
     app = HeldApp()
     metrics = Metrics()
-    gate = AdmissionControl(app, paths=PATHS, limit=4)
+    gate = gate_with(app)
     stack = RequestContext(gate, metrics)
     client = Client()
     task = start(stack, client)
@@ -246,29 +229,30 @@ async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged
     assert app.cancelled == ["/v1/denoise"]
     assert client.status is None  # nobody to answer
     assert 'status="499"' in metrics.render().decode()
-    assert gate.in_flight == {}
+    assert gate.loads["the default model of /v1/denoise"].in_flight == 0
 
 
 async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_that_follows() -> None:
     app = HeldApp()
     app.release.set()
-    gate = AdmissionControl(app, paths=PATHS, limit=1)
+    gate = gate_with(app)
     client = Client()
     client.disconnect.set()  # the server reports a disconnect as soon as the answer is complete
 
     await gate(client.scope, client.receive, client.send)
 
     assert client.status == 200 and not app.cancelled
-    assert gate.in_flight == {}
+    assert gate.loads["the default model of /v1/denoise"].in_flight == 0
 
 
-def test_the_service_installs_admission_control_with_the_configured_limit_on_the_model_routes(
+def test_the_service_installs_admission_control_with_its_deadline_and_queue_bound_on_the_model_routes(
     settings: Settings,
 ) -> None:
-    app = create_app(settings.model_copy(update={"max_requests_in_flight": 7}))
+    app = create_app(settings.model_copy(update={"batch_timeout_s": 7.0, "batch_max_queue_images": 99}))
     [admission] = [m.kwargs for m in app.user_middleware if m.cls is AdmissionControl]
-    assert admission["limit"] == 7
+    assert admission["deadline_s"] == 7.0 and admission["max_images"] == 99
     assert admission["max_loop_lag_ms"] == settings.max_loop_lag_ms
+    assert admission["min_requests"] == 2 * settings.batch_max_size
     assert set(admission["paths"]) == {
         "/v1/denoise",
         "/v1/super-resolve",
@@ -280,12 +264,6 @@ def test_the_service_installs_admission_control_with_the_configured_limit_on_the
         "/v1/vae/interpolate",
         "/v1/vae/manifold",
     }
-
-
-@pytest.mark.parametrize("limit", [0, -1])
-def test_the_limit_must_be_positive(limit: int) -> None:
-    with pytest.raises(ValueError):
-        Settings(max_requests_in_flight=limit)
 
 
 class RecordList(logging.Handler):
@@ -302,7 +280,7 @@ class RecordList(logging.Handler):
 async def test_refusals_are_logged_as_one_summary_line_with_their_count() -> None:
     app = HeldApp()
     metrics = Metrics()
-    stack = RequestContext(AdmissionControl(app, paths=PATHS, limit=1), metrics)
+    stack = RequestContext(gate_with(app, max_images=1), metrics)
     stack.refusals.interval_s = 0.01
     access = logging.getLogger("app.access")
     captured = RecordList()
@@ -329,30 +307,118 @@ async def test_refusals_are_logged_as_one_summary_line_with_their_count() -> Non
         access.setLevel(level)
 
 
-async def test_a_loop_that_stays_late_shrinks_the_allowance_and_one_that_keeps_time_restores_it() -> None:
+async def test_a_loop_that_stays_late_shrinks_the_admitted_wait_and_one_that_keeps_time_restores_it() -> None:
     app = HeldApp()
-    gate = AdmissionControl(app, paths=PATHS, limit=8, max_loop_lag_ms=25)
+    gate = gate_with(app, deadline_s=8.0, max_loop_lag_ms=25, min_requests=3)
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.1)
     gate.observe_loop_lag(0.5)  # one late check is a burst of answers, not a backlog
     gate.observe_loop_lag(0.001)
     gate.observe_loop_lag(0.5)
-    assert gate.allowance == 8
+    assert gate.allowance_s == 8.0
 
+    gate.observe_loop_lag(0.0)
     for _ in range(3):  # late three times in a row: a backlog
         gate.observe_loop_lag(0.5)
-    assert gate.allowance == 1  # cut by 25 ms / 500 ms, down to one request at a time
-    admitted = start(gate, Client())
+    assert gate.allowance_s == pytest.approx(0.4)  # cut by 25 ms / 500 ms
+    admitted = [start(gate, Client()) for _ in range(5)]  # expected waits 0, 0.1, 0.2, 0.3, 0.4 s
     await settle()
-    refused = Client()
+    refused = Client()  # 0.5 s: over what is admitted while the loop is late
     await gate(refused.scope, refused.receive, refused.send)
-    assert refused.status == 503 and app.entered == ["/v1/denoise"]
+    assert refused.status == 503 and len(app.entered) == 5
 
-    for _ in range(20):
+    for _ in range(10):
+        gate.observe_loop_lag(0.5)
+    assert gate.allowance_s == 0.001  # the floor
+    gate.loads["the default model of /v1/denoise"].in_flight = 2  # as if three of the five had been answered
+    kept = Client()  # within min_requests: admitted however late the loop runs
+    kept_task = start(gate, kept)
+    await settle()
+    assert len(app.entered) == 6
+    refused_again = Client()  # the fourth in flight: over min_requests and over the allowance
+    await gate(refused_again.scope, refused_again.receive, refused_again.send)
+    assert refused_again.status == 503
+    gate.loads["the default model of /v1/denoise"].in_flight = 6
+
+    for _ in range(60):
         gate.observe_loop_lag(0.0)
-    assert gate.allowance == 8  # back to the limit, one more per check on time
+    assert gate.allowance_s == 8.0  # back to the deadline, a quarter more per check on time
     app.release.set()
-    await admitted
+    await asyncio.gather(*admitted, kept_task)
 
 
-def test_without_a_lag_limit_the_allowance_is_the_limit() -> None:
-    gate = AdmissionControl(HeldApp(), paths=PATHS, limit=8, max_loop_lag_ms=0)
-    assert gate.max_loop_lag_s == 0 and gate.allowance == 8
+def test_without_a_lag_limit_the_allowance_is_the_deadline() -> None:
+    gate = gate_with(HeldApp(), deadline_s=8.0, max_loop_lag_ms=0)
+    assert gate.max_loop_lag_s == 0 and gate.allowance_s == 8.0
+
+
+# -- counted against the model that serves: what clients write cannot steer it ------------------------
+
+
+async def test_names_the_registry_does_not_know_share_their_routes_count() -> None:
+    app = HeldApp()
+    gate = gate_with(app, known_models=lambda: {"real"})
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=2.0)  # one ahead is over the deadline
+    held = start(gate, Client(query="model=made-up-1"))
+    await settle()
+
+    another = Client(query="model=made-up-2")  # a fresh name buys no fresh allowance
+    await gate(another.scope, another.receive, another.send)
+
+    assert another.status == 503 and app.entered == ["model=made-up-1"]
+    assert "the default model of /v1/denoise" in another.body()["error"]["message"]
+    app.release.set()
+    await held
+
+
+class ResolvingApp(HeldApp):
+    """Reads the body, then counts the request against the model the body names (as the routes do once
+    they have resolved it), answering 503 when that model cannot take it; else waits to be released."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        try:
+            count_against(scope, self.model)
+        except Overloaded as exc:
+            await send({"type": "http.response.start", "status": exc.status_code, "headers": []})
+            await send({"type": "http.response.body", "body": exc.message.encode()})
+            return
+        self.entered.append(scope["query_string"].decode())
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+
+async def test_the_per_model_bound_holds_when_the_query_names_something_else_than_the_body() -> None:
+    app = ResolvingApp("real")
+    gate = gate_with(app, deadline_s=1.0, known_models=lambda: {"real", "other"})
+    measured(gate, "model 'real'", seconds_per_image=0.4)  # 3 ahead would wait 1.2 s: over the deadline
+    # Each request names a new made-up model, or another real one, in the query; the body names "real".
+    clients = [Client(query=f"model=made-up-{i}") for i in range(3)] + [Client(query="model=other")]
+    tasks = []
+    for client in clients:
+        tasks.append(start(gate, client))
+        await settle()
+
+    assert len(app.entered) == 3  # what "real" can serve in time, whatever the queries said
+    assert gate.loads["model 'real'"].in_flight == 3
+    app.release.set()
+    await asyncio.gather(*tasks)
+    assert sorted(client.status or 0 for client in clients) == [200, 200, 200, 503]
+    assert all(load.in_flight == 0 for load in gate.loads.values())
+
+
+async def test_bookkeeping_stays_bounded_under_a_stream_of_made_up_names() -> None:
+    app = HeldApp()
+    app.release.set()
+    gate = gate_with(app, known_models=lambda: {"real"})
+    for i in range(5000):
+        client = Client(query=f"model=name-{i}")
+        await gate(client.scope, client.receive, client.send)
+        assert client.status == 200
+
+    assert list(gate.loads) == ["the default model of /v1/denoise"]  # one load per route, not per name

@@ -269,7 +269,9 @@ def test_every_view_works_without_console_errors(browser: Any, server: str, shot
     cards = sorted(path.parent.name for path in (REPO_ROOT / "checkpoints").glob("*/config.json"))
     expect(page.get_by_test_id("model-cards").locator("article")).to_have_count(len(cards))
     expect(page.get_by_test_id("model-card-mnist-ae")).to_contain_text("CC BY-SA 3.0")
-    expect(page.get_by_test_id("model-card-mnist-ae")).to_contain_text("cpu, float32")
+    # The precision is the execution plan's: bfloat16 where the CPU runs it natively (the card's guard allows it).
+    plan = re.compile(r"cpu, (float32|bfloat16), (channels-last|contiguous)")
+    expect(page.get_by_test_id("model-card-mnist-ae")).to_contain_text(plan)
     expect(page.get_by_test_id("latency-models")).to_contain_text(re.compile(r"GET /v1/models \d+ ms"))
     screenshot(page, shots / "models.png", "view-models", max_height=700)
     assert console.errors == []

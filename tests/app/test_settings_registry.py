@@ -11,9 +11,11 @@ from pydantic import ValidationError
 
 from app import cli
 from app.connections import GuardedHttpToolsProtocol
-from app.registry import resolve_device, resolve_dtype
+from app.registry import check_precision, resolve_device
 from app.server import uvicorn_config
 from app.settings import Settings
+
+INVALID_SETTINGS = [("AE_DEVICE", "tpu"), ("AE_PRECISION", "int8"), ("AE_COMPILE", "maybe"), ("AE_MAX_PIXELS", "0")]
 
 
 def test_settings_come_from_ae_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -34,7 +36,7 @@ def test_one_default_model_can_be_set_on_its_own(monkeypatch: pytest.MonkeyPatch
     assert settings.default_models.super_resolve == "mnist-sr-x4" and settings.default_models.denoise == "mnist-denoise"
 
 
-@pytest.mark.parametrize(("name", "value"), [("AE_DEVICE", "tpu"), ("AE_DTYPE", "int8"), ("AE_MAX_PIXELS", "0")])
+@pytest.mark.parametrize(("name", "value"), INVALID_SETTINGS)
 def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
@@ -47,8 +49,8 @@ def test_device_and_dtype_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
-    assert resolve_dtype("float16", torch.device("cpu")) == torch.float32  # half precision is GPU-only
-    assert resolve_dtype("float16", torch.device("cuda")) == torch.float16
+    check_precision("float32", torch.device("cpu"))  # every device runs float32
+    check_precision("auto", torch.device("cpu"))  # auto falls back to float32 where nothing else is native
 
 
 def test_ae_serve_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:

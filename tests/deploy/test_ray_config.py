@@ -29,7 +29,7 @@ def test_every_ae_variable_is_a_setting_of_the_service_and_valid() -> None:
     fields = {f"AE_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, set(env) - fields
     settings = Settings(**{key.removeprefix("AE_").lower(): value for key, value in env.items()})
-    assert settings.max_requests_in_flight == 64
+    assert settings.batch_max_size >= 1
 
 
 def test_args_are_ray_options_and_name_the_configured_deployments() -> None:

@@ -29,7 +29,9 @@ from models.data import MNIST_FILES
 from models.evaluate import main
 from models.evaluation import TASK_EVALUATIONS, EvaluationContext, EvaluationSettings, evaluate_checkpoints
 from models.evaluation.embedding import knn_accuracy, linear_probe_accuracy
+from models.evaluation.precision import GuardSubset, measure_precision
 from models.evaluation.vae import importance_sampled_bounds
+from models.execution import guard_verdict, native_precisions
 from models.tasks import card_tasks
 from models.validation import importance_sampled_nll
 
@@ -292,3 +294,31 @@ def test_knn_and_linear_probe_on_separable_clusters() -> None:
     assert linear_probe_accuracy(points[:150], labels[:150], points[150:], labels[150:], 50, 1e-4) >= 0.95
     shuffled = labels[torch.randperm(200, generator=generator)]
     assert knn_accuracy(points[:150], shuffled[:150], points[150:], shuffled[150:], k=5) < 0.5
+
+
+def test_the_quality_guard_of_reduced_precision_is_measured_per_task(evaluated: dict[str, Any]) -> None:
+    """measure_precision scores bfloat16 (autocast runs it on any CPU, natively or not) against float32 for
+    every task of a card, with the figures the service's guard reads and the command that measured them."""
+    root = evaluated["root"]
+    context = EvaluationContext(data_dir=root / "mnist", figures_dir=root / "docs", settings=SMALL, verify_data=False)
+    subset = GuardSubset(mnist_images=40, embedding_index=60, vae_images=10, vae_samples=5, speed_batch=4)
+    figures = {}
+    for name in ("mnist-denoise", "mnist-ae", "mnist-vae"):
+        checkpoint = load_checkpoint(root / "checkpoints" / name)
+        figures[name] = measure_precision(checkpoint, context, "the command", "the machine", subset, ("bfloat16",))
+        entry = figures[name]["bfloat16"]
+        assert entry["measured"]["command"] == "the command" and entry["speed_images_per_s"] > 0
+        assert entry["within_tolerance"] is (guard_verdict({"precision": figures[name]}, "bfloat16") is None)
+        assert set(entry["tasks"]) == set(checkpoint.card.tasks)
+    denoise = figures["mnist-denoise"]["bfloat16"]
+    assert denoise["psnr_delta_db"] == min(task["psnr_delta_db"] for task in denoise["tasks"].values())
+    assert abs(denoise["psnr_delta_db"]) < 1.0  # bfloat16 moves PSNR by hundredths of a dB, not by whole ones
+    embedding = figures["mnist-ae"]["bfloat16"]
+    assert 0.99 <= embedding["cosine_similarity"] <= 1.0 and "knn_accuracy_drop" in embedding
+    assert abs(figures["mnist-vae"]["bfloat16"]["nll_rise_nats"]) < 5.0
+
+
+def test_evaluation_writes_the_guard_into_the_cards_for_the_precisions_this_cpu_runs(evaluated: dict[str, Any]) -> None:
+    native = [p for p in ("bfloat16", "float16") if p in native_precisions(torch.device("cpu"))]
+    for card in evaluated["cards"].values():
+        assert sorted(card.serving["precision"]) == sorted(native)

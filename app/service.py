@@ -75,8 +75,7 @@ class Service:
         """Models of every noise level denoise at `sigma`, or at the level estimated from each image; models
         of one level refuse a `sigma`."""
         entry = self.choice.choose(job.options.model, DENOISE)
-        loaded = await self.registry.load(entry.name)
-        if isinstance(loaded.model, NoiseLevelDenoiser):
+        if _takes_noise_level(entry):
             return await self.denoise_at_noise_level(job, entry)
         if job.options.sigma is not None:
             levels = [e.name for e in self.registry.entries.values() if _takes_noise_level(e)]

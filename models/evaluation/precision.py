@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from models.architectures.protocols import NoiseLevelDenoiser
 from models.architectures.vae import ConvVAE
 from models.checkpoint import Checkpoint
 from models.corruptions import downscale, gaussian_noise
@@ -122,10 +122,10 @@ def _image_task(
 
 def _denoiser(planned: PlannedModel, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's denoise method on images alone; a denoiser that takes the noise level (FFDNet) is told `sigma`."""
-    function = planned.method("denoise")
-    if "sigma" in inspect.signature(function).parameters:
-        return lambda images: function(images, sigma)
-    return function
+    if isinstance(planned.model, NoiseLevelDenoiser):
+        denoise_at = planned.model.denoise_at
+        return lambda images: denoise_at(images, torch.tensor([sigma]).expand(images.shape[0]))
+    return planned.method("denoise")
 
 
 def _channels(checkpoint: Checkpoint) -> int:

@@ -52,9 +52,9 @@ def test_made_up_model_names_neither_add_allowance_nor_lose_requests(report: dic
     admission = report["admission"]
     assert admission["load"]["lost"] == 0
     assert set(admission["load"]["answered"]) <= {"200", "503"}, admission
-    # More clients than the per-model limit, each naming a new model: some were refused, so the names
-    # did not each bring an allowance of their own.
-    assert admission["load"]["answered"].get("503", 0) > 0, admission
+    # Admission by expected wait (issue 10) serves every well-behaved client whose request drains within
+    # the deadline, so these clients need not be refused at all; that made-up names share their route's
+    # count, and that the bookkeeping stays bounded, is asserted in tests/app/test_admission.py.
     assert admission["load"]["answered"].get("200", 0) > 0
 
 

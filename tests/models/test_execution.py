@@ -131,7 +131,7 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
         ),
         ("dncnn", dncnn, each(lambda m, x: m.denoise(x, tile=24), photos)),
         ("fsrcnn", fsrcnn, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
-        ("ffdnet", ffdnet, each(lambda m, x: m.denoise(x, 25.0, tile=32), colour_photos)),
+        ("ffdnet", ffdnet, each(lambda m, x: m.denoise_at(x, 25.0, tile=32), colour_photos)),
     ]
 
 

@@ -6,6 +6,7 @@ docs/api.md, do what the examples promise. Point AE_REAL_CHECKPOINTS_DIR elsewhe
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,39 @@ def test_the_photo_super_resolution_beats_bicubic(shipped: TestClient) -> None:
     upscaled = decode_png(response.content)
     assert upscaled.shape == clean.shape
     assert psnr(upscaled, clean) > psnr(bicubic, clean) + 0.3, (psnr(upscaled, clean), psnr(bicubic, clean))
+
+
+def any_png(image: np.ndarray) -> bytes:
+    """(H, W) or (H, W, 3) floats in [0, 1] -> an L or RGB PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def read_any_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> (H, W) or (H, W, 3) floats in [0, 1], in the PNG's own mode."""
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) / 255.0
+
+
+@pytest.mark.skipif(
+    not all((CHECKPOINTS / name).is_dir() for name in ("photo-denoise-gray", "photo-denoise-color")),
+    reason="the photo denoisers of every noise level are not shipped",
+)
+@pytest.mark.parametrize("sigma", [15, 40])
+def test_the_photo_denoisers_remove_noise_of_any_level_given_or_estimated(shipped: TestClient, sigma: int) -> None:
+    clean_gray = synthetic_scene(size=128, seed=sigma)
+    clean = clean_gray[..., None] * np.array([0.9, 0.7, 0.5]) + np.array([0.05, 0.1, 0.2])  # a tinted colour scene
+    noise = np.random.default_rng(sigma).normal(0, sigma / 255, clean.shape)
+    noisy = np.round(np.clip(clean + noise, 0, 1) * 255) / 255  # an 8-bit upload
+    for picture, reference in ((noisy, clean), (noisy[..., 0], clean[..., 0])):
+        estimated = shipped.post("/v1/denoise?model=photo-denoise-color", files=multipart(any_png(picture)))
+        assert estimated.status_code == 200, estimated.text
+        serving = "photo-denoise-color" if picture.ndim == 3 else "photo-denoise-gray"
+        assert estimated.headers["x-model"] == serving  # a grayscale picture goes to the gray model
+        assert abs(float(estimated.headers["x-noise-sigma"]) - sigma) < 0.2 * sigma + 1
+        denoised = read_any_png(estimated.content)
+        assert denoised.shape == reference.shape
+        assert psnr(denoised, reference) > psnr(picture, reference) + 4.0, (psnr(denoised, reference), sigma)
+        given = shipped.post(f"/v1/denoise?model=photo-denoise-color&sigma={sigma}", files=multipart(any_png(picture)))
+        assert given.status_code == 200 and given.headers["x-noise-sigma"] == f"{sigma:.2f}"
+        assert psnr(read_any_png(given.content), reference) > psnr(picture, reference) + 4.0

@@ -56,6 +56,23 @@ def load_images(folder: Path) -> list[NamedImage]:
     return images
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_pictures(folder: Path, channels: int) -> list[np.ndarray]:
+    """Every picture in `folder` (PNG, JPEG, BMP, TIFF), in file-name order, converted to grayscale (1) or
+    RGB (3): uint8 (H, W) or (H, W, 3). The photo denoisers' training and test sets are read this way."""
+    paths = sorted(path for path in Path(folder).iterdir() if path.suffix.lower() in PICTURE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no {'/'.join(PICTURE_SUFFIXES)} pictures")
+    mode = "L" if channels == 1 else "RGB"
+    pictures = []
+    for path in paths:
+        with Image.open(path) as image:
+            pictures.append(np.asarray(image.convert(mode), dtype=np.uint8))
+    return pictures
+
+
 def _is_grey(image: Image.Image) -> bool:
     if image.mode != "P":
         return True

@@ -31,7 +31,7 @@ from PIL import Image
 
 from models.checkpoint import Checkpoint
 from models.evaluation.context import EvaluationContext
-from models.natural_images import noise_generator, psnr_255, quantise
+from models.natural_images import noise_generator, psnr_255, quantise, read_pictures
 from models.noise_estimation import estimate_sigma
 
 GRAY_SETS = ("BSD68", "Set12")
@@ -76,15 +76,7 @@ PUBLISHED_TRAINING = (
 
 def read_set(folder: Path, channels: int) -> list[np.ndarray]:
     """The images of a test set in name order as float64 0..255 arrays, (H, W) gray or (H, W, 3)."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".bmp", ".tif", ".tiff", ".jpg"))
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no images")
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(np.asarray(image.convert(mode), dtype=np.float64))
-    return images
+    return [picture.astype(np.float64) for picture in read_pictures(folder, channels)]
 
 
 def to_batch(pixels: np.ndarray) -> torch.Tensor:

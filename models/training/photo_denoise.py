@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
-from PIL import Image
 
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet, FFDNetConfig
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint, utc_now_iso
 from models.machine import cpu_description
-from models.natural_images import psnr_255, quantise
+from models.natural_images import psnr_255, quantise, read_pictures
 from models.plots import image_grid, loss_curve
 
 BSD_LICENCE = (
@@ -85,19 +84,6 @@ PHOTO_DENOISE_RECIPES: dict[str, PhotoDenoiseRecipe] = {
         ),
     )
 }
-
-
-def read_folder(folder: Path, channels: int) -> list[np.ndarray]:
-    """Every image in `folder` (PNG, JPEG, BMP, TIFF), name order, as uint8 (H, W) or (H, W, 3)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no images")
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(np.asarray(image.convert(mode), dtype=np.uint8))
-    return images
 
 
 class PatchSampler:
@@ -218,7 +204,7 @@ def run(
     stream: Any = sys.stderr,
 ) -> ModelCard:
     torch.set_num_threads(threads)
-    images = read_folder(Path(data_dir) / recipe.folder, recipe.config.channels)[:limit_images]
+    images = read_pictures(Path(data_dir) / recipe.folder, recipe.config.channels)[:limit_images]
     held = min(recipe.held_out_images, max(1, len(images) // 5))
     train_images, held_out = images[:-held], images[-held:]
 

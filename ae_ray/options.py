@@ -24,7 +24,7 @@ class RayServeOptions(BaseSettings):
     # Deployment name -> checkpoint name patterns (fnmatch). Each group is one deployment that scales on its
     # own; a checkpoint that matches no group goes to `default_group`.
     groups: dict[str, list[str]] = Field(
-        default_factory=lambda: {"mnist": ["mnist-*"], "photo": ["bsd-*", "t91-*"]},
+        default_factory=lambda: {"mnist": ["mnist-*"], "photo": ["bsd-*", "t91-*", "photo-*"]},
         description="deployment name -> fnmatch patterns of the checkpoints it serves (JSON)",
     )
     default_group: str = Field(default="models", description="the deployment of checkpoints no group names")

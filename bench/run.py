@@ -26,10 +26,12 @@ Takes about 10 minutes on 2 cores (the photo timings a few of them; --no-photos 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -166,7 +168,10 @@ def server(
         command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", app]
         command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     with log.open("w") as log_file:
-        process = subprocess.Popen(command, env=os.environ | env, stdout=log_file, stderr=subprocess.STDOUT)
+        # Its own session, so that stopping it also stops the worker processes a server may start (LitServe).
+        process = subprocess.Popen(
+            command, env=os.environ | env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_until_ready(process, port, probe_png, ready_path, log)
             yield port
@@ -175,13 +180,26 @@ def server(
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
-    """Ask a server to shut down gracefully; kill it if it is still there after `timeout_s`."""
-    process.terminate()
+    """Ask a server to shut down gracefully; kill it if it is still there after `timeout_s`. A server started
+    in a session of its own is stopped with its whole process group (workers it started included)."""
+    own_group = process.poll() is None and os.getpgid(process.pid) == process.pid
+
+    def signal_server(signal_number: int) -> None:
+        if own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal_number)
+        else:
+            process.send_signal(signal_number)
+
+    signal_server(signal.SIGTERM)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        process.kill()
+        signal_server(signal.SIGKILL)
         process.wait()
+    if own_group:  # workers that outlived their parent
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], port: int, png: bytes, path: str, log: Path) -> None:

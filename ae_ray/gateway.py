@@ -40,8 +40,7 @@ from app.errors import (
     RequestTimeout,
     ServiceError,
 )
-from app.main import create_app, warm_up
-from app.model_choice import ModelChoice
+from app.main import create_app, prepare_registry
 from app.registry import ModelRegistry
 from app.settings import Settings, settings_from_environment
 from models.tasks import Task
@@ -170,18 +169,8 @@ def gateway_lifespan(groups: dict[str, DeploymentHandle], options: RayServeOptio
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         registry = RemoteModelRegistry(settings, app.state.metrics, groups, options)
-        choice = ModelChoice(registry, settings.default_models)
-        registry.scan()
-        for name in choice.preload_names(settings.preload):
-            try:
-                await registry.load(name)
-            except ServiceError as exc:  # unknown or broken: listed as such, the others still serve
-                logger.error("could not preload %s: %s", name, exc.message)
-        await warm_up(registry, choice)  # the default models, through their deployments
-        # As app.main.start_registry: the weights of the models not loaded are checked against their cards, so
-        # /v1/models lists a broken checkpoint as the plain service does (replicas check what they load).
-        unloaded = [name for name, entry in registry.entries.items() if entry.state != "loaded"]
-        await asyncio.to_thread(registry.verify, unloaded)
+        # As the plain service: scan, preload, warm up (here through the model deployments), check the rest.
+        await prepare_registry(registry, settings)
         gc.freeze()  # as app.main.lifespan: start-up objects out of the collector's sight
         app.state.registry = registry
         try:

@@ -55,9 +55,16 @@ def torch_threads(settings: Settings) -> int:
 
 
 async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
-    """Scan the checkpoints, load the models to preload, warm up the default models, and check the weights
-    of the others. Each weights file is hashed once: when it loads, or else when it is checked."""
+    """A registry of the checkpoints, ready to serve (see `prepare_registry`)."""
     registry = ModelRegistry(settings, observer=metrics)
+    await prepare_registry(registry, settings)
+    return registry
+
+
+async def prepare_registry(registry: ModelRegistry, settings: Settings) -> None:
+    """Scan the checkpoints, load the models to preload, warm up the default models, and check the weights
+    of the others. Each weights file is hashed once: when it loads, or else when it is checked. The Ray
+    gateway (ae_ray.gateway) prepares its remote registry the same way."""
     choice = ModelChoice(registry, settings.default_models)
     registry.scan()
     for name in choice.preload_names(settings.preload):
@@ -67,8 +74,8 @@ async def start_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
             logger.error("could not preload %s: %s", name, exc.message)
     await warm_up(registry, choice)  # loads the default models too
     # The weights of the models not loaded by now are checked without loading them (loading checks its own).
-    await asyncio.to_thread(registry.verify, [name for name, entry in registry.entries.items() if not entry.loaded])
-    return registry
+    unloaded = [name for name, entry in registry.entries.items() if entry.state != "loaded"]
+    await asyncio.to_thread(registry.verify, unloaded)
 
 
 async def warm_up(registry: ModelRegistry, choice: ModelChoice) -> None:

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional as F
 
-from models.architectures import Architecture, ConvAutoencoder, ConvVAE
+from models.architectures import Architecture, ConditionalConvVAE, ConvAutoencoder, ConvVAE, DigitClassifier
+from models.architectures.conditional_vae import split_label_plane, with_label_plane
 from models.corruptions import blind_gaussian_noise, downscale, gaussian_noise
 from models.natural_images import bicubic_downscale
 
@@ -37,6 +38,9 @@ class Objective(ABC):
 
     name: ClassVar[str]
     loss_name: ClassVar[str]  # what the logged loss measures, for the model card
+    # True where training reads each digit's class: its images then carry a label plane
+    # (models.architectures.conditional_vae.with_label_plane) through the generic loop.
+    reads_labels: ClassVar[bool] = False
 
     @abstractmethod
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +62,12 @@ class Objective(ABC):
     ) -> torch.Tensor:
         """The loss used for model selection on the hold-out (the fully warmed-up objective)."""
         return self.loss(model, inputs, targets, epochs_done=float("inf"), generator=generator)
+
+    def figure_rows(
+        self, model: Architecture, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]]:
+        """The rows of a checkpoint's samples.png (hold-out digits): input, output and target images."""
+        return [("input", inputs), ("output", model(inputs)), ("target", targets)]
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description for the model card."""
@@ -198,6 +208,71 @@ class BernoulliElbo(Objective):
             raise TypeError(f"{self.name} trains a ConvVAE, got {type(model).__name__}")
         _, reconstruction, kl = model.loss(inputs, targets, generator=generator)  # (B,), (B,)
         return (reconstruction + self.kl_weight(epochs_done) * kl).mean()
+
+
+@dataclass(frozen=True)
+class LabelledElbo(BernoulliElbo):
+    """The conditional VAE's negative ELBO: dynamically binarised digits, each told its class (the label plane)."""
+
+    name: ClassVar[str] = "labelled-bernoulli-elbo"
+    loss_name: ClassVar[str] = "negative ELBO in nats per image given its label (KL weighted by the warm-up)"
+    reads_labels: ClassVar[bool] = True
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = split_label_plane(clean)
+        binary = torch.bernoulli(images, generator=generator)
+        return with_label_plane(binary, labels), binary
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if not isinstance(model, ConditionalConvVAE):
+            raise TypeError(f"{self.name} trains a ConditionalConvVAE, got {type(model).__name__}")
+        _, reconstruction, kl = model.loss(inputs, targets, generator=generator)
+        return (reconstruction + self.kl_weight(epochs_done) * kl).mean()
+
+    def figure_rows(
+        self, model: Architecture, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]]:
+        return [("input", inputs[:, :-1]), ("output", model(inputs)), ("target", targets)]
+
+
+@dataclass(frozen=True)
+class Classification(Objective):
+    """Cross-entropy of the class logits; each training digit moved by up to `shift_pixels` (augmentation)."""
+
+    name: ClassVar[str] = "classification"
+    loss_name: ClassVar[str] = "cross-entropy of the class, nats per image"
+    reads_labels: ClassVar[bool] = True
+    shift_pixels: int = 2
+
+    def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = split_label_plane(clean)
+        if self.shift_pixels > 0:
+            images = random_shift(images, self.shift_pixels, generator)
+        return images, labels
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if not isinstance(model, DigitClassifier):
+            raise TypeError(f"{self.name} trains a DigitClassifier, got {type(model).__name__}")
+        return F.cross_entropy(model.logits(inputs), targets)
+
+    def figure_rows(
+        self, model: Architecture, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]]:
+        return [("input", inputs)]
 
 
 @dataclass(frozen=True)

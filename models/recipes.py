@@ -13,7 +13,9 @@ from typing import Any
 from models.objectives import (
     BernoulliElbo,
     BlindDenoising,
+    Classification,
     GreyLevelElbo,
+    LabelledElbo,
     Objective,
     PatchDenoising,
     PatchSuperResolution,
@@ -112,6 +114,26 @@ RECIPES: dict[str, Recipe] = {
             architecture_config={"latent_size": 16, "widths": (32, 64), "hidden_size": 256},
             objective=BernoulliElbo(kl_warmup_epochs=5),
             epochs=50,
+        ),
+        Recipe(
+            name="mnist-cvae",
+            description="Class-conditional convolutional VAE (16-d latent, the label into encoder and decoder): "
+            "samples of a chosen digit, and a digit redrawn as another in the same handwriting.",
+            tasks=("conditional-vae",),
+            architecture="conditional-conv-vae",
+            architecture_config={"latent_size": 16, "classes": 10, "widths": (32, 64), "hidden_size": 256},
+            objective=LabelledElbo(kl_warmup_epochs=3),
+            epochs=20,
+        ),
+        Recipe(
+            name="mnist-classifier",
+            description="Digit classifier (a small CNN): the judge of generated samples, whose penultimate "
+            "features give the Fréchet distance of models.evaluation.sample_quality.",
+            tasks=("classify",),
+            architecture="digit-classifier",
+            architecture_config={"classes": 10, "widths": (32, 64), "feature_size": 128, "dropout": 0.3},
+            objective=Classification(shift_pixels=2),
+            epochs=4,
         ),
     )
 }

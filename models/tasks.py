@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 
 from models.architectures.base import MNIST_IMAGE_SIZE
+from models.architectures.conditional_vae import split_label_plane
 from models.architectures.protocols import (
+    Classifier,
+    ConditionalVariationalCoder,
     Denoiser,
     Embedder,
     NoiseLevelDenoiser,
@@ -38,7 +41,15 @@ from models.architectures.protocols import (
 if TYPE_CHECKING:
     from models.checkpoint import ModelCard
 
-InputKind = Literal["images", "low-resolution images", "latents", "images with a noise-level plane"]
+InputKind = Literal[
+    "images",
+    "low-resolution images",
+    "latents",
+    "images with a noise-level plane",
+    "latents with a label",
+    "images with a label plane",
+]
+LATENT_KINDS = ("latents", "latents with a label")
 TaskOutput = torch.Tensor | tuple[torch.Tensor, ...]
 # Input size of a warm-up pass for models that take any size.
 ANY_SIZE_WARM_UP = (32, 32)
@@ -61,18 +72,18 @@ class Task:
 
     def batch_input(self, inputs: torch.Tensor) -> torch.Tensor:
         """What the batcher queues: (n, C, H, W) tensors, so latents (n, D) travel as (n, D, 1, 1)."""
-        return inputs.reshape(*inputs.shape, 1, 1) if self.input_kind == "latents" else inputs
+        return inputs.reshape(*inputs.shape, 1, 1) if self.input_kind in LATENT_KINDS else inputs
 
     def run(self, model: object, batch: torch.Tensor) -> TaskOutput:
         """Run the model's method for this task on a batch as the batcher queued it."""
-        return self.call(model, batch.flatten(1) if self.input_kind == "latents" else batch)
+        return self.call(model, batch.flatten(1) if self.input_kind in LATENT_KINDS else batch)
 
     def warm_up_input(self, card: ModelCard) -> torch.Tensor:
         """A blank input of one item, of the size the model reads: (1, C, H, W) images or (1, D) latents."""
-        if self.input_kind == "latents":
-            return torch.zeros((1, card.latent_size or 2))
+        if self.input_kind in LATENT_KINDS:
+            return torch.zeros((1, (card.latent_size or 2) + (self.input_kind == "latents with a label")))
         height, width = expected_input_size(card, self) or ANY_SIZE_WARM_UP
-        planes = 1 if self.input_kind == "images with a noise-level plane" else 0
+        planes = 1 if self.input_kind in ("images with a noise-level plane", "images with a label plane") else 0
         return torch.zeros((1, card.input.channels + planes, height, width))
 
     def output_scale(self, card: ModelCard) -> int:
@@ -153,9 +164,52 @@ VAE_DECODE = Task(
     input_kind="latents",
 )
 
+
+def _decode_given_label(model: ConditionalVariationalCoder, batch: torch.Tensor) -> torch.Tensor:
+    """(n, D + 1) latents with their label as the last coordinate -> images of those labels."""
+    return model.decode_given(batch[:, :-1], batch[:, -1].round().long())
+
+
+def _encode_given_label(model: ConditionalVariationalCoder, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with a label plane (models.architectures.conditional_vae.with_label_plane) -> the posteriors."""
+    return model.encode_given(*split_label_plane(batch))
+
+
+# The class-conditional VAE: the label travels with each latent (its last coordinate) or image (a plane).
+CONDITIONAL_VAE_DECODE = Task(
+    "conditional-vae-decode",
+    "conditional-vae",
+    ("conditional_vae",),
+    ConditionalVariationalCoder,
+    lambda model, x: _decode_given_label(cast(ConditionalVariationalCoder, model), x),
+    input_kind="latents with a label",
+)
+CONDITIONAL_VAE_ENCODE = Task(
+    "conditional-vae-encode",
+    "conditional-vae",
+    ("conditional_vae",),
+    ConditionalVariationalCoder,
+    lambda model, x: _encode_given_label(cast(ConditionalVariationalCoder, model), x),
+    input_kind="images with a label plane",
+)
+# Class probabilities of a digit classifier (the judge of models.evaluation.sample_quality); no default
+# key: no route asks for it by default.
+CLASSIFY = Task("classify", "classify", (), Classifier, lambda model, x: cast(Classifier, model).classify(x))
+
 TASKS: dict[str, Task] = {
     task.name: task
-    for task in (DENOISE, DENOISE_AT_NOISE_LEVEL, SUPER_RESOLVE, RECONSTRUCT, EMBED, VAE_ENCODE, VAE_DECODE)
+    for task in (
+        DENOISE,
+        DENOISE_AT_NOISE_LEVEL,
+        SUPER_RESOLVE,
+        RECONSTRUCT,
+        EMBED,
+        VAE_ENCODE,
+        VAE_DECODE,
+        CONDITIONAL_VAE_DECODE,
+        CONDITIONAL_VAE_ENCODE,
+        CLASSIFY,
+    )
 }
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from models.architectures import Architecture, ConvVAE, SuperResolutionAE
+from models.architectures import Architecture, ConditionalConvVAE, ConvVAE, DigitClassifier, SuperResolutionAE
+from models.architectures.conditional_vae import with_label_plane
 from models.corruptions import downscale, gaussian_noise, upscale
 from models.metrics import psnr  # peak 1.0, per image
 
@@ -149,12 +150,37 @@ def check_vae(model: Architecture, data: ValidationData, device: torch.device, i
     }
 
 
+def check_conditional_vae(
+    model: Architecture, data: ValidationData, device: torch.device, images: int = 1000
+) -> dict[str, float]:
+    """The negative ELBO given the true label (a bound on -log p(x|y)) on binarised hold-out digits."""
+    if not isinstance(model, ConditionalConvVAE):
+        raise TypeError(f"the conditional-vae check needs a ConditionalConvVAE, got {type(model).__name__}")
+    binary = torch.bernoulli(data.images[:images], generator=torch.Generator().manual_seed(data.seed))
+    inputs = with_label_plane(binary, data.labels[:images]).to(device)
+    generator = torch.Generator(device=device).manual_seed(data.seed)
+    with torch.no_grad():
+        neg_elbo = torch.cat(
+            [model.loss(inputs[i : i + BATCH], generator=generator)[0] for i in range(0, len(inputs), BATCH)]
+        )
+    return {"cvae_images": float(len(inputs)), "cvae_negative_elbo_given_label_nats": float(neg_elbo.mean())}
+
+
+def check_classify(model: Architecture, data: ValidationData, device: torch.device) -> dict[str, float]:
+    if not isinstance(model, DigitClassifier):
+        raise TypeError(f"the classify check needs a DigitClassifier, got {type(model).__name__}")
+    predictions = _apply(model.logits, data.images, device).argmax(dim=1)
+    return {"classify_accuracy": float((predictions == data.labels).float().mean())}
+
+
 CHECKS: dict[str, Callable[[Architecture, ValidationData, torch.device], dict[str, float]]] = {
     "reconstruct": check_reconstruct,
     "denoise": check_denoise,
     "super-resolve": check_super_resolve,
     "embed": check_embed,
     "vae": check_vae,
+    "conditional-vae": check_conditional_vae,
+    "classify": check_classify,
 }
 
 

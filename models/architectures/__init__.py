@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from models.architectures.base import Architecture, ArchitectureError
+from models.architectures.classifier import DigitClassifier, DigitClassifierConfig
+from models.architectures.conditional_vae import ConditionalConvVAE, ConditionalConvVAEConfig
 from models.architectures.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
 from models.architectures.dncnn import DnCNN, DnCNNConfig
 from models.architectures.ffdnet import FFDNet, FFDNetConfig
@@ -13,7 +15,17 @@ from models.architectures.super_resolution import SuperResolutionAE, SuperResolu
 from models.architectures.vae import ConvVAE, ConvVAEConfig
 
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE, DnCNN, FSRCNN, FFDNet)
+    cls.name: cls
+    for cls in (
+        ConvAutoencoder,
+        SuperResolutionAE,
+        ConvVAE,
+        DnCNN,
+        FSRCNN,
+        FFDNet,
+        ConditionalConvVAE,
+        DigitClassifier,
+    )
 }
 
 
@@ -39,10 +51,14 @@ __all__ = [
     "FSRCNN",
     "Architecture",
     "ArchitectureError",
+    "ConditionalConvVAE",
+    "ConditionalConvVAEConfig",
     "ConvAutoencoder",
     "ConvAutoencoderConfig",
     "ConvVAE",
     "ConvVAEConfig",
+    "DigitClassifier",
+    "DigitClassifierConfig",
     "DnCNN",
     "DnCNNConfig",
     "FFDNet",

@@ -75,3 +75,38 @@ class VariationalCoder(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(batch, latent_size) latents -> images."""
         ...
+
+
+@runtime_checkable
+class ConditionalVariationalCoder(Protocol):
+    """A VAE told the class of each image (a class-conditional VAE): q(z|x, y) and p(x|z, y)."""
+
+    @property
+    def latent_size(self) -> int:
+        """Dimensions of the latent space."""
+        ...
+
+    @property
+    def classes(self) -> int:
+        """How many labels it knows: 0..classes-1."""
+        ...
+
+    def encode_given(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and (batch,) labels -> the posterior's means and log-variances, (batch, latent_size) each."""
+        ...
+
+    def decode_given(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(batch, latent_size) latents and (batch,) labels -> images."""
+        ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    @property
+    def classes(self) -> int:
+        """How many classes it tells apart."""
+        ...
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Images -> (batch, classes) class probabilities."""
+        ...

@@ -49,8 +49,7 @@ def write_figures(recipe: Recipe, result: TrainResult, data: ImageSplit, directo
     """samples.png (inputs / outputs / targets on hold-out images) and loss.png."""
     clean = data.validation_images[:SAMPLE_COUNT]
     inputs, targets = recipe.objective.make_batch(clean, make_generator(result.seed + 4))
-    rows = [("input", inputs), ("output", result.model(inputs)), ("target", targets)]
-    image_grid(rows, directory / "samples.png")
+    image_grid(recipe.objective.figure_rows(result.model, inputs, targets), directory / "samples.png")
     validation_points = [(float(epoch + 1), loss) for epoch, loss in enumerate(result.validation_losses)]
     log_scale = all(loss > 0 for _, loss in result.train_curve)
     loss_curve(

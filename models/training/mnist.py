@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from models.architectures.conditional_vae import with_label_plane
 from models.checkpoint import InputSpec, ModelCard
 from models.data import MNIST_LICENCE, MnistSplit
 from models.recipes import Recipe
@@ -28,7 +29,7 @@ KNN_INDEX_SIZE = 20_000  # training digits the validation k-NN check matches aga
 class TrainingData(ImageSplit):
     """MNIST: the split plus labels, which only the validation checks read (k-NN of embeddings)."""
 
-    train_labels: torch.Tensor  # (N,) only for the validation k-NN index, never for training
+    train_labels: torch.Tensor  # (N,) for the validation k-NN index, and for objectives that read labels
     validation_labels: torch.Tensor  # (V,)
 
     @classmethod
@@ -42,6 +43,13 @@ class TrainingData(ImageSplit):
             validation_images=split.images[cut:],
             train_labels=split.labels[:cut],
             validation_labels=split.labels[cut:],
+        )
+
+    def with_label_planes(self) -> ImageSplit:
+        """The split for objectives that read labels: each image with a constant plane of its class."""
+        return ImageSplit(
+            train_images=with_label_plane(self.train_images, self.train_labels),
+            validation_images=with_label_plane(self.validation_images, self.validation_labels),
         )
 
 
@@ -68,7 +76,8 @@ def model_card(
 def run(recipe: Recipe, data: TrainingData, out: Path, options: TrainOptions | None = None) -> ModelCard:
     """Train, check on the hold-out, and write the checkpoint folder `out/<recipe name>`."""
     options = options or TrainOptions()
-    result = train(recipe, data, options)
+    split = data.with_label_planes() if recipe.objective.reads_labels else data
+    result = train(recipe, split, options)
     index_size = min(KNN_INDEX_SIZE, len(data.train_images))
     validation_data = ValidationData(
         images=data.validation_images,
@@ -79,4 +88,4 @@ def run(recipe: Recipe, data: TrainingData, out: Path, options: TrainOptions | N
     )
     validation = run_checks(recipe.tasks, result.model, validation_data, torch.device("cpu"))
     card = model_card(recipe, result, data, options.device, validation)
-    return finish(recipe, result, data, card, out)
+    return finish(recipe, result, split, card, out)

@@ -74,6 +74,7 @@ class Images:
     model: str
     results: list[ImageResult]
     seed: int | None = None  # the seed of /v1/vae/sample
+    source_label: int | None = None  # /v1/vae/restyle: the digit the image shows (given or inferred)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from itertools import takewhile
 
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.registry import ModelEntry, ModelRegistry
-from app.settings import DefaultModels, Preload
+from app.settings import OPTIONAL_DEFAULTS, DefaultModels, Preload
 from models.tasks import SUPER_RESOLVE, Task
 
 
@@ -115,6 +115,8 @@ class ModelChoice:
         reasons = []
         for key, name in self.defaults.as_dict().items():
             entry = self.registry.entries.get(name)
+            if entry is None and key in OPTIONAL_DEFAULTS:
+                continue
             if entry is None:
                 reasons.append(f"default {key} model {name!r} is not in {self.registry.settings.checkpoints_dir}")
             elif entry.state == "unavailable":

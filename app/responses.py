@@ -29,7 +29,8 @@ async def images_response(
     pixels = sum(result.image[0].numel() for result in images.results)
     with metrics.stage("encode", route):
         return await run_cpu_work(
-            lambda: image_response(images.model, images.results, response_format, images.seed), pixels
+            lambda: image_response(images.model, images.results, response_format, images.seed, images.source_label),
+            pixels,
         )
 
 
@@ -39,7 +40,13 @@ def choose_format(requested: str | None, source: Source | None, count: int) -> s
     return "png" if source in ("multipart", "raw") and count == 1 else "json"
 
 
-def image_response(model: str, results: list[ImageResult], response_format: str, seed: int | None = None) -> Response:
+def image_response(
+    model: str,
+    results: list[ImageResult],
+    response_format: str,
+    seed: int | None = None,
+    source_label: int | None = None,
+) -> Response:
     """Encode the results (blocking: PNG encoding; call it from a worker thread for many images)."""
     headers = {"X-Model": model}
     preprocessing = sorted({r.preprocessing for r in results if r.preprocessing is not None})
@@ -50,6 +57,11 @@ def image_response(model: str, results: list[ImageResult], response_format: str,
     sigmas = [r.extra["noise_sigma"] for r in results if "noise_sigma" in r.extra]
     if sigmas:
         headers["X-Noise-Sigma"] = ",".join(f"{sigma:.2f}" for sigma in sigmas)
+    labels = [str(r.extra["label"]) for r in results if "label" in r.extra]
+    if labels:
+        headers["X-Labels"] = ",".join(labels)
+    if source_label is not None:
+        headers["X-Source-Label"] = str(source_label)
     if response_format == "png":
         if len(results) == 1:
             tile = results[0].image
@@ -76,7 +88,7 @@ def image_response(model: str, results: list[ImageResult], response_format: str,
                 **result.extra,
             )
         )
-    body = ImageList(model=model, data=data, seed=seed)
+    body = ImageList(model=model, data=data, seed=seed, source_label=source_label)
     return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 ModelName = Annotated[
     str | None,
@@ -32,6 +32,16 @@ PreprocessOption = Annotated[
 # A latent vector. The prior is N(0, I), so values beyond a few units mean nothing; past LATENT_MAX_ABS they
 # only overflow to inf/NaN inside the decoder and come back as a blank image, so they are refused (422),
 # as are NaN and infinities. LATENT_MAX_LENGTH bounds the work before the model's latent size is checked.
+# A class label (a digit for MNIST models); the upper bound is the model's, checked by the service (422).
+Label = Annotated[int, Field(ge=0, le=1000)]
+LabelOption = Annotated[
+    Label | list[Label] | None,
+    Field(
+        description="conditional VAEs (see 'labels' in GET /v1/models): one label for every image, or one per "
+        "image; left out, labels are drawn at random from the seed. A model that takes no labels refuses it "
+        "(422); with no model named, the default conditional model serves it"
+    ),
+]
 LATENT_MAX_ABS = 1000.0
 LATENT_MAX_LENGTH = 4096
 Latent = Annotated[
@@ -118,6 +128,34 @@ class InterpolateOptions(Options):
     )
 
 
+def _label_list(value: Any) -> Any:
+    """Query and form fields carry a list of labels as "3,5,7" or repeated (JSON sends a list or one number)."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        return items
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+class RestyleOptions(Options):
+    model: ModelName = None
+    response_format: ResponseFormat = None
+    preprocess: PreprocessOption = "auto"
+    labels: Annotated[
+        list[Label] | None,
+        BeforeValidator(_label_list),
+        Field(
+            max_length=1000,
+            description="the digits to draw the image as, e.g. [3, 5] or '3,5' (a query or form field); "
+            "every label of the model (0..9) when left out",
+        ),
+    ] = None
+    source_label: Label | None = Field(
+        None,
+        description="the digit the image shows; left out, the model's best explanation of it (the label with the "
+        "smallest negative ELBO), returned as source_label / X-Source-Label",
+    )
+
+
 class ImagesField(BaseModel):
     images: list[str] | None = Field(
         None, description="base64-encoded image files (PNG, JPEG, WebP, BMP, TIFF or GIF); data: URLs are accepted"
@@ -145,6 +183,10 @@ class EmbeddingBody(EmbeddingOptions, ImagesField):
     )
 
 
+class RestyleBody(RestyleOptions, ImagesField):
+    pass
+
+
 class EncodeBody(EncodeOptions, ImagesField):
     pass
 
@@ -170,12 +212,17 @@ class SampleRequest(JsonOptions):
         description="the same seed gives the same images; a random one is chosen and returned when left out",
     )
     temperature: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False, description="z ~ N(0, temperature^2 I)")
+    label: LabelOption = None
     response_format: ResponseFormat = None
 
 
 class DecodeRequest(JsonOptions):
     model: ModelName = None
     latents: list[Latent] = Field(..., min_length=1, description="latent vectors, each of the model's latent size")
+    label: Annotated[
+        Label | list[Label] | None,
+        Field(description="conditional VAEs: the label to decode with, one for all latents or one each (required)"),
+    ] = None
     response_format: ResponseFormat = None
 
 
@@ -214,6 +261,10 @@ class ModelInfo(BaseModel):
     architecture: str | None
     input: InputSpecInfo | None
     latent_size: int | None
+    labels: list[int] | None = Field(
+        None,
+        description="the labels a conditional VAE takes ('label' of /v1/vae/sample and /v1/vae/decode); null: none",
+    )
     scale: int | None
     device: str
     dtype: str | None = Field(None, description="the precision of the model step once loaded (see execution)")
@@ -249,6 +300,7 @@ class ImageData(BaseModel):
     noise_sigma: float | None = Field(
         None, description="/v1/denoise on a model of every noise level: the noise level used (given or estimated)"
     )
+    label: int | None = Field(None, description="conditional VAEs: the label the image was drawn as")
 
 
 class ImageList(BaseModel):
@@ -256,6 +308,9 @@ class ImageList(BaseModel):
     model: str
     data: list[ImageData]
     seed: int | None = Field(None, description="the seed used (/v1/vae/sample)")
+    source_label: int | None = Field(
+        None, description="/v1/vae/restyle: the digit the image shows (source_label, or the model's best guess)"
+    )
 
 
 class Embedding(BaseModel):

@@ -28,6 +28,7 @@ from app.jobs import (
     NoteRequest,
     Posteriors,
 )
+from app.labelled_generation import LabelledGeneration, label_count, takes_labels
 from app.latent_maps import served_latent_map
 from app.model_choice import ModelChoice
 from app.observability import Metrics
@@ -68,6 +69,7 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.choice = ModelChoice(registry, settings.default_models)
+        self.labelled = LabelledGeneration(self)  # conditional VAEs: samples and decodes of a label, restyles
 
     # -- images in, images out ---------------------------------------------------------------------
 
@@ -176,11 +178,20 @@ class Service:
     # -- latents in, images out --------------------------------------------------------------------
 
     async def vae_sample(
-        self, model: str | None, n: int, seed: int | None, temperature: float, note: NoteRequest
+        self,
+        model: str | None,
+        n: int,
+        seed: int | None,
+        temperature: float,
+        note: NoteRequest,
+        label: int | list[int] | None = None,
     ) -> Images:
-        """n images from the prior; the latents come from a CPU generator so a seed gives the same images
-        whatever the device and however requests were batched."""
+        """n images from the prior (of the given labels, for a conditional VAE); the latents come from a CPU
+        generator so a seed gives the same images whatever the device and however requests were batched."""
         check_limit(n, self.settings.max_samples, "n")
+        labelled = await self.labelled.sample(model, n, seed, temperature, label, note)
+        if labelled is not None:
+            return labelled
         entry = self.choice.choose(model, VAE_DECODE)
         note(entry.name, n)
         loaded = await self.registry.load(entry.name)
@@ -189,9 +200,17 @@ class Service:
         latents = torch.randn((n, latent_size(entry, loaded)), generator=generator) * temperature
         return Images(entry.name, [ImageResult(image) for image in await self._decode(entry, latents)], seed)
 
-    async def vae_decode(self, model: str | None, latents: list[list[float]], note: NoteRequest) -> Images:
-        """Latent vectors, each of the model's latent size -> one image each."""
+    async def vae_decode(
+        self, model: str | None, latents: list[list[float]], note: NoteRequest, label: int | list[int] | None = None
+    ) -> Images:
+        """Latent vectors, each of the model's latent size -> one image each (of its label, when conditional)."""
         check_limit(len(latents), self.settings.max_images_per_request, "latents")
+        if label is not None:
+            return await self.labelled.decode(model, latents_tensor(latents), label, note)
+        if model is not None and takes_labels(self.registry.entry(model)):
+            raise ValidationFailed(
+                f"model {model!r} is a conditional VAE: send 'label' with the latents", param="label"
+            )
         entry = self.choice.choose(model, VAE_DECODE)
         note(entry.name, len(latents))
         images = await self._decode(entry, latents_tensor(latents))
@@ -356,6 +375,9 @@ class Service:
             if spec
             else None,
             latent_size=card.latent_size if card else None,
+            labels=list(range(count))
+            if card and (count := label_count(card.tasks, card.architecture_config))
+            else None,
             scale=card.scale if card else None,
             device=str(loaded.device if loaded else self.registry.device),
             dtype=loaded.planned.plan.precision if loaded else None,

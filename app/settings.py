@@ -21,6 +21,10 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 Preload = Literal["defaults", "all", "none"] | list[str]
 
 
+# Default keys whose model may be missing from the checkpoints directory without making the service unready.
+OPTIONAL_DEFAULTS = ("conditional_vae",)
+
+
 class DefaultModels(BaseModel):
     """The model each task uses when a request names none (checkpoint folder names), by the default keys
     of the task table (models.tasks)."""
@@ -30,6 +34,9 @@ class DefaultModels(BaseModel):
     reconstruct: str = "mnist-ae"
     embed: str = "mnist-ae"
     vae: str = "mnist-vae"
+    # /v1/vae/sample and /decode with a label, /v1/vae/restyle. Optional (OPTIONAL_DEFAULTS): a checkpoints
+    # directory without it still serves everything else, and refuses only requests with labels.
+    conditional_vae: str = "mnist-cvae"
     # The manifold is a picture of a 2-D latent space, so it needs a model whose latent size is 2.
     manifold: str = "mnist-vae-2d"
 

@@ -21,6 +21,8 @@ from app.schemas import (
     InterpolateOptions,
     ModelName,
     Posterior,
+    RestyleBody,
+    RestyleOptions,
     SampleRequest,
 )
 
@@ -32,6 +34,7 @@ SampleBody = Annotated[SampleRequest, Depends(json_body(SampleRequest))]
 DecodeBody = Annotated[DecodeRequest, Depends(json_body(DecodeRequest))]
 EncodeRequest = Annotated[ImageJob[EncodeOptions], Depends(image_job(EncodeOptions))]
 # Interpolation takes two images or two latents, so a request without images is not refused up front.
+RestyleRequest = Annotated[ImageJob[RestyleOptions], Depends(image_job(RestyleOptions))]
 InterpolateRequest = Annotated[
     ImageJob[InterpolateOptions], Depends(image_job(InterpolateOptions, images_required=False))
 ]
@@ -45,7 +48,9 @@ InterpolateRequest = Annotated[
     response_class=Response,
 )
 async def sample(request: Request, body: SampleBody, service: ServiceDep, model: QueryModel = None) -> Response:
-    images = await service.vae_sample(body.model or model, body.n, body.seed, body.temperature, noter(request))
+    images = await service.vae_sample(
+        body.model or model, body.n, body.seed, body.temperature, noter(request), body.label
+    )
     return await images_response(images, body.response_format, "json", service.metrics, request.url.path)
 
 
@@ -57,7 +62,7 @@ async def sample(request: Request, body: SampleBody, service: ServiceDep, model:
     response_class=Response,
 )
 async def decode(request: Request, body: DecodeBody, service: ServiceDep, model: QueryModel = None) -> Response:
-    images = await service.vae_decode(body.model or model, body.latents, noter(request))
+    images = await service.vae_decode(body.model or model, body.latents, noter(request), body.label)
     return await images_response(images, body.response_format, "json", service.metrics, request.url.path)
 
 
@@ -90,6 +95,21 @@ async def encode(job: EncodeRequest, service: ServiceDep) -> EncodeResponse:
 async def interpolate(job: InterpolateRequest, service: ServiceDep) -> Response:
     images = await service.vae_interpolate(job)
     return await images_response(images, job.options.response_format, "json", service.metrics, job.route)
+
+
+@router.post(
+    "/restyle",
+    summary="One digit drawn as other digits in the same handwriting (a conditional VAE)",
+    description="Send one image (multipart 'image', raw body, or JSON 'images'); it is encoded given the digit it "
+    "shows ('source_label', else the model's best explanation of it) and the posterior mean is decoded once per "
+    "label of 'labels' (every digit by default). X-Labels / data[].label say which image is which.",
+    responses=IMAGE_OUT,
+    openapi_extra=image_request_body(RestyleBody, RestyleOptions),
+    response_class=Response,
+)
+async def restyle(job: RestyleRequest, service: ServiceDep) -> Response:
+    images = await service.labelled.restyle(job)
+    return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)
 
 
 @router.get(

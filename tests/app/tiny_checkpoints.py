@@ -11,6 +11,8 @@ from drawn_digits import digit_batch
 from torch.nn import functional as F
 
 from models.architectures import (
+    ConditionalConvVAE,
+    ConditionalConvVAEConfig,
     ConvAutoencoder,
     ConvAutoencoderConfig,
     ConvVAE,
@@ -100,6 +102,8 @@ def _build(root: Path, steps: int) -> dict[str, float]:
     save_checkpoint(vae, _card("tiny-vae-2d", ["vae", "embed", "reconstruct"], latent_size=2), root / "tiny-vae-2d")
     vae3 = ConvVAE(ConvVAEConfig(latent_size=3, widths=(8, 16), hidden_size=32))
     save_checkpoint(vae3, _card("tiny-vae-3d", ["vae"], latent_size=3), root / "tiny-vae-3d")
+    cvae = ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=4, classes=10, widths=(8, 16), hidden_size=32))
+    save_checkpoint(cvae, _card("tiny-cvae", ["conditional-vae"], latent_size=4), root / "tiny-cvae")
 
     # A checkpoint whose weights do not match the card's sha256: listed unavailable, never served.
     broken = ConvAutoencoder(ConvAutoencoderConfig(widths=(4, 4, 4)))
@@ -122,4 +126,5 @@ DEFAULT_MODELS = {
     "embed": "tiny-ae",
     "vae": "tiny-vae-2d",
     "manifold": "tiny-vae-2d",
+    "conditional_vae": "tiny-cvae",
 }

@@ -37,6 +37,8 @@ EPILOG = """examples:
   ae reconstruct a.png b.png -o out/         images to out/, one error per line on stdout
   ae embed *.png --format jsonl > vectors.jsonl
   ae sample -n 16 --seed 1 -o grid.png
+  ae sample -n 10 --label 0,1,2,3,4,5,6,7,8,9 -o digits.png   a conditional VAE (mnist-cvae)
+  ae restyle seven.png --labels 0,1,2 -o row.png   the same handwriting as other digits
   ae train mnist-ae --data-dir /data/mnist   (ae train --help for its options)
   ae train --images-dir pictures/ --task denoise --name my-denoiser --size 32
 """
@@ -117,7 +119,8 @@ def run_embed(args: argparse.Namespace, client: Client) -> int:
 
 
 def run_sample(args: argparse.Namespace, client: Client) -> int:
-    images = client.vae_sample(args.n, seed=args.seed, temperature=args.temperature, model=args.model)
+    label = parse_labels(args.label)
+    images = client.vae_sample(args.n, seed=args.seed, temperature=args.temperature, model=args.model, label=label)
     save_all([grid(images, args.columns)], [Path(args.output)])
     return 0
 
@@ -130,8 +133,26 @@ def run_encode(args: argparse.Namespace, client: Client) -> int:
 
 
 def run_decode(args: argparse.Namespace, client: Client) -> int:
-    images = client.vae_decode(json.loads(args.latents), model=args.model)
+    images = client.vae_decode(json.loads(args.latents), model=args.model, label=parse_labels(args.label))
     save_all([grid(images, args.columns)], [Path(args.output)])
+    return 0
+
+
+def parse_labels(text: str | None) -> int | list[int] | None:
+    """'7' -> 7 (every image), '0,1,2' -> [0, 1, 2] (one per image)."""
+    if text is None:
+        return None
+    values = [int(part) for part in text.split(",") if part.strip()]
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def run_restyle(args: argparse.Namespace, client: Client) -> int:
+    labels = parse_labels(args.labels)
+    chosen = [labels] if isinstance(labels, int) else labels
+    images = client.vae_restyle(
+        args.image, chosen, source_label=args.source_label, model=args.model, preprocess=args.preprocess
+    )
+    save_all([grid(images, columns=len(images))], [Path(args.output)])
     return 0
 
 
@@ -231,8 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, help="the same seed draws the same images")
     sub.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, t^2 I) (default %(default)s)")
     sub.add_argument("--columns", type=int, help="grid columns (default: a square)")
+    sub.add_argument("--label", help="a conditional VAE's digit for every image (7) or one each (0,1,2,...)")
     sub.add_argument("-o", "--output", required=True, help="the grid PNG")
     add_client_options(sub)
+
+    sub = verb("restyle", "one digit drawn as other digits in its handwriting, as one row PNG", run_restyle)
+    sub.add_argument("image", help="image file of one digit")
+    sub.add_argument("--labels", help="digits to draw it as, e.g. 3,5,8 (default: every label)")
+    sub.add_argument("--source-label", type=int, help="the digit the image shows (default: the model's guess)")
+    sub.add_argument("-o", "--output", required=True, help="the row PNG")
+    add_client_options(sub, preprocess=True)
 
     sub = verb("encode", "a VAE's posterior mean and log-variance per image, as JSON lines", run_encode)
     sub.add_argument("images", nargs="+", help="image files")
@@ -241,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("decode", "decode latent vectors into one grid PNG", run_decode)
     sub.add_argument("latents", help='JSON list of vectors, e.g. "[[0, 0], [1.5, -0.5]]"')
     sub.add_argument("--columns", type=int, help="grid columns (default: a square)")
+    sub.add_argument("--label", help="a conditional VAE's digit for every vector (7) or one each (3,8)")
     sub.add_argument("-o", "--output", required=True, help="the grid PNG")
     add_client_options(sub)
 

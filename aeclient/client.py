@@ -114,12 +114,31 @@ class Client(_Base):
 
     # The VAE
     def vae_sample(
-        self, n: int = 1, *, seed: int | None = None, temperature: float = 1.0, model: str | None = None
+        self,
+        n: int = 1,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        model: str | None = None,
+        label: api.Labels = None,
     ) -> list[Image.Image]:
-        return self._run(api.vae_sample(n, seed, temperature, model))
+        """n samples; `label` (one digit, or one per sample) asks a conditional VAE for those digits."""
+        return self._run(api.vae_sample(n, seed, temperature, model, label))
 
-    def vae_decode(self, latents: Latents, *, model: str | None = None) -> list[Image.Image]:
-        return self._run(api.vae_decode(latents, model))
+    def vae_decode(self, latents: Latents, *, model: str | None = None, label: api.Labels = None) -> list[Image.Image]:
+        return self._run(api.vae_decode(latents, model, label))
+
+    def vae_restyle(
+        self,
+        image: ImageInput,
+        labels: Sequence[int] | None = None,
+        *,
+        source_label: int | None = None,
+        model: str | None = None,
+        preprocess: str = "auto",
+    ) -> list[Image.Image]:
+        """The digit drawn as each of `labels` (default 0..9) in its handwriting, by a conditional VAE."""
+        return self._run(api.vae_restyle(image, labels, source_label, model, preprocess))
 
     def vae_encode(self, images: Images, *, model: str | None = None, preprocess: str = "auto") -> Posterior:
         return self._run(api.vae_encode(images, model, preprocess))
@@ -214,12 +233,33 @@ class AsyncClient(_Base):
         return await self._run(api.embed(images, model, preprocess, normalize, encoding_format))
 
     async def vae_sample(
-        self, n: int = 1, *, seed: int | None = None, temperature: float = 1.0, model: str | None = None
+        self,
+        n: int = 1,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        model: str | None = None,
+        label: api.Labels = None,
     ) -> list[Image.Image]:
-        return await self._run(api.vae_sample(n, seed, temperature, model))
+        """n samples; `label` (one digit, or one per sample) asks a conditional VAE for those digits."""
+        return await self._run(api.vae_sample(n, seed, temperature, model, label))
 
-    async def vae_decode(self, latents: Latents, *, model: str | None = None) -> list[Image.Image]:
-        return await self._run(api.vae_decode(latents, model))
+    async def vae_decode(
+        self, latents: Latents, *, model: str | None = None, label: api.Labels = None
+    ) -> list[Image.Image]:
+        return await self._run(api.vae_decode(latents, model, label))
+
+    async def vae_restyle(
+        self,
+        image: ImageInput,
+        labels: Sequence[int] | None = None,
+        *,
+        source_label: int | None = None,
+        model: str | None = None,
+        preprocess: str = "auto",
+    ) -> list[Image.Image]:
+        """The digit drawn as each of `labels` (default 0..9) in its handwriting, by a conditional VAE."""
+        return await self._run(api.vae_restyle(image, labels, source_label, model, preprocess))
 
     async def vae_encode(self, images: Images, *, model: str | None = None, preprocess: str = "auto") -> Posterior:
         return await self._run(api.vae_encode(images, model, preprocess))

@@ -103,8 +103,19 @@ def embed(
     return Call("POST", "/v1/embeddings", _embeddings, json=body)
 
 
-def vae_sample(n: int, seed: int | None, temperature: float, model: str | None) -> Call[list[Image.Image]]:
-    body = _without_none(n=n, seed=seed, temperature=temperature, model=model, response_format="json")
+Labels = int | Sequence[int] | None
+
+
+def _labels(label: Labels) -> int | list[int] | None:
+    return label if label is None or isinstance(label, int) else [int(value) for value in label]
+
+
+def vae_sample(
+    n: int, seed: int | None, temperature: float, model: str | None, label: Labels = None
+) -> Call[list[Image.Image]]:
+    body = _without_none(
+        n=n, seed=seed, temperature=temperature, model=model, label=_labels(label), response_format="json"
+    )
     return Call("POST", "/v1/vae/sample", _image_list, json=body)
 
 
@@ -117,9 +128,21 @@ def _latent_rows(latents: np.ndarray | Sequence[Sequence[float]]) -> list[list[f
     return array.tolist()
 
 
-def vae_decode(latents: np.ndarray | Sequence[Sequence[float]], model: str | None) -> Call[list[Image.Image]]:
-    body = _without_none(latents=_latent_rows(latents), model=model, response_format="json")
+def vae_decode(
+    latents: np.ndarray | Sequence[Sequence[float]], model: str | None, label: Labels = None
+) -> Call[list[Image.Image]]:
+    body = _without_none(latents=_latent_rows(latents), model=model, label=_labels(label), response_format="json")
     return Call("POST", "/v1/vae/decode", _image_list, json=body)
+
+
+def vae_restyle(
+    image: ImageInput, labels: Sequence[int] | None, source_label: int | None, model: str | None, preprocess: str
+) -> Call[list[Image.Image]]:
+    """One digit drawn as each of `labels` (every label when None), in its handwriting."""
+    body = _image_body(
+        image, model, preprocess, labels=None if labels is None else [int(v) for v in labels], source_label=source_label
+    )
+    return Call("POST", "/v1/vae/restyle", _image_list, json=body)
 
 
 def _posterior(response: httpx.Response) -> Posterior:

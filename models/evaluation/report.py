@@ -155,6 +155,27 @@ def render_vae(metrics: dict[str, Any], report_dir: Path) -> Lines:
     return lines
 
 
+def render_conditional_vae(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    lines: Lines = [metrics["protocol"] + ".", ""]
+    per_label = metrics["label_accuracy_per_label"]
+    lines += [f"Samples classified as the requested label: {metrics['label_accuracy']:.2%} overall.", ""]
+    lines += _table(["label", *per_label], [["classified as asked", *(f"{v:.1%}" for v in per_label.values())]])
+    rows = [[name, f"{value:.2f}", "generated"] for name, value in metrics["frechet_distance"].items()]
+    rows += [[name, f"{value:.2f}", "reference"] for name, value in metrics["frechet_distance_references"].items()]
+    lines += ["", "Fréchet distance to the test digits (classifier features; lower is closer):", ""]
+    lines += _table(["samples", "Fréchet distance", "kind"], rows)
+    return [*lines, ""]
+
+
+def render_classify(metrics: dict[str, Any], report_dir: Path) -> Lines:
+    blurred = [key for key in metrics if key.startswith("blurred_")]
+    lines: Lines = [
+        f"{metrics['protocol']}: accuracy {metrics['test_accuracy']:.2%} ({metrics['test_errors']} errors)."
+    ]
+    lines += [f"On the same digits blurred (sigma 1 pixel): {metrics[key]:.2%}." for key in blurred]
+    return [*lines, ""]
+
+
 CAPTIONS = {
     (
         "denoise",
@@ -162,6 +183,10 @@ CAPTIONS = {
     ): "the first ten test digits at the strongest noise level: clean, noisy, classical methods, model",
     ("super-resolve", "examples"): "the first ten test digits: clean, low-resolution input (enlarged), bicubic, model",
     ("vae", "samples"): "64 samples from the prior, z ~ N(0, I)",
+    ("conditional-vae", "samples"): "one row per label 0..9, ten draws each (z ~ N(0, I), seed 0)",
+    ("conditional-vae", "restyle"): (
+        "restyle: the first test digit of each class (left) drawn as 0..9 from its posterior mean"
+    ),
     ("vae", "latent_means"): "posterior means of the test digits, coloured by digit",
     ("vae", "manifold"): (
         "digits decoded on a grid over the 2-D latent space (prior quantiles 0.05..0.95; z1 to the right, z2 up)"
@@ -183,6 +208,8 @@ SECTION_RENDERERS: dict[str, Callable[[dict[str, Any], Path], Lines]] = {
     "embed": render_embed,
     "reconstruct": render_reconstruct,
     "vae": render_vae,
+    "conditional-vae": render_conditional_vae,
+    "classify": render_classify,
 }
 
 
@@ -224,6 +251,8 @@ def summary_rows(cards: list[ModelCard]) -> list[list[str]]:
                     measured = f"{target['speedup']}x"
                 elif "mean_absolute_error" in target:
                     measured = f"MAE {target['mean_absolute_error']:.2f}"
+                elif "measured" in target:
+                    measured = str(target["measured"])
                 rows.append([card.name, task, target["description"], measured, "yes" if target["met"] else "**no**"])
             target = card.metrics.get(task, {}).get("target")
             if target is None:

@@ -210,3 +210,20 @@ async def test_async_retries() -> None:
     async with AsyncClient("http://test", transport=httpx.MockTransport(handle)) as client:
         assert await client.health() == {"status": "ok"}
     assert len(calls) == 2
+
+
+def test_labels_and_restyle(server: str) -> None:
+    digit = png_bytes(digit_batch(1, seed=3)[0])
+    with Client(server) as ae:
+        sevens = ae.vae_sample(3, seed=4, label=7)
+        again = ae.vae_sample(3, seed=4, label=[7, 7, 7])
+        assert len(sevens) == 3
+        for a, b in zip(sevens, again, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert len(ae.vae_decode([[0.0] * 4, [1.0] * 4], label=[1, 2])) == 2
+        restyled = ae.vae_restyle(digit, [0, 5], source_label=3)
+        assert len(restyled) == 2 and restyled[0].size == (28, 28)
+        assert len(ae.vae_restyle(digit)) == 10
+        with pytest.raises(ValidationError) as refused:
+            ae.vae_sample(1, label=1, model="tiny-vae-2d")
+        assert refused.value.status_code == 422 and refused.value.param == "label"

@@ -35,7 +35,8 @@ def test_help_lists_every_command() -> None:
         [sys.executable, "-m", "aeclient.cli", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     for command in ["serve", "train", "evaluate", "bench", "denoise", "super-resolve", "reconstruct", "embed",
-                    "sample", "encode", "decode", "interpolate", "manifold", "models", "health"]:  # fmt: skip
+                    "sample", "restyle", "encode", "decode", "interpolate", "manifold", "models",
+                    "health"]:  # fmt: skip
         assert f"\n    {command}" in result.stdout, command
 
 
@@ -162,3 +163,19 @@ def test_server_errors_exit_1_with_the_servers_message(
 def test_unreachable_server_exits_2(capsys: Capture) -> None:
     assert main(["health", "--url", "http://127.0.0.1:9"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_labels_and_restyle_verbs(server: str, digit_files: list[str], tmp_path: Path) -> None:
+    digits = tmp_path / "digits.png"
+    labels = ",".join(str(label) for label in range(10))
+    assert main(["sample", "-n", "10", "--label", labels, "--seed", "2", "--columns", "10", "-o", str(digits),
+                 "--url", server]) == 0  # fmt: skip
+    assert Image.open(digits).size == (10 * 28, 28)
+    sevens = tmp_path / "sevens.png"
+    assert main(["sample", "-n", "2", "--label", "7", "--seed", "2", "-o", str(sevens), "--url", server]) == 0
+    assert main(["decode", "[[0, 0, 0, 0]]", "--label", "3", "-o", str(tmp_path / "d.png"), "--url", server]) == 0
+    row = tmp_path / "row.png"
+    assert main(["restyle", digit_files[0], "--labels", "1,2,3", "--source-label", "4", "-o", str(row),
+                 "--url", server]) == 0  # fmt: skip
+    assert Image.open(row).size == (3 * 28, 28)
+    assert main(["sample", "-n", "1", "--label", "12", "-o", str(tmp_path / "x.png"), "--url", server]) != 0

@@ -3,7 +3,7 @@
 
 import { pngDataUrl } from "./api.js";
 import { inputBlobs } from "./input.js";
-import { Runner, element, fillModelSelect } from "./ui.js";
+import { Runner, blobToDataUrl, element, fillModelSelect } from "./ui.js";
 
 // Ten colours that stand apart on the dark map (Tableau 10, white for 7); style.css has the same for the legend.
 export const DIGIT_COLOURS = ["#f28e2b", "#4e9bd6", "#59a14f", "#edc948", "#b07aa1", "#e15759", "#ff9da7", "#ffffff", "#9c755f", "#76e0d4"];
@@ -176,33 +176,86 @@ export function latentView() {
   return { name: "latent", activate: load, onInput: () => {} };
 }
 
+const takesLabels = (model) => Array.isArray(model.labels) && model.labels.length > 0;
+
 export function sampleView() {
   const section = document.getElementById("view-sample");
   const runner = new Runner("sample");
+  const restyleRunner = new Runner("restyle");
   const select = document.getElementById("sample-model");
+  const label = document.getElementById("sample-label");
   const seed = document.getElementById("sample-seed");
   const n = document.getElementById("sample-n");
   const temperature = document.getElementById("sample-temperature");
+  let conditional = []; // the servable models that take labels
+
+  async function fillModels() {
+    const matching = await fillModelSelect(select, {
+      filter: (m) => m.tasks.includes("vae") || takesLabels(m), preferred: "mnist-vae",
+    });
+    conditional = matching.filter(takesLabels).map((m) => m.name);
+  }
+
+  // The labels of a request: none, one digit for all, or 0..9 in turn.
+  function labelsFor(count) {
+    if (!label.value) return null;
+    return label.value === "each" ? Array.from({ length: count }, (_, i) => i % 10) : Number(label.value);
+  }
 
   async function run() {
     await runner.run(async (request) => {
-      await fillModelSelect(select, { preferred: "mnist-vae" });
+      await fillModels();
       const seedText = seed.value.trim();
       if (seedText && !/^\d+$/.test(seedText)) throw new Error("the seed is a whole number from 0 up, or empty for a random one");
       const count = Number(n.value);
       // JSON by hand for the seed: it may be larger than a JavaScript number holds exactly (up to 2^63 - 1).
       const fields = [`"model":${JSON.stringify(select.value)}`, `"n":${Number.isInteger(count) ? count : JSON.stringify(n.value)}`,
         `"temperature":${Number(temperature.value)}`, '"response_format":"json"'];
+      const labels = labelsFor(count);
+      if (labels !== null) fields.push(`"label":${JSON.stringify(labels)}`);
       if (seedText) fields.push(`"seed":${seedText}`);
       const { data, response } = await request("POST", "/v1/vae/sample", { json: `{${fields.join(",")}}` });
       const used = response.headers.get("X-Seed") || "";
       byTestId(section, "sample-seed-used").textContent = used;
       if (!seedText) seed.value = used; // so that the same button gives the same picture again
-      byTestId(section, "samples").replaceChildren(...data.data.map((item, i) =>
-        element("img", { src: pngDataUrl(item), class: "pixel", alt: `sample ${i + 1}` })));
+      byTestId(section, "samples").replaceChildren(...data.data.map((item, i) => {
+        const name = item.label === undefined ? `sample ${i + 1}` : `sample ${i + 1}, a ${item.label}`;
+        const image = element("img", { src: pngDataUrl(item), class: "pixel", alt: name, title: `${name}: click to restyle` });
+        image.addEventListener("click", () => restyle(item.b64_png, item.label));
+        return image;
+      }));
     });
   }
 
+  /** One digit (base64 PNG) drawn as 0..9 by the conditional model; `source` is its digit when known. */
+  async function restyle(b64Png, source) {
+    await restyleRunner.run(async (request) => {
+      await fillModels();
+      if (!conditional.length) throw new Error("no conditional model (one whose card lists conditional-vae) is served");
+      const model = conditional.includes(select.value) ? select.value : conditional[0];
+      const body = { model, images: [b64Png], response_format: "json" };
+      if (source !== undefined) body.source_label = source;
+      const { data } = await request("POST", "/v1/vae/restyle", { json: body });
+      byTestId(section, "restyle-source").textContent = `${data.source_label}${source === undefined ? " (the model's guess)" : ""}`;
+      byTestId(section, "restyled").replaceChildren(...data.data.map((item) =>
+        element("img", { src: pngDataUrl(item), class: "pixel", alt: `drawn as ${item.label}`, title: `as ${item.label}` })));
+    });
+  }
+
+  // A digit asks for a conditional model; an unconditional model takes no digit.
+  label.addEventListener("change", async () => {
+    await fillModels();
+    if (label.value && !conditional.includes(select.value) && conditional.length) select.value = conditional[0];
+  });
+  select.addEventListener("change", () => {
+    if (!conditional.includes(select.value)) label.value = "";
+  });
+  byTestId(section, "restyle-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    const dataUrl = await blobToDataUrl(file);
+    await restyle(String(dataUrl).split(",")[1]);
+  });
   temperature.addEventListener("input", () => {
     document.getElementById("sample-temperature-value").textContent = Number(temperature.value).toFixed(1);
   });

@@ -200,6 +200,41 @@ def test_sampling_with_a_seed_twice_gives_the_same_picture(browser: Any, server:
     assert console.errors == []
 
 
+def test_sampling_a_chosen_digit_and_restyling_a_sample(browser: Any, server: str, shots: Path) -> None:
+    page, console = open_page(browser, server)
+    expect = sync_api.expect
+    page.get_by_test_id("tab-sample").click()
+    samples = page.get_by_test_id("samples").locator("img")
+    expect(samples).to_have_count(16)  # the unconditional model, on opening the view
+    page.get_by_test_id("sample-label").select_option("7")  # a digit: the conditional model is chosen for it
+    expect(page.get_by_test_id("sample-model")).to_have_value("mnist-cvae")
+    page.get_by_test_id("sample-n").fill("10")
+    page.get_by_test_id("sample-seed").fill("5")
+    page.get_by_test_id("run-sample").click()
+    expect(samples).to_have_count(10)
+    expect(samples.first).to_have_attribute("alt", "sample 1, a 7")
+    sevens = [samples.nth(i).get_attribute("src") for i in range(10)]
+    page.get_by_test_id("sample-label").select_option("each")
+    page.get_by_test_id("run-sample").click()
+    expect(samples.nth(9)).to_have_attribute("alt", "sample 10, a 9")
+    assert samples.nth(7).get_attribute("src") == sevens[7]  # the same seed: the same latent, asked for a 7 again
+    samples.nth(3).click()  # restyle the sample drawn as a 3
+    restyled = page.get_by_test_id("restyled").locator("img")
+    expect(restyled).to_have_count(10)
+    expect(page.get_by_test_id("restyle-source")).to_have_text("3")
+    expect(restyled.nth(3)).to_have_attribute("alt", "drawn as 3")
+    answer = httpx.post(
+        f"{server}/v1/vae/sample",
+        json={"model": "mnist-cvae", "n": 10, "seed": 5, "label": list(range(10))},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ).json()
+    assert samples.nth(3).get_attribute("src") == f"data:image/png;base64,{answer['data'][3]['b64_png']}"
+    page.get_by_test_id("sample-model").select_option("mnist-vae")  # no digits for an unconditional model
+    expect(page.get_by_test_id("sample-label")).to_have_value("")
+    screenshot(page, shots / "sampling-digits.png", "view-sample")
+    assert console.errors == []
+
+
 def test_an_invalid_upload_shows_the_apis_message(browser: Any, server: str) -> None:
     page, console = open_page(browser, server)
     expect = sync_api.expect

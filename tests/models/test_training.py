@@ -113,7 +113,8 @@ def test_loss_goes_down_and_the_best_epoch_is_kept(data: TrainingData) -> None:
 
 
 def test_recipes_promise_what_their_models_do() -> None:
-    mnist = {"mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-sr-x4", "mnist-vae-2d", "mnist-vae"}
+    mnist = {"mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-sr-x4", "mnist-vae-2d", "mnist-vae", "mnist-cvae"}
+    mnist |= {"mnist-classifier"}
     assert set(MNIST_RECIPES) == mnist
     natural = {f"bsd-denoise-sigma{sigma}" for sigma in (15, 25, 50)} | {f"t91-sr-x{scale}" for scale in (2, 3, 4)}
     assert set(RECIPES) - set(MNIST_RECIPES) == natural

@@ -51,7 +51,11 @@ def lever_recipes(epochs: int) -> dict[str, tuple[Recipe, dict[str, Any]]]:
             dataclasses.replace(base, architecture_config={**config, "widths": (64, 128), "hidden_size": 512}),
             {},
         ),
-        "continue": (base, {"init_from": Path("checkpoints/mnist-vae"), "learning_rate": 2e-4}),
+        # Already warmed up: the full KL from the first step.
+        "continue": (
+            dataclasses.replace(base, objective=BernoulliElbo(kl_warmup_epochs=0)),
+            {"init_from": Path("checkpoints/mnist-vae"), "learning_rate": 2e-4},
+        ),
     }
 
 

@@ -29,7 +29,8 @@ def test_models_lists_every_checkpoint_with_its_card(client: TestClient, checkpo
     assert response.status_code == 200
     models = {item["name"]: item for item in response.json()["data"]}
     assert set(models) == {
-        "tiny-ae", "tiny-denoise", "tiny-sr-x2", "tiny-vae-2d", "tiny-vae-3d", "tiny-cvae", "broken", "broken-card", "mismatch"
+        "tiny-ae", "tiny-denoise", "tiny-sr-x2", "tiny-vae-2d", "tiny-vae-3d", "tiny-cvae", "broken", "broken-card",
+        "mismatch",
     }  # fmt: skip
     sr = models["tiny-sr-x2"]
     card = read_card(checkpoints_dir / "tiny-sr-x2")

@@ -32,7 +32,7 @@ from models.evaluation.report import render_report
 from models.evaluation.sample_quality import evaluate_classification, evaluate_conditional_vae
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
-from models.machine import machine_description
+from models.runtime.machine import machine_description
 
 # The tasks the quality guard of reduced precision (models.evaluation.precision) knows how to measure.
 GUARDED_TASKS = {"denoise", "super-resolve", "reconstruct", "embed", "vae"}

@@ -5,7 +5,7 @@ test set drawn at once) with 200 posterior samples (seed 0).
     python -m models.evaluation.vae_levers --data-dir ../shared/datasets/mnist --epochs 5 --threads 1 \
         --out docs/vae-levers.json [--only baseline latent-32]
 
-Levers are variants of the `mnist-vae` recipe (models.recipes); "continue" trains the shipped mnist-vae
+Levers are variants of the `mnist-vae` recipe (models.training.recipes); "continue" trains the shipped mnist-vae
 further (its weights as the start, a lower learning rate), the "longer training" lever. Nothing here
 writes a checkpoint: a lever worth shipping becomes a recipe.
 """
@@ -26,12 +26,12 @@ import torch
 
 from models.architectures import ConvVAE
 from models.checkpoint import load_checkpoint
-from models.data import load_mnist
+from models.data.mnist import load_mnist
 from models.evaluation.vae import importance_sampled_bounds
-from models.objectives import BernoulliElbo
-from models.recipes import RECIPES, Recipe
 from models.training.loop import TrainOptions, train
 from models.training.mnist import TrainingData
+from models.training.objectives import BernoulliElbo
+from models.training.recipes import RECIPES, Recipe
 
 FIRST, LAST = 5000, 6000  # the test digits of the comparison
 SAMPLES = 200

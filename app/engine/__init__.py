@@ -1,0 +1,3 @@
+"""The service layer, with nothing of HTTP: the model registry, model choice, jobs, batching, CPU work
+off the event loop, the service that runs a task on a model and the conditional VAEs' requests
+(labelled_generation)."""

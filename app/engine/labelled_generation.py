@@ -100,8 +100,10 @@ class LabelledGeneration:
         generator = torch.Generator().manual_seed(seed)
         # The latents are drawn first, so that a seed gives the same handwriting whatever labels are asked.
         latents = torch.randn((n, entry.card.latent_size or 16), generator=generator) * temperature  # type: ignore[union-attr]
-        drawn = torch.randint(0, classes, (n,), generator=generator) if labels is None else None
-        chosen = drawn if drawn is not None else label_tensor(labels or 0, n, classes)
+        if labels is None:
+            chosen = torch.randint(0, classes, (n,), generator=generator)
+        else:
+            chosen = label_tensor(labels, n, classes)
         note(entry.name, n)
         return await self._decode(entry, latents, chosen, seed)
 
@@ -122,7 +124,9 @@ class LabelledGeneration:
             raise InvalidRequest(f"restyle takes exactly one image; got {len(upload.blobs)}", param="image")
         entry = choose_conditional(self.service.choice, options.model, param="model")
         classes = self.classes(entry)
-        targets = label_tensor(options.labels, len(options.labels), classes, "labels") if options.labels else None
+        targets = (
+            None if options.labels is None else label_tensor(options.labels, len(options.labels), classes, "labels")
+        )
         if options.source_label is not None:
             label_tensor(options.source_label, 1, classes, "source_label")
         assert entry.card is not None

@@ -144,6 +144,7 @@ class RestyleOptions(Options):
         list[Label] | None,
         BeforeValidator(_label_list),
         Field(
+            min_length=1,
             max_length=1000,
             description="the digits to draw the image as, e.g. [3, 5] or '3,5' (a query or form field); "
             "every label of the model (0..9) when left out",

@@ -57,6 +57,7 @@ def test_a_conditional_model_without_labels_draws_them_from_the_seed(client: Tes
     [
         ({"n": 2, "label": 10}, "0..9"),
         ({"n": 2, "label": [1, 2, 3]}, "one per image"),
+        ({"n": 2, "label": []}, "one per image"),
         ({"n": 2, "label": 1, "model": "tiny-vae-2d"}, "takes no labels"),
     ],
 )

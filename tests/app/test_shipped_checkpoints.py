@@ -14,13 +14,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from drawn_digits import decode_png, png_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
-from service_helpers import mse, multipart
+from service_helpers import json_images, mse, multipart
 
 from app.main import create_app
 from app.settings import Settings
+from models.architectures import DigitClassifier
+from models.checkpoint import load_checkpoint, read_card
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = Path(os.environ.get("AE_REAL_CHECKPOINTS_DIR", REPO_ROOT / "checkpoints"))
@@ -138,3 +141,30 @@ def test_the_photo_denoisers_remove_noise_of_any_level_given_or_estimated(shippe
         given = shipped.post(f"/v1/denoise?model=photo-denoise-color&sigma={sigma}", files=multipart(any_png(picture)))
         assert given.status_code == 200 and given.headers["x-noise-sigma"] == f"{sigma:.2f}"
         assert psnr(read_any_png(given.content), reference) > psnr(picture, reference) + 4.0
+
+
+# -- the conditional VAE, judged by the shipped classifier ---------------------------------------------------------
+
+CONDITIONAL = ("mnist-cvae", "mnist-classifier")
+LABEL_ACCURACY_MARGIN = 0.05  # 200 samples instead of the card's 10,000: a 5-point margin below the card's figure
+
+
+@pytest.mark.skipif(
+    not all((CHECKPOINTS / name / "model.safetensors").is_file() for name in CONDITIONAL),
+    reason=f"the shipped checkpoints {CONDITIONAL} are not in {CHECKPOINTS}",
+)
+def test_samples_of_a_chosen_digit_are_read_as_that_digit(shipped: TestClient) -> None:
+    classifier = load_checkpoint(CHECKPOINTS / "mnist-classifier").model
+    card = read_card(CHECKPOINTS / "mnist-cvae")
+    measured = card.metrics["conditional-vae"]["label_accuracy"]  # the card's own figure (10,000 samples)
+    labels = [label % 10 for label in range(200)]
+    response = shipped.post("/v1/vae/sample", json={"n": 200, "seed": 123, "label": labels})
+    assert response.status_code == 200 and response.json()["model"] == "mnist-cvae"
+    images = torch.tensor(np.stack(json_images(response)), dtype=torch.float32).unsqueeze(1) / 255.0
+    assert isinstance(classifier, DigitClassifier)
+    with torch.no_grad():
+        read_as = classifier.classify(images).argmax(dim=1)
+    share = float((read_as == torch.tensor(labels)).float().mean())
+    assert share >= measured - LABEL_ACCURACY_MARGIN, (share, measured)
+    restyled = shipped.post("/v1/vae/restyle", files=multipart((EXAMPLES / "digit.png").read_bytes()))
+    assert restyled.status_code == 200 and restyled.json()["source_label"] == 7  # the example is a 7

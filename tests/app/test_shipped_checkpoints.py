@@ -160,7 +160,7 @@ def test_samples_of_a_chosen_digit_are_read_as_that_digit(shipped: TestClient) -
     labels = [label % 10 for label in range(200)]
     response = shipped.post("/v1/vae/sample", json={"n": 200, "seed": 123, "label": labels})
     assert response.status_code == 200 and response.json()["model"] == "mnist-cvae"
-    images = torch.tensor(np.stack(json_images(response)), dtype=torch.float32).unsqueeze(1) / 255.0
+    images = torch.tensor(np.stack(json_images(response)), dtype=torch.float32).unsqueeze(1)  # in [0, 1]
     assert isinstance(classifier, DigitClassifier)
     with torch.no_grad():
         read_as = classifier.classify(images).argmax(dim=1)

@@ -80,6 +80,15 @@ class LabelledGeneration:
             raise InvalidRequest(f"model {entry.name!r} does not state its labels", param="model")
         return count
 
+    async def latent_size(self, entry: ModelEntry) -> int:
+        """From the card, else from the loaded model (a ConditionalVariationalCoder states it)."""
+        if entry.card is not None and entry.card.latent_size:
+            return entry.card.latent_size
+        size = getattr((await self.service.registry.load(entry.name)).model, "latent_size", None)
+        if not isinstance(size, int):
+            raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
+        return size
+
     async def sample(
         self,
         model: str | None,
@@ -99,7 +108,7 @@ class LabelledGeneration:
         seed = random.SystemRandom().randrange(2**63) if seed is None else seed
         generator = torch.Generator().manual_seed(seed)
         # The latents are drawn first, so that a seed gives the same handwriting whatever labels are asked.
-        latents = torch.randn((n, entry.card.latent_size or 16), generator=generator) * temperature  # type: ignore[union-attr]
+        latents = torch.randn((n, await self.latent_size(entry)), generator=generator) * temperature
         if labels is None:
             chosen = torch.randint(0, classes, (n,), generator=generator)
         else:
@@ -160,8 +169,8 @@ class LabelledGeneration:
     async def _decode(
         self, entry: ModelEntry, latents: torch.Tensor, labels: torch.Tensor, seed: int | None = None
     ) -> Images:
-        size = entry.card.latent_size if entry.card else None
-        if size is not None and latents.shape[1] != size:
+        size = await self.latent_size(entry)
+        if latents.shape[1] != size:
             raise ValidationFailed(
                 f"model {entry.name!r} has {size} latent dimensions; got vectors of {latents.shape[1]}", param="latents"
             )

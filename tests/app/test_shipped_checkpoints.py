@@ -146,7 +146,9 @@ def test_the_photo_denoisers_remove_noise_of_any_level_given_or_estimated(shippe
 # -- the conditional VAE, judged by the shipped classifier ---------------------------------------------------------
 
 CONDITIONAL = ("mnist-cvae", "mnist-classifier")
-LABEL_ACCURACY_MARGIN = 0.05  # 200 samples instead of the card's 10,000: a 5-point margin below the card's figure
+# 120 samples (two requests of 60; at most 64 per request) instead of the card's 10,000: a binomial standard error
+# of about 3.5 points at the card's ~83%, so the margin below the card's figure is 10 points.
+LABEL_ACCURACY_MARGIN = 0.10
 
 
 @pytest.mark.skipif(
@@ -157,14 +159,21 @@ def test_samples_of_a_chosen_digit_are_read_as_that_digit(shipped: TestClient) -
     classifier = load_checkpoint(CHECKPOINTS / "mnist-classifier").model
     card = read_card(CHECKPOINTS / "mnist-cvae")
     measured = card.metrics["conditional-vae"]["label_accuracy"]  # the card's own figure (10,000 samples)
-    labels = [label % 10 for label in range(200)]
-    response = shipped.post("/v1/vae/sample", json={"n": 200, "seed": 123, "label": labels})
-    assert response.status_code == 200 and response.json()["model"] == "mnist-cvae"
-    images = torch.tensor(np.stack(json_images(response)), dtype=torch.float32).unsqueeze(1)  # in [0, 1]
+    labels = [label % 10 for label in range(60)]
+    images = []
+    for seed in (123, 124):
+        response = shipped.post("/v1/vae/sample", json={"n": 60, "seed": seed, "label": labels})
+        assert response.status_code == 200 and response.json()["model"] == "mnist-cvae"
+        images += json_images(response)
+    batch = torch.tensor(np.stack(images), dtype=torch.float32).unsqueeze(1)  # in [0, 1]
     assert isinstance(classifier, DigitClassifier)
     with torch.no_grad():
-        read_as = classifier.classify(images).argmax(dim=1)
-    share = float((read_as == torch.tensor(labels)).float().mean())
+        read_as = classifier.classify(batch).argmax(dim=1)
+    share = float((read_as == torch.tensor(labels + labels)).float().mean())
     assert share >= measured - LABEL_ACCURACY_MARGIN, (share, measured)
-    restyled = shipped.post("/v1/vae/restyle", files=multipart((EXAMPLES / "digit.png").read_bytes()))
-    assert restyled.status_code == 200 and restyled.json()["source_label"] == 7  # the example is a 7
+    seven = (EXAMPLES / "digit.png").read_bytes()  # the documented example, a 7
+    restyled = shipped.post("/v1/vae/restyle", files=multipart(seven), data={"source_label": "7", "labels": "1,7"})
+    assert restyled.status_code == 200 and [item["label"] for item in restyled.json()["data"]] == [1, 7]
+    as_seven, as_one = (torch.tensor(image).unsqueeze(0).unsqueeze(0) for image in json_images(restyled)[::-1])
+    with torch.no_grad():  # redrawn as a 1 it is read as a 1; as itself, as a 7
+        assert classifier.classify(torch.cat([as_one, as_seven])).argmax(dim=1).tolist() == [1, 7]

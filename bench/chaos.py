@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.run import free_port, machine_description
+from bench.run import free_port, machine_description, stop_process
 from models.checkpoint import load_checkpoint, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +239,8 @@ class Server:
 
 @contextmanager
 def running(setup: Setup, name: str, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`python -m app.cli` (ae-serve) on a free loopback port, ready; killed afterwards if still running."""
+    """`python -m app.cli` (ae-serve) on a free loopback port, ready; stopped afterwards as an operator would
+    (SIGTERM to its process group, SIGKILL only if it is still there after a drain's time)."""
     port = free_port()
     variables = {
         "AE_CHECKPOINTS_DIR": str(setup.checkpoints_dir),
@@ -254,16 +255,19 @@ def running(setup: Setup, name: str, workers: int = 1, env: dict[str, str] | Non
     log = setup.work_dir / f"{name}.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=os.environ | variables, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            cwd=REPO_ROOT,
+            env=os.environ | variables,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it reaches every worker
         )
     server = Server(process, port, log)
     try:
         wait_ready(server, workers)
         yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        stop_process(process, timeout_s=30)
 
 
 def wait_ready(server: Server, workers: int, timeout_s: float = 180) -> None:

@@ -97,13 +97,19 @@ def running_server(
             time.sleep(0.2)
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
         log.close()
+
+
+def stop_server(process: subprocess.Popen[str] | subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """SIGTERM (the server drains and exits), then SIGKILL only if it is still there after `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

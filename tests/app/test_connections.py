@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, stop_server
 from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
 from starlette.types import Message
@@ -173,8 +173,7 @@ def guarded_server(checkpoints_dir: Path, tmp_path_factory: pytest.TempPathFacto
         time.sleep(0.5)  # the probes' connections are closed on the server's side too
         yield port
     finally:
-        process.kill()
-        process.wait()
+        stop_server(process)
         log.close()
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, stop_server
 from hostile_corpus import cases
 from tiny_checkpoints import DEFAULT_MODELS
 
@@ -116,9 +116,7 @@ def slow_batching_server(checkpoints_dir: Path) -> Iterator[tuple[subprocess.Pop
                 time.sleep(0.1)
         yield process, base_url
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        stop_server(process)
 
 
 def queued_images(base_url: str) -> float:

@@ -31,11 +31,9 @@ from shipped import CHECKPOINTS, card_metrics, card_serving, require_data, requi
 
 from app.main import create_app
 from app.settings import Settings
-from models.corruptions import gaussian_noise
-from models.data import load_mnist
-from models.evaluation.photo_denoise import noisy_pair, read_set, to_batch
-from models.execution import TOLERANCES, native_precisions
-from models.natural_images import (
+from models.data.corruptions import gaussian_noise
+from models.data.mnist import load_mnist
+from models.data.natural_images import (
     bicubic_downscale,
     bicubic_upscale,
     load_images,
@@ -45,6 +43,8 @@ from models.natural_images import (
     psnr_255,
     psnr_y,
 )
+from models.evaluation.photo_denoise import noisy_pair, read_set, to_batch
+from models.runtime.execution import TOLERANCES, native_precisions
 
 MARGIN_DB = 1.0  # below the card's figure (the issue allows at most 1.5 dB)
 WRONG_SIGMA_MARGIN_DB = 1.0  # the right noise level must beat a wrong one (told 10 for noise of 25) by this

@@ -1,6 +1,6 @@
 """Workers die with their supervisor: `kill -9` of `ae-serve --workers 2` leaves no worker behind.
 
-The supervisor cannot pass a SIGKILL on; each worker watches its parent (app.server.SupervisorWatch) and
+The supervisor cannot pass a SIGKILL on; each worker watches its parent (app.process.server.SupervisorWatch) and
 stops once it is gone. Without that, both workers keep running, holding the port and ~400 MiB each.
 """
 
@@ -46,7 +46,17 @@ def test_kill_9_of_the_supervisor_stops_every_worker(checkpoints_dir: Path, tmp_
         "AE_LOG_LEVEL": "info",
     }
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "app.cli", "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS)]
+    command = [
+        sys.executable,
+        "-m",
+        "app.process.cli",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(WORKERS),
+    ]
     with log.open("w") as log_file:
         supervisor = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     workers: set[int] = set()

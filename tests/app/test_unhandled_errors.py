@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from conftest import free_port, make_settings
 
-from app.connections import GuardedHttpToolsProtocol
 from app.main import create_app
+from app.process.connections import GuardedHttpToolsProtocol
 
 BUG_PATH = "/test-only/bug"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # process_leaks, for this file and its tests
-from process_leaks import SESSION_VARIABLE, still_alive_after, stop
+from process_leaks import SESSION_VARIABLE, own_helpers, still_alive_after, stop
 
 # Processes that are stopping (a server's drain, Ray's daemons after ray.shutdown) get this long to go.
 LEAK_GRACE_S = 15.0
@@ -23,7 +23,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leaked = still_alive_after(os.environ[SESSION_VARIABLE], LEAK_GRACE_S, exclude=frozenset({os.getpid()}))
+    this_process = os.getpid()
+    ignored = frozenset({this_process}) | own_helpers(this_process)  # they end with this process
+    leaked = still_alive_after(os.environ[SESSION_VARIABLE], LEAK_GRACE_S, exclude=ignored)
     if not leaked:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

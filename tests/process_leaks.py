@@ -51,6 +51,25 @@ def marked_processes(token: str, exclude: frozenset[int] = frozenset()) -> list[
     return found
 
 
+# Helpers that multiprocessing starts for a process (torch and others use it in the pytest process itself):
+# each reads a pipe from its parent and ends when the parent does, so it cannot outlive the session.
+OWN_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def own_helpers(parent: int) -> frozenset[int]:
+    """The children of `parent` that are its own multiprocessing helpers (see OWN_HELPERS)."""
+    found = set()
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and any(h in command for h in OWN_HELPERS):
+            found.add(int(entry.name))
+    return frozenset(found)
+
+
 def _state(entry: Path) -> str:
     stat = (entry / "stat").read_text()
     return stat[stat.rindex(")") + 2]  # the field after the command name, which may hold spaces and ')'

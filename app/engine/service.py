@@ -48,7 +48,7 @@ from app.settings import Settings
 from models.architectures import ARCHITECTURES
 from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
-from models.quality.noise_estimation import estimate_sigma
+from models.quality.noise_estimation import PATCH, estimate_sigma
 from models.runtime.tasks import (
     DENOISE,
     DENOISE_AT_NOISE_LEVEL,
@@ -94,6 +94,8 @@ class Service:
             job.upload, _card(entry), DENOISE_AT_NOISE_LEVEL, job.options.preprocess, job.route
         )
         given = job.options.sigma
+        if given is None:
+            _require_estimable(prepared)
 
         def levels() -> list[float]:
             with self.metrics.stage("estimate-noise", job.route):
@@ -419,6 +421,18 @@ def latent_size(entry: ModelEntry, loaded: LoadedModel) -> int:
 def to_levels(image: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [0, 1] -> (H, W, C) on the 0..255 scale, what the noise estimator reads."""
     return (image.float() * 255.0).permute(1, 2, 0).numpy()
+
+
+def _require_estimable(prepared: list[PreparedImage]) -> None:
+    """The estimator reads 7x7 patches: a smaller picture without `sigma` is the client's to fix (a 400)."""
+    for index, item in enumerate(prepared):
+        height, width = item.tensor.shape[-2:]
+        if min(height, width) < PATCH:
+            raise InvalidRequest(
+                f"image {index} is {width}x{height} pixels: estimating its noise level needs at least "
+                f"{PATCH}x{PATCH}; send a larger picture or give the noise level in `sigma` (0 to 75)",
+                param="sigma",
+            )
 
 
 def _takes_noise_level(entry: ModelEntry) -> bool:

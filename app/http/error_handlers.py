@@ -8,7 +8,8 @@
 - Starlette's HTTP errors (unknown path 404, wrong method 405, malformed multipart 400) keep their status.
 - A client that went away while its body was being read (Starlette's `ClientDisconnect`) -> 499, the
   status the access log and metrics use for disconnects; nobody reads it and it is no error of ours.
-- Anything else is a bug: 500 with a generic message, logged with its traceback, never the details.
+- Anything else is a bug: 500 with a generic message, logged with its traceback, never the details, and
+  `Connection: close` (uvicorn closes the connection after an error escaped the app).
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, 500, "internal_error", "internal error; it has been logged", None)
+    # Starlette re-raises the error once this answer is sent, and uvicorn then closes the connection:
+    # saying so lets a keep-alive client open a new one instead of losing its next request to a reset.
+    headers = {"connection": "close"}
+    return error_response(request, 500, "internal_error", "internal error; it has been logged", None, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -37,8 +37,8 @@ from tritonclient.utils import InferenceServerException
 API_KEY = "oip-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SHIPPED = REPO_ROOT / "checkpoints"
-MODELS = ("mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-vae", "mnist-vae-2d", "photo-denoise-gray")
-MODELS += ("photo-denoise-color", "t91-sr-x2")
+MODELS = ["mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-vae", "mnist-vae-2d", "photo-denoise-gray"]
+MODELS += ["photo-denoise-color", "t91-sr-x2"]
 
 
 @dataclass
@@ -292,7 +292,7 @@ def test_reconstructions_and_their_errors_equal_the_v1_answers(server: Server, g
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_vae_samples_equal_for_the_same_seed(server: Server, http: object, grpc: object, transport: str) -> None:
-    inputs = {"N": np.array([3], np.int32), "SEED": np.array([2024], np.int64)}
+    inputs: dict[str, np.ndarray] = {"N": np.array([3], np.int32), "SEED": np.array([2024], np.int64)}
     result = infer(grpc if transport == "grpc" else http, "mnist-vae.sample", inputs)
     response = httpx.post(
         f"{server.base}/v1/vae/sample",

@@ -442,3 +442,26 @@ def test_grpc_calls_are_counted_in_the_metrics(server: Server, grpc: object) -> 
     line = 'ae_requests_total{method="GRPC",route="/inference.GRPCInferenceService/ModelInfer",status="OK"}'
     assert line in text
     assert 'ae_images_total{route="/inference.GRPCInferenceService/ModelInfer"}' in text
+
+
+# -- the documentation's examples ----------------------------------------------------------------------
+
+
+def oip_examples() -> list[str]:
+    """The Python examples of docs/api.md's Open Inference Protocol section."""
+    text = (REPO_ROOT / "docs" / "api.md").read_text()
+    section = text.split("## The Open Inference Protocol", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_documented_tritonclient_examples_run_as_written(server: Server) -> None:
+    examples = oip_examples()
+    assert len(examples) == 2
+    env = {**os.environ, "AE_URL": server.http_url, "AE_GRPC_URL": server.grpc_url, "AE_API_KEY": API_KEY}
+    outputs = []
+    for example in examples:
+        done = subprocess.run([sys.executable, "-c", example], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    assert "(8, 32)" in outputs[0]
+    assert "(1, 48, 64, 3) [25.]" in outputs[1] and "(4, 28, 28, 1)" in outputs[1]

@@ -6,7 +6,7 @@ app's lifespan, app.main), so a gRPC call shares everything with the REST routes
 UNAVAILABLE with `retry-after` in the trailing metadata), API keys (metadata `authorization: Bearer <key>`;
 ServerLive and ServerReady, the probes, need none) and the metrics (`ae_requests` with method `GRPC`, the RPC's
 path as the route and the gRPC code as the status) and the access log. Errors get their code in
-app.errors_grpc. The stubs come from the vendored proto (app/oip/proto, Apache-2.0).
+app.oip.grpc_errors. The stubs come from the vendored proto (app/oip/proto, Apache-2.0).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 
 import grpc
 
+from app.engine.service import Service
 from app.errors import InvalidRequest, NotReady, Unauthorized
-from app.errors_grpc import grpc_status
+from app.http.security import key_matches
+from app.oip.grpc_errors import grpc_status
 from app.oip.inference import infer
 from app.oip.model_map import PLATFORM, VERSION, find, is_ready
 from app.oip.proto import grpc_predict_v2_pb2 as pb
 from app.oip.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.oip.tensors import CONTENTS_FIELDS, InferRequest, Tensor, checked_shape, from_bytes, from_values
-from app.security import key_matches
-from app.service import Service
 
 access_log = logging.getLogger("app.access")
 logger = logging.getLogger("app.oip")
@@ -142,7 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return Service(registry, self.state.settings, self.state.metrics)
 
     def check_key(self, context: grpc.aio.ServicerContext) -> None:
-        """The REST routes' rule (app.security) on the `authorization` metadata."""
+        """The REST routes' rule (app.http.security) on the `authorization` metadata."""
         keys = self.state.settings.api_keys
         if not keys:
             return

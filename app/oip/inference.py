@@ -1,5 +1,5 @@
 """One inference of the Open Inference Protocol, whichever transport brought it: check the input tensors
-against the protocol model's metadata (app.oip.model_map), run the service (app.service) as the REST routes
+against the protocol model's metadata (app.oip.model_map), run the service (app.engine.service) as the REST routes
 do, and return the output tensors. Nothing here is business logic of its own: the service chooses, batches
 (with the REST requests of the same model) and raises `app.errors`; each transport maps those errors.
 """
@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from app.engine.jobs import ImageJob, ImageResult, Images, ImageUpload, NoteRequest
+from app.engine.service import Service
 from app.errors import InvalidRequest, PayloadTooLarge, ValidationFailed
-from app.jobs import ImageJob, ImageResult, Images, ImageUpload, NoteRequest
-from app.oip.model_map import ANY, ProtocolModel, TensorSpec
-from app.oip.tensors import InferRequest, Tensor
-from app.schemas import (
+from app.http.schemas import (
     MAX_SIGMA,
     MIN_SIGMA,
     DenoiseOptions,
@@ -28,7 +27,8 @@ from app.schemas import (
     SampleRequest,
     SuperResolveOptions,
 )
-from app.service import Service
+from app.oip.model_map import ANY, ProtocolModel, TensorSpec
+from app.oip.tensors import InferRequest, Tensor
 
 
 async def infer(

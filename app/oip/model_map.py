@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.engine.registry import ModelEntry, ModelRegistry
 from app.errors import ModelNotFound
-from app.preprocessing import input_channels
-from app.registry import ModelEntry, ModelRegistry
+from app.imaging.model_input import input_channels
 from models.architectures import ARCHITECTURES
 from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
-from models.tasks import DENOISE, EMBED, RECONSTRUCT, SUPER_RESOLVE, VAE_ENCODE, Task, expected_input_size
+from models.runtime.tasks import DENOISE, EMBED, RECONSTRUCT, SUPER_RESOLVE, VAE_ENCODE, Task, expected_input_size
 
 ANY = -1  # a dimension of any size, as the protocol writes it
 VERSION = "1"  # each model has one version: the checkpoint the registry serves now
@@ -112,7 +112,7 @@ def image_spec(card: ModelCard, task: Task, name: str = "IMAGE", scale: int = 1)
 
 
 def tensors_of(card: ModelCard, card_task: str) -> list[tuple[str, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]:
-    """(protocol task, inputs, outputs) for one card task of the task table (models.tasks)."""
+    """(protocol task, inputs, outputs) for one card task of the task table (models.runtime.tasks)."""
     dimensions = card.latent_size or ANY
     if card_task == EMBED.card_task:
         return [("embed", (image_spec(card, EMBED),), (TensorSpec("EMBEDDING", "FP32", (ANY, dimensions)),))]

@@ -5,7 +5,7 @@
   `GET /v2/models/{name}[/versions/{version}]/ready`; `POST /v2/models/{name}[/versions/{version}]/infer`
   with JSON tensors or the binary-data extension (app.oip.tensors). These take the API key of /v1.
 Errors are the protocol's `{"error": "<message>"}`, with the service's `type` and `param` beside it
-(app.errors_http answers every /v2 path in that shape). The infer route is under admission control like the
+(app.http.error_handlers answers every /v2 path in that shape). The infer route is under admission control like the
 /v1 model routes (`infer_path_model` tells the middleware the model a path names).
 """
 
@@ -17,13 +17,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.admission import PathModel
-from app.dependencies import ServiceDep, StartedServiceDep
+from app.http.admission import PathModel
+from app.http.dependencies import ServiceDep, StartedServiceDep
+from app.http.routes.common import note_request
 from app.oip.grpc_server import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from app.oip.inference import infer
 from app.oip.model_map import PLATFORM, VERSION, ProtocolModel, find, is_ready
 from app.oip.tensors import HEADER_LENGTH, read_rest_request, write_rest_response
-from app.routes.common import note_request
 
 PREFIX = "/v2"
 INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?P<versioned>/versions/[^/]+)?/infer$")

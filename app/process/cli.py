@@ -1,0 +1,36 @@
+"""`ae-serve`: run the service with uvicorn, configured by the same AE_* settings (see app.process.server:
+deadlines for slow clients, a cap on connections, a drain on SIGTERM, metrics across workers).
+
+AE_HOST=0.0.0.0 AE_PORT=8000 AE_WORKERS=2 ae-serve
+ae-serve --port 9000   # flags override the environment
+AE_GRPC_PORT=8001 ae-serve   # the Open Inference Protocol over gRPC as well (app.oip), in the same process
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from app.process.server import serve as run_server
+from app.settings import settings_from_environment
+
+
+def serve(argv: list[str] | None = None) -> None:
+    settings = settings_from_environment()
+    parser = argparse.ArgumentParser(prog="ae-serve", description="Serve the autoencoder API with uvicorn.")
+    parser.add_argument("--host", default=settings.host, help="AE_HOST (default %(default)s)")
+    parser.add_argument("--port", type=int, default=settings.port, help="AE_PORT (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=settings.workers, help="AE_WORKERS (default %(default)s)")
+    parser.add_argument(
+        "--grpc-port", type=int, default=settings.grpc_port, help="AE_GRPC_PORT (default %(default)s: no gRPC)"
+    )
+    args = parser.parse_args(argv)
+    # The app (its lifespan starts the gRPC server) reads its settings from the environment, in this process
+    # or in each worker: the flags reach it there.
+    os.environ["AE_HOST"], os.environ["AE_GRPC_PORT"] = args.host, str(args.grpc_port)
+    settings_from_environment.cache_clear()
+    run_server(settings_from_environment(), host=args.host, port=args.port, workers=args.workers)
+
+
+if __name__ == "__main__":
+    serve()

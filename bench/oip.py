@@ -61,7 +61,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 def start_server(log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     http_port, grpc_port = free_port(), free_port()
-    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "app.cli", "--host", "127.0.0.1"]
+    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "app.process.cli", "--host", "127.0.0.1"]
     command += ["--port", str(http_port), "--grpc-port", str(grpc_port)]
     env = os.environ | {"AE_TORCH_THREADS": "1", "AE_DEVICE": "cpu", "AE_LOG_LEVEL": "warning", "AE_PLAYGROUND": "0"}
     with log.open("w") as log_file:

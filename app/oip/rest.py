@@ -30,8 +30,10 @@ INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?P<versioned>/versions/[^/
 INFER_ROUTE = "/v2/models/{model_name}/infer"
 VERSIONED_INFER_ROUTE = "/v2/models/{model_name}/versions/{model_version}/infer"
 
-probes = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
-router = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
+# Not in /openapi.json: the protocol defines these routes and their bodies (binary ones too), and its clients
+# (tritonclient, the kserve SDK) read no OpenAPI; docs/api.md describes them.
+probes = APIRouter(prefix=PREFIX, tags=["open inference protocol"], include_in_schema=False)
+router = APIRouter(prefix=PREFIX, tags=["open inference protocol"], include_in_schema=False)
 
 
 def infer_path_model(path: str) -> PathModel | None:

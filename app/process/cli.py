@@ -25,11 +25,16 @@ def serve(argv: list[str] | None = None) -> None:
         "--grpc-port", type=int, default=settings.grpc_port, help="AE_GRPC_PORT (default %(default)s: no gRPC)"
     )
     args = parser.parse_args(argv)
-    # The app (its lifespan starts the gRPC server) reads its settings from the environment, in this process
-    # or in each worker: the flags reach it there.
-    os.environ["AE_HOST"], os.environ["AE_GRPC_PORT"] = args.host, str(args.grpc_port)
-    settings_from_environment.cache_clear()
-    run_server(settings_from_environment(), host=args.host, port=args.port, workers=args.workers)
+    # The app (its lifespan starts the gRPC server on AE_HOST) reads its settings from the environment, in this
+    # process or in each worker: flags that differ from it reach the app there.
+    overrides = {"AE_HOST": args.host} if args.host != settings.host else {}
+    if args.grpc_port != settings.grpc_port:
+        overrides["AE_GRPC_PORT"] = str(args.grpc_port)
+    if overrides:
+        os.environ.update(overrides)
+        settings_from_environment.cache_clear()
+        settings = settings_from_environment()
+    run_server(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 if __name__ == "__main__":

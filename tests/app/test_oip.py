@@ -53,7 +53,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`python -m app.cli` (ae-serve) with --grpc-port, on a copy of some shipped checkpoints."""
+    """`python -m app.process.cli` (ae-serve) with --grpc-port, on a copy of some shipped checkpoints."""
     root = tmp_path_factory.mktemp("oip") / "checkpoints"
     for name in MODELS:
         shutil.copytree(SHIPPED / name, root / name)
@@ -67,7 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "AE_BATCH_MAX_QUEUE_IMAGES": "64",  # two requests of 64 images do not fit: admission refuses the second
         "AE_PLAYGROUND": "false",
     }
-    command = [sys.executable, "-m", "app.cli", "--host", "127.0.0.1", "--port", str(http_port)]
+    command = [sys.executable, "-m", "app.process.cli", "--host", "127.0.0.1", "--port", str(http_port)]
     log_path = root.parent / "ae-serve.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(

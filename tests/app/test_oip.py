@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ MODELS += ["photo-denoise-color", "t91-sr-x2"]
 class Server:
     http_url: str  # host:port, as tritonclient takes it
     grpc_url: str
+    process: subprocess.Popen[bytes]
 
     @property
     def base(self) -> str:
@@ -66,6 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "AE_API_KEYS": API_KEY,
         "AE_BATCH_MAX_QUEUE_IMAGES": "64",  # two requests of 64 images do not fit: admission refuses the second
         "AE_PLAYGROUND": "false",
+        "AE_SHUTDOWN_DRAIN_S": "3",  # the last test stops the server: a short drain
     }
     command = [sys.executable, "-m", "app.process.cli", "--host", "127.0.0.1", "--port", str(http_port)]
     log_path = root.parent / "ae-serve.log"
@@ -84,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                     pass
                 assert time.monotonic() < deadline, "ae-serve did not become ready within 180 s"
                 time.sleep(0.3)
-            yield Server(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
+            yield Server(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process)
         finally:
             process.terminate()
             try:
@@ -465,3 +468,23 @@ def test_the_documented_tritonclient_examples_run_as_written(server: Server) -> 
         outputs.append(done.stdout)
     assert "(8, 32)" in outputs[0]
     assert "(1, 48, 64, 3) [25.]" in outputs[1] and "(4, 28, 28, 1)" in outputs[1]
+
+
+# -- last: the drain ---------------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_grpc_with_http_then_the_process_exits_0(server: Server) -> None:
+    """Runs last (it stops the module's server): on SIGTERM both transports say not ready at once and still
+    serve through the drain; then both stop and the process exits 0."""
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    assert grpc.is_server_ready()
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert not grpc.is_server_ready()
+    assert httpx.get(f"{server.base}/v2/health/ready").status_code == 503
+    answer = infer(grpc, "mnist-ae.embed", {"IMAGE": digits(2, seed=6)})  # still served while draining
+    assert answer.as_numpy("EMBEDDING").shape == (2, 32)  # type: ignore[attr-defined]
+    assert server.process.wait(timeout=30) == 0
+    with pytest.raises(InferenceServerException):
+        grpc.is_server_live(client_timeout=2)
+    grpc.close()

@@ -15,14 +15,12 @@ import base64
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import httpx
 import numpy as np
@@ -30,71 +28,29 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT
 from drawn_digits import digit_batch
+from oip_server import SHIPPED, Server, running_ae_serve
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 API_KEY = "oip-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-SHIPPED = REPO_ROOT / "checkpoints"
 MODELS = ["mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-vae", "mnist-vae-2d", "photo-denoise-gray"]
 MODELS += ["photo-denoise-color", "t91-sr-x2"]
 
 
-@dataclass
-class Server:
-    http_url: str  # host:port, as tritonclient takes it
-    grpc_url: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.http_url}"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`python -m app.process.cli` (ae-serve) with --grpc-port, on a copy of some shipped checkpoints."""
-    root = tmp_path_factory.mktemp("oip") / "checkpoints"
-    for name in MODELS:
-        shutil.copytree(SHIPPED / name, root / name)
-    http_port, grpc_port = free_port(), free_port()
+    """ae-serve with --grpc-port on a copy of some shipped checkpoints, keys on."""
     env = {
-        **os.environ,
-        "AE_CHECKPOINTS_DIR": str(root),
-        "AE_DEVICE": "cpu",
-        "AE_TORCH_THREADS": "1",
         "AE_API_KEYS": API_KEY,
         "AE_BATCH_MAX_QUEUE_IMAGES": "64",  # two requests of 64 images do not fit: admission refuses the second
         "AE_PLAYGROUND": "false",
         "AE_SHUTDOWN_DRAIN_S": "3",  # the last test stops the server: a short drain
     }
-    command = [sys.executable, "-m", "app.process.cli", "--host", "127.0.0.1", "--port", str(http_port)]
-    log_path = root.parent / "ae-serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*command, "--grpc-port", str(grpc_port)], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                assert process.poll() is None, f"ae-serve exited: {log_path.read_text()[-2000:]}"
-                try:
-                    if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "ae-serve did not become ready within 180 s"
-                time.sleep(0.3)
-            yield Server(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_ae_serve(tmp_path_factory.mktemp("oip") / "checkpoints", MODELS, env) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

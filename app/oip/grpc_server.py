@@ -11,6 +11,7 @@ app.oip.grpc_errors. The stubs come from the vendored proto (app/oip/proto, Apac
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -168,6 +169,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if keyed:
                 self.check_key(context)
             return await work(record)
+        except asyncio.CancelledError:  # the client cancelled or went away: grpc.aio cancels the handler
+            code, record.error_type = grpc.StatusCode.CANCELLED, "client_closed_request"
+            raise
         except Exception as exc:
             code, details, trailers = grpc_status(exc)
             record.error_type = dict(trailers).get("error-type", "internal_error")

@@ -278,7 +278,7 @@ ERROR_CASES: dict[str, tuple[str, str, dict[str, Any], int]] = {
     ),
     "model without the task": ("POST", "/v1/vae/sample", {"json": {"n": 1, "model": "tiny-ae"}}, 400),
     "unknown model": ("POST", "/v1/denoise?model=nope", {"files": multipart(b"x")}, 404),
-    "unknown path": ("GET", "/v2/nothing", {}, 404),
+    "unknown path": ("GET", "/v9/nothing", {}, 404),  # /v2 is the Open Inference Protocol's (its own error shape)
     "wrong method": ("GET", "/v1/denoise", {}, 405),
     "body over the limit": ("POST", "/v1/denoise", {"content": b"\0" * (2 * 1024 * 1024 + 1)}, 413),
     "too many samples": ("POST", "/v1/vae/sample", {"json": {"n": 100000}}, 422),

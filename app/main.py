@@ -30,6 +30,8 @@ from app.http.routes.playground import playground_router
 from app.http.schemas import ErrorResponse
 from app.http.security import install_cors, require_api_key
 from app.observability import Metrics, configure_logging
+from app.oip import rest as oip_rest
+from app.oip.grpc_server import start_grpc_server
 from app.process.connections import BodyDeadline
 from app.process.drain import CloseConnectionsWhenDraining, Drain
 from app.settings import Settings, settings_from_environment
@@ -44,6 +46,8 @@ UNAUTHORIZED: dict[int | str, dict[str, object]] = {
 # The routes that run models: admission control (app.http.admission) bounds their requests in flight.
 # Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
 MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
+# How long a stopping gRPC server lets the calls it has finish: as long as a request may wait for its batch.
+GRPC_STOP_GRACE_S = 30.0
 
 
 def torch_threads(settings: Settings) -> int:
@@ -103,6 +107,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # 1% of answers three times slower (docs/benchmarks.md).
     gc.freeze()
     app.state.registry = registry
+    grpc_server = None
+    if settings.grpc_port:  # the Open Inference Protocol over gRPC, on this event loop (app.oip.grpc_server)
+        grpc_server = await start_grpc_server(app.state, settings.host, settings.grpc_port)
+        # It stops accepting calls when the drain ends, with HTTP, and finishes the calls it has.
+        app.state.drain.on_stop(lambda: grpc_server.stop(GRPC_STOP_GRACE_S))
     # After start-up, so that a signal during start-up stops the process as uvicorn does.
     if app.state.drain.install():
         logger.info("SIGTERM and SIGINT drain for %g s before shutting down", settings.shutdown_drain_s)
@@ -116,6 +125,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(GRPC_STOP_GRACE_S)
         app.state.registry = None
         await registry.close()
 
@@ -136,8 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = None
     install_error_handlers(app)
     app.include_router(health.router)  # probes never need a key; /metrics checks its own (AE_METRICS_REQUIRE_KEY)
+    app.include_router(oip_rest.probes)  # the Open Inference Protocol's probes, likewise
     keyed = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if settings.api_keys else {}
-    for router in (models.router, images.router, embeddings.router, vae.router, latent_map.router):
+    for router in (models.router, images.router, embeddings.router, vae.router, latent_map.router, oip_rest.router):
         app.include_router(router, **keyed)  # type: ignore[arg-type]
     if settings.playground:  # the page and its files need no key: it asks for one to call the API
         app.include_router(playground_router())
@@ -156,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_loop_lag_ms=settings.max_loop_lag_ms,
         min_requests=2 * settings.batch_max_size,
         known_models=lambda: app.state.registry.entries if app.state.registry is not None else (),
+        path_model=oip_rest.infer_path_model,
+        created=lambda control: setattr(app.state, "admission", control),  # the gRPC server's admission too
     )
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
     app.add_middleware(RequestContext, metrics=app.state.metrics)

@@ -147,7 +147,8 @@ class Metrics:
 
     # -- the HTTP side -------------------------------------------------------------------------------
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float, images: int | None) -> None:
+    def observe_request(self, route: str, method: str, status: int | str, seconds: float, images: int | None) -> None:
+        """One request: HTTP (status a number) or gRPC (method GRPC, status the code's name, app.oip)."""
         self._requests(route, method, status).inc()
         self._request_seconds(route, method, status).observe(seconds)
         if images:

@@ -144,6 +144,15 @@ class Settings(BaseSettings):
     # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Off by default: a port is opened only where someone asks for it, and existing set-ups stay as they were
+    # (deploy/k8s/inferenceservice.yaml asks for 8081, KServe's gRPC port of a custom predictor).
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="the Open Inference Protocol over gRPC (app.oip) on this port, on AE_HOST, in the HTTP server's "
+        "process; 0: off",
+    )
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.run import free_port, machine_description
+from bench.run import free_port, machine_description, stop_process
 from models.checkpoint import load_checkpoint, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +239,8 @@ class Server:
 
 @contextmanager
 def running(setup: Setup, name: str, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`python -m app.process.cli` (ae-serve) on a free loopback port, ready; killed afterwards if still running."""
+    """`python -m app.process.cli` (ae-serve) on a free loopback port, ready; stopped afterwards as an operator
+    would (SIGTERM to its process group, SIGKILL only if it is still there after a drain's time)."""
     port = free_port()
     variables = {
         "AE_CHECKPOINTS_DIR": str(setup.checkpoints_dir),
@@ -254,16 +255,19 @@ def running(setup: Setup, name: str, workers: int = 1, env: dict[str, str] | Non
     log = setup.work_dir / f"{name}.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=os.environ | variables, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            cwd=REPO_ROOT,
+            env=os.environ | variables,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it reaches every worker
         )
     server = Server(process, port, log)
     try:
         wait_ready(server, workers)
         yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        stop_process(process, timeout_s=30)
 
 
 def wait_ready(server: Server, workers: int, timeout_s: float = 180) -> None:
@@ -703,25 +707,33 @@ async def worker_kill(server: Server, setup: Setup, clients: int, warm_s: float,
             if line.get("pid") == replacement and line.get("message", "").startswith("service started"):
                 ready_wall = log_time(line)
     ready_at = time.monotonic() if ready_wall is None else killed_at + (ready_wall - killed_wall)
-    # Keep the load on until the replacement has served for a while.
+
+    def served_by_replacement() -> list[float]:
+        """When each request the replacement answered began (its log line's time less its duration)."""
+        return [
+            log_time(line) - line.get("duration_ms", 0.0) / 1000
+            for line in server.log_lines()
+            if line.get("pid") == replacement and line.get("message") == "request"
+        ]
+
+    # Keep the load on until the replacement has served for a while (and at least once, within a minute).
     await asyncio.sleep(after_s)
+    while replacement is not None and not served_by_replacement() and time.monotonic() - ready_at < 60:
+        await asyncio.sleep(0.2)
     stop.set()
     await load
     # Every answered 200 was counted by the worker that served it; the dead worker's counts stay in the sum.
     counted_200 = await metric_total(server.port, 'route="/v1/denoise"', 'status="200"')
-    lines = server.log_lines()
-    served_by_replacement = [
-        log_time(line) for line in lines if line.get("pid") == replacement and line.get("message") == "request"
-    ]
+    replacement_requests = served_by_replacement()
     after_kill = [t for t in tally.lost_at if t >= killed_at]
     return {
         "workers": workers,
         "killed": victim,
         "replacement": replacement,
         "replacement_ready_after_s": None if ready_wall is None else round(ready_wall - killed_wall, 2),
-        "replacement_requests_served": len(served_by_replacement),
-        "replacement_first_request_after_ready_s": round(min(served_by_replacement) - ready_wall, 3)
-        if served_by_replacement and ready_wall is not None
+        "replacement_requests_served": len(replacement_requests),
+        "replacement_first_request_after_ready_s": round(min(replacement_requests) - ready_wall, 3)
+        if replacement_requests and ready_wall is not None
         else None,
         "before_kill": before.summary(),
         "whole_run": tally.summary(),

@@ -25,7 +25,8 @@ PROJECT = "ae-service"
 OUTPUT = Path(__file__).with_name("constraints.txt")
 DEV_OUTPUT = Path(__file__).with_name("constraints-dev.txt")
 RAY_OUTPUT = Path(__file__).with_name("constraints-ray.txt")
-SKIPPED_PREFIXES = ("nvidia-", "triton")  # the CUDA build's own, pinned exactly by the torch wheel
+SKIPPED_PREFIXES = ("nvidia-",)  # the CUDA build's own, pinned exactly by the torch wheel
+SKIPPED_NAMES = frozenset({"triton"})  # likewise (the compiler; tritonclient, the dev extra's client, is pinned)
 
 
 def requirements_of(distribution: str, extras: frozenset[str] = frozenset()) -> list[Requirement]:
@@ -50,7 +51,7 @@ def closure(root: str, extras: frozenset[str] = frozenset()) -> dict[str, str]:
         seen.add((distribution, wanted))
         for requirement in requirements_of(distribution, wanted):
             name = canonicalize_name(requirement.name)
-            if name.startswith(SKIPPED_PREFIXES):
+            if name.startswith(SKIPPED_PREFIXES) or name in SKIPPED_NAMES:
                 continue
             if name != canonicalize_name(root):
                 pinned[name] = metadata.version(name).split("+")[0]  # 2.13.0+cpu -> 2.13.0: any variant matches

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+import numpy as np
 import torch
 
 from app.imaging.model_input import Preprocessing
 
-Source = Literal["multipart", "raw", "json"]
+# "tensor": decoded pixels from a tensor protocol (app.oip), in `ImageUpload.pixels` instead of `blobs`.
+Source = Literal["multipart", "raw", "json", "tensor"]
 OptionsT = TypeVar("OptionsT", covariant=True)
 IMAGE_PART = "image"
 IMAGES_FIELD = "images"
@@ -30,13 +32,24 @@ def ignore_note(model: str, images: int) -> None:
 
 @dataclass
 class ImageUpload:
-    """The encoded images of one request, in request order, and the options that came in its body."""
+    """The images of one request, in request order, and the options that came in its body: encoded (`blobs`),
+    or, from a tensor protocol, already pixels (`pixels`: (H, W, C) uint8 arrays, C = 1 or 3; blobs empty)."""
 
     blobs: list[bytes]
     source: Source
     fields: dict[str, Any]  # options found in the body (JSON fields or multipart text parts)
     json_field: str = IMAGES_FIELD  # the JSON field the images came in: `images`, or OpenAI's `input`
     bare_string: bool = False  # OpenAI's `input` as one string rather than a list
+    pixels: list[np.ndarray] | None = None
+    tensor_name: str = "IMAGE"  # for pixels: the input tensor they came in (error messages name it)
+
+    @classmethod
+    def of_pixels(cls, pixels: list[np.ndarray], tensor_name: str) -> ImageUpload:
+        return cls([], "tensor", {}, pixels=pixels, tensor_name=tensor_name)
+
+    @property
+    def count(self) -> int:
+        return len(self.pixels) if self.pixels is not None else len(self.blobs)
 
     @property
     def openai_input(self) -> bool:
@@ -45,6 +58,8 @@ class ImageUpload:
 
     def param(self, index: int) -> str:
         """How a client names image `index` in its own request (for error messages)."""
+        if self.source == "tensor":
+            return f"{self.tensor_name}[{index}]"
         if self.source == "json":
             return self.json_field if self.bare_string else f"{self.json_field}[{index}]"
         return IMAGE_PART if self.source == "raw" else f"image[{index}]"

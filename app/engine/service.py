@@ -42,14 +42,21 @@ from app.http.schemas import (
     ModelInfo,
     SuperResolveOptions,
 )
-from app.imaging.codecs import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
+from app.imaging.codecs import (
+    INLINE_PIXELS,
+    declared_pixels,
+    decode_image,
+    grid_columns,
+    image_from_pixels,
+    tile_grid,
+)
 from app.imaging.model_input import PreparedImage, Preprocess, input_channels, prepare
 from app.observability import Metrics
 from app.settings import Settings
 from models.architectures import ARCHITECTURES
 from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
-from models.quality.noise_estimation import estimate_sigma
+from models.quality.noise_estimation import PATCH, estimate_sigma
 from models.runtime.tasks import (
     DENOISE,
     DENOISE_AT_NOISE_LEVEL,
@@ -91,17 +98,19 @@ class Service:
     async def denoise_at_noise_level(self, job: ImageJob[DenoiseOptions], entry: ModelEntry) -> Images:
         """Each picture goes to the model of its colour mode (`ModelChoice.companion`), at the given sigma or
         the one estimated from it (`models.quality.noise_estimation`, in the decoding worker), in one pass."""
-        job.note(entry.name, len(job.upload.blobs))
+        job.note(entry.name, job.upload.count)
         prepared = await self.prepare(
             job.upload, _card(entry), DENOISE_AT_NOISE_LEVEL, job.options.preprocess, job.route
         )
         given = job.options.sigma
+        if given is None:
+            _require_estimable(prepared)
 
         def levels() -> list[float]:
             with self.metrics.stage("estimate-noise", job.route):
                 return [given if given is not None else estimate_sigma(to_levels(p.tensor)) for p in prepared]
 
-        sigmas = await run_cpu_work(levels, 0 if given is not None else total_pixels(job.upload.blobs))
+        sigmas = await run_cpu_work(levels, 0 if given is not None else total_pixels(job.upload))
         inputs = [
             with_noise_level(p.tensor[None], torch.tensor([sigma]))[0]
             for p, sigma in zip(prepared, sigmas, strict=True)
@@ -140,7 +149,7 @@ class Service:
 
     async def transform(self, job: ImageJob[ImageOptions], entry: ModelEntry, task: Task) -> Images:
         """Images in, images out through `task` on the chosen model: what the image routes share."""
-        job.note(entry.name, len(job.upload.blobs))
+        job.note(entry.name, job.upload.count)
         prepared = await self.prepare(job.upload, _card(entry), task, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, task, [p.tensor for p in prepared])
         results = []
@@ -154,7 +163,7 @@ class Service:
     async def embed(self, job: ImageJob[EmbeddingOptions]) -> Embeddings:
         entry = self.choice.choose(job.options.model, EMBED)
         check_dimensions(entry.name, job.options.dimensions, _card(entry).latent_size)  # before any work
-        job.note(entry.name, len(job.upload.blobs))
+        job.note(entry.name, job.upload.count)
         prepared = await self.prepare(job.upload, _card(entry), EMBED, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, EMBED, [p.tensor for p in prepared])
         vectors = torch.stack([output[0] for output in outputs])  # (n, D)
@@ -165,7 +174,7 @@ class Service:
 
     async def vae_encode(self, job: ImageJob[EncodeOptions]) -> Posteriors:
         entry = self.choice.choose(job.options.model, VAE_ENCODE)
-        job.note(entry.name, len(job.upload.blobs))
+        job.note(entry.name, job.upload.count)
         return await self._encode(entry, job.upload, job.options.preprocess, job.route)
 
     async def _encode(self, entry: ModelEntry, upload: ImageUpload, preprocess: Preprocess, route: str) -> Posteriors:
@@ -222,7 +231,7 @@ class Service:
         options, upload = job.options, job.upload
         check_limit(options.steps, self.settings.max_steps, "steps")
         entry = self.choice.choose(options.model, VAE_DECODE)
-        if (options.latents is None) == (len(upload.blobs) == 0):
+        if (options.latents is None) == (upload.count == 0):
             raise InvalidRequest("send either two images or two 'latents', not both and not neither", param="images")
         if options.latents is not None:
             if len(options.latents) != 2:
@@ -231,8 +240,8 @@ class Service:
                 )
             start, end = latents_tensor(options.latents)
         else:
-            if len(upload.blobs) != 2:
-                raise InvalidRequest(f"interpolation needs exactly two images; got {len(upload.blobs)}", param="image")
+            if upload.count != 2:
+                raise InvalidRequest(f"interpolation needs exactly two images; got {upload.count}", param="image")
             start, end = (await self._encode(entry, upload, options.preprocess, job.route)).means
         job.note(entry.name, options.steps)
         weights = torch.linspace(0.0, 1.0, options.steps).unsqueeze(1)  # (steps, 1)
@@ -294,13 +303,17 @@ class Service:
         def work() -> list[PreparedImage]:
             with self.metrics.stage("decode", route):
                 prepared = []
-                for index, blob in enumerate(upload.blobs):
+                for index in range(upload.count):
                     param = upload.param(index)
-                    image = decode_image(blob, self.settings.max_pixels, channels, param, output_scale)
+                    if upload.pixels is not None:  # a tensor protocol's pixels: nothing to decode
+                        image = image_from_pixels(upload.pixels[index], max_pixels, channels, param, output_scale)
+                    else:
+                        image = decode_image(upload.blobs[index], max_pixels, channels, param, output_scale)
                     prepared.append(prepare(image, card, task, preprocess, param=param))
                 return prepared
 
-        return await run_cpu_work(work, total_pixels(upload.blobs))
+        max_pixels = self.settings.max_pixels
+        return await run_cpu_work(work, total_pixels(upload))
 
     async def run(self, name: str, task: Task, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         """Run every (C, H, W) input through the model; -> per input, the task's outputs without batch dim.
@@ -414,10 +427,13 @@ def latents_tensor(latents: list[list[float]]) -> torch.Tensor:
     return torch.tensor(latents, dtype=torch.float32)
 
 
-def total_pixels(blobs: list[bytes]) -> int | None:
+def total_pixels(upload: ImageUpload) -> int | None:
     """The pixels all images declare in their headers; None (offload) when more than inline work or unreadable."""
+    if upload.pixels is not None:
+        count = sum(pixels.shape[0] * pixels.shape[1] for pixels in upload.pixels)
+        return count if count <= INLINE_PIXELS else None
     total = 0
-    for blob in blobs:
+    for blob in upload.blobs:
         pixels = declared_pixels(blob)
         if pixels is None:
             return None
@@ -441,6 +457,18 @@ def latent_size(entry: ModelEntry, loaded: LoadedModel) -> int:
 def to_levels(image: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [0, 1] -> (H, W, C) on the 0..255 scale, what the noise estimator reads."""
     return (image.float() * 255.0).permute(1, 2, 0).numpy()
+
+
+def _require_estimable(prepared: list[PreparedImage]) -> None:
+    """The estimator reads 7x7 patches: a smaller picture without `sigma` is the client's to fix (a 400)."""
+    for index, item in enumerate(prepared):
+        height, width = item.tensor.shape[-2:]
+        if min(height, width) < PATCH:
+            raise InvalidRequest(
+                f"image {index} is {width}x{height} pixels: estimating its noise level needs at least "
+                f"{PATCH}x{PATCH}; send a larger picture or give the noise level in `sigma` (0 to 75)",
+                param="sigma",
+            )
 
 
 def _takes_noise_level(entry: ModelEntry) -> bool:

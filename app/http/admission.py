@@ -127,6 +127,8 @@ class AdmissionControl:
         max_loop_lag_ms: float = 0.0,
         min_requests: int = 128,
         known_models: Callable[[], Container[str]] | None = None,
+        path_model: Callable[[str], PathModel | None] | None = None,
+        created: Callable[[AdmissionControl], None] | None = None,
     ) -> None:
         self.app = app
         self.deadline_s = deadline_s  # the longest expected wait a request is admitted with
@@ -140,6 +142,11 @@ class AdmissionControl:
         self.loads: defaultdict[str, ModelLoad] = defaultdict(ModelLoad)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._late_checks = 0  # consecutive checks that found the loop late
+        # Routes outside `paths` that name their model in the path (the Open Inference Protocol's
+        # /v2/models/{name}/infer, app.oip): the model and the route's template, else None (not a model route).
+        self.path_model = path_model or (lambda path: None)
+        if created is not None:  # the app keeps this instance: its gRPC server is admitted here too (app.oip)
+            created(self)
 
     @property
     def in_flight(self) -> dict[str, int]:
@@ -147,19 +154,24 @@ class AdmissionControl:
         return {key: load.in_flight for key, load in self.loads.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.max_loop_lag_s and (self._lag_timer is None or self._lag_timer.cancelled()):
-            self._schedule_lag_check(asyncio.get_running_loop())
-        key = self.key_before_body(scope)
-        load = self.loads[key]
-        if load.in_flight and self.over(load):
-            await self.refuse(scope, send, key, load)
+        if scope["path"] in self.paths:
+            key = self.key_before_body(scope)
+        else:
+            named = self.path_model(scope["path"])
+            if named is None:
+                await self.app(scope, receive, send)
+                return
+            scope.setdefault("state", {})["route_template"] = named.route  # the metrics' label if refused
+            key = self.key_of(named.model, named.route)
+        try:
+            ticket = self.admit(key)
+        except Overloaded as error:
+            await self.refuse(scope, send, error)
             return
-        ticket = Ticket(self, key)
         scope.setdefault("state", {})["admission"] = ticket
-        load.admit(time.perf_counter())
         finished = False
 
         def finish() -> None:
@@ -167,8 +179,7 @@ class AdmissionControl:
             if not finished:
                 finished = True
                 images = scope.get("state", {}).get("images")
-                count = images if isinstance(images, int) and images > 0 else 1
-                self.loads[ticket.key].finish(time.perf_counter(), count)
+                ticket.finish(images if isinstance(images, int) else 0)
 
         async def send_and_count(message: Message) -> None:
             await send(message)
@@ -182,10 +193,25 @@ class AdmissionControl:
 
     def key_before_body(self, scope: Scope) -> str:
         """The model the query names if the registry knows it, else the route's default."""
-        name = query_model(scope)
+        return self.key_of(query_model(scope), scope["path"])
+
+    def key_of(self, name: str | None, route: str) -> str:
+        """The count of model `name` if the registry knows it, else the one of `route` (its default model, or
+        the names no model has: a made-up name adds no allowance to a real model)."""
         if name and name in self.known_models():
             return f"model {name!r}"
-        return f"the default model of {scope['path']}"
+        return f"the default model of {route}"
+
+    def admit(self, key: str) -> Ticket:
+        """Admit one request counted under `key`, or raise Overloaded; the caller finishes the ticket when it
+        has answered. The HTTP routes pass here in `__call__`; the gRPC server calls it itself (app.oip)."""
+        if self.max_loop_lag_s and (self._lag_timer is None or self._lag_timer.cancelled()):
+            self._schedule_lag_check(asyncio.get_running_loop())
+        load = self.loads[key]
+        if load.in_flight and self.over(load):
+            raise self.overloaded(key, load)
+        load.admit(time.perf_counter())
+        return Ticket(self, key)
 
     def over(self, load: ModelLoad, at_gate: bool = True) -> bool:
         """Whether one more request for this model would be refused (at the gate: also by the allowance)."""
@@ -241,12 +267,11 @@ class AdmissionControl:
             retry_after=max(1.0, wait + 0.5),  # rounded up, at least a second
         )
 
-    async def refuse(self, scope: Scope, send: Send, key: str, load: ModelLoad) -> None:
-        error = self.overloaded(key, load)
+    async def refuse(self, scope: Scope, send: Send, error: Overloaded) -> None:
         state = scope.setdefault("state", {})
         state["error_type"] = error.type
         state["refused_at_admission"] = True  # logged in a summary line per second (app.http.middleware)
-        body = error_json(error)
+        body = error_json(error, scope["path"])
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
@@ -262,6 +287,19 @@ class Ticket:
 
     def move_to(self, model: str) -> None:
         self.control.move(self, model)
+
+    def finish(self, images: int) -> None:
+        """The request was answered (or failed) with `images` images (0: not known, counted as one)."""
+        self.control.loads[self.key].finish(time.perf_counter(), images if images > 0 else 1)
+
+
+@dataclass(frozen=True)
+class PathModel:
+    """A model route that names its model in the path: the name (a model of the registry or not) and the
+    route's template (bounded, for keys and metric labels)."""
+
+    model: str
+    route: str
 
 
 def count_against(scope: Scope, model: str) -> None:

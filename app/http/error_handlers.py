@@ -8,13 +8,17 @@
 - Starlette's HTTP errors (unknown path 404, wrong method 405, malformed multipart 400) keep their status.
 - A client that went away while its body was being read (Starlette's `ClientDisconnect`) -> 499, the
   status the access log and metrics use for disconnects; nobody reads it and it is no error of ours.
-- Anything else is a bug: 500 with a generic message, logged with its traceback, never the details.
+- Anything else is a bug: 500 with a generic message, logged with its traceback, never the details, and
+  `Connection: close` (uvicorn closes the connection after an error escaped the app).
+- Under /v2 (the Open Inference Protocol, app.oip) the same errors keep their status and come in the
+  protocol's shape, `{"error": "<message>", "type", "param"}` (`error_envelope`). gRPC: app.oip.grpc_errors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +30,7 @@ from starlette.responses import Response
 from app.errors import CLIENT_CLOSED_REQUEST, Overloaded, ServiceError
 
 logger = logging.getLogger("app.errors")
+OIP_PREFIX = "/v2"  # the Open Inference Protocol's REST paths (app.oip.rest)
 HTTP_ERROR_TYPES = {
     400: "invalid_request",
     404: "not_found",
@@ -35,20 +40,25 @@ HTTP_ERROR_TYPES = {
 }
 
 
-def error_envelope(type_: str, message: str, param: str | None) -> dict[str, dict[str, str | None]]:
+def error_envelope(type_: str, message: str, param: str | None, path: str = "") -> dict[str, Any]:
+    """The service's error body; on the Open Inference Protocol's paths (/v2, app.oip) the protocol's
+    `{"error": "<message>"}`, which its clients read, with the same `type` and `param` beside it."""
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return {"error": message, "type": type_, "param": param}
     return {"error": {"type": type_, "message": message, "param": param}}
 
 
-def error_json(error: ServiceError) -> bytes:
-    """The body of an error answered outside FastAPI (by an ASGI middleware)."""
-    return json.dumps(error_envelope(error.type, error.message, error.param)).encode()
+def error_json(error: ServiceError, path: str = "") -> bytes:
+    """The body of an error answered outside FastAPI (by an ASGI middleware), for a request to `path`."""
+    return json.dumps(error_envelope(error.type, error.message, error.param, path)).encode()
 
 
 def error_response(
     request: Request, status: int, type_: str, message: str, param: str | None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     request.state.error_type = type_  # for the access log line
-    return JSONResponse(error_envelope(type_, message, param), status_code=status, headers=headers)
+    body = error_envelope(type_, message, param, request.url.path)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -90,7 +100,10 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, 500, "internal_error", "internal error; it has been logged", None)
+    # Starlette re-raises the error once this answer is sent, and uvicorn then closes the connection:
+    # saying so lets a keep-alive client open a new one instead of losing its next request to a reset.
+    headers = {"connection": "close"}
+    return error_response(request, 500, "internal_error", "internal error; it has been logged", None, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -126,7 +126,7 @@ class BodySizeLimit:
             await send(
                 {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]}
             )
-            await send({"type": "http.response.body", "body": error_json(PayloadTooLarge(message))})
+            await send({"type": "http.response.body", "body": error_json(PayloadTooLarge(message), scope["path"])})
             return
         received = 0
 
@@ -147,8 +147,9 @@ def route_template(scope: Scope) -> str:
     """The route's template, never the raw path, so metric labels stay bounded; unknown paths share one.
     A request refused by admission control never reached routing; its path is one of the inference routes."""
     route = scope.get("route")
-    known = "endpoint" in scope or scope.get("state", {}).get("refused_at_admission")
-    return getattr(route, "path", None) or (scope["path"] if known else "unmatched")
+    state = scope.get("state", {})
+    known = "endpoint" in scope or state.get("refused_at_admission")
+    return getattr(route, "path", None) or (state.get("route_template", scope["path"]) if known else "unmatched")
 
 
 def _header(scope: Scope, name: str) -> str | None:

@@ -97,6 +97,25 @@ def decode_image(
         raise InvalidImage(f"the image could not be decoded: {exc}", param=param) from None
 
 
+def image_from_pixels(
+    pixels: np.ndarray, max_pixels: int, channels: int | None = 1, param: str = "image", output_scale: int = 1
+) -> Image.Image:
+    """(H, W, C) uint8 pixels (C = 1 or 3, as a tensor protocol sends them) -> an 'L' or 'RGB' image, by the
+    rules of `decode_image` for channels: what a PNG of the same pixels would give."""
+    height, width, depth = pixels.shape
+    check_pixels(width, height, max_pixels, output_scale, param)
+    if width < 1 or height < 1:
+        raise InvalidImage(f"the image has no pixels ({width}x{height})", param=param)
+    if depth not in (1, 3):
+        raise InvalidImage(f"images have 1 (grayscale) or 3 (RGB) channels; got {depth}", param=param)
+    image = Image.fromarray(
+        np.ascontiguousarray(pixels[:, :, 0] if depth == 1 else pixels), mode="L" if depth == 1 else "RGB"
+    )
+    if channels is None:
+        return image
+    return image if image.mode == ("L" if channels == 1 else "RGB") else image.convert("L" if channels == 1 else "RGB")
+
+
 def check_pixels(width: int, height: int, max_pixels: int, output_scale: int, param: str) -> None:
     """PayloadTooLarge when the image, or its answer upscaled `output_scale` times, has more than `max_pixels`."""
     if width * height > max_pixels:

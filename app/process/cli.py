@@ -3,11 +3,13 @@ deadlines for slow clients, a cap on connections, a drain on SIGTERM, metrics ac
 
 AE_HOST=0.0.0.0 AE_PORT=8000 AE_WORKERS=2 ae-serve
 ae-serve --port 9000   # flags override the environment
+AE_GRPC_PORT=8001 ae-serve   # the Open Inference Protocol over gRPC as well (app.oip), in the same process
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from app.process.server import serve as run_server
 from app.settings import settings_from_environment
@@ -19,7 +21,19 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=settings.host, help="AE_HOST (default %(default)s)")
     parser.add_argument("--port", type=int, default=settings.port, help="AE_PORT (default %(default)s)")
     parser.add_argument("--workers", type=int, default=settings.workers, help="AE_WORKERS (default %(default)s)")
+    parser.add_argument(
+        "--grpc-port", type=int, default=settings.grpc_port, help="AE_GRPC_PORT (default %(default)s: no gRPC)"
+    )
     args = parser.parse_args(argv)
+    # The app (its lifespan starts the gRPC server on AE_HOST) reads its settings from the environment, in this
+    # process or in each worker: flags that differ from it reach the app there.
+    overrides = {"AE_HOST": args.host} if args.host != settings.host else {}
+    if args.grpc_port != settings.grpc_port:
+        overrides["AE_GRPC_PORT"] = str(args.grpc_port)
+    if overrides:
+        os.environ.update(overrides)
+        settings_from_environment.cache_clear()
+        settings = settings_from_environment()
     run_server(settings, host=args.host, port=args.port, workers=args.workers)
 
 

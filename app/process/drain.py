@@ -18,6 +18,8 @@ first signal:
    whose client sent nothing during the whole drain; app.process.connections gives one that has not sent its
    first request yet a moment to do so), waits for the requests it has read (their batches included)
    and runs the lifespan's shutdown. The process exits with 0.
+   A gRPC server in the same process (AE_GRPC_PORT, app.oip) serves through the drain too (its ServerReady
+   says false at once), and stops accepting calls with HTTP, then finishes the calls it has (`on_stop`).
 
 A second SIGINT (Ctrl+C twice) stops at once, as uvicorn does.
 
@@ -39,6 +41,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
@@ -57,6 +60,12 @@ class Drain:
         self.started_at: float | None = None  # time.monotonic() of the first signal
         self._server: uvicorn.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stoppers: list[Callable[[], Awaitable[object]]] = []
+        self._stopping: list[asyncio.Future[object]] = []  # kept until done: the loop holds tasks weakly
+
+    def on_stop(self, stop: Callable[[], Awaitable[object]]) -> None:
+        """Start `stop` when the drain ends, as HTTP stops accepting (the gRPC server, app.oip)."""
+        self._stoppers.append(stop)
 
     @property
     def draining(self) -> bool:
@@ -118,6 +127,7 @@ class Drain:
             await asyncio.sleep(0.005)  # the event loop accepts them meanwhile
         for server in servers:
             server.close()  # no more accepting (uvicorn's shutdown closes them too; once is enough)
+        self._stopping = [asyncio.ensure_future(stop()) for stop in self._stoppers]
         self._server.should_exit = True  # no signal is re-raised: the process exits 0
 
 

@@ -16,6 +16,10 @@
   3. on SIGTERM the supervisor signals the workers, which drain (app.process.drain), and closes its own
      copy of the listening socket at once: the socket then closes with the last worker that drains, so
      new connections are refused rather than left in a queue nobody accepts from.
+- workers that die with their supervisor: each worker watches its parent (`SupervisorWatch`, as
+  gunicorn's workers compare `os.getppid()` with the pid they started under) and, once the supervisor is
+  gone (even `kill -9`, which it cannot pass on), drains like on SIGTERM and exits at the latest
+  `ORPHAN_EXIT_S` later: an orphan would hold the port and its memory with nobody to stop it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -38,10 +44,52 @@ from app.settings import Settings
 logger = logging.getLogger("app.server")
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 SHUTDOWN_MARGIN_S = 5.0
+SUPERVISOR_PID_VARIABLE = "AE_SUPERVISOR_PID"  # set by the supervisor, inherited by its workers
+PARENT_CHECK_S = 0.5  # how often a worker looks at its parent
+ORPHAN_EXIT_S = 3.0  # how long an orphaned worker may drain before it exits regardless
+
+
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's configuration, which also starts the supervisor watch in each worker: `load()` runs first
+    thing in a worker (and never in the supervisor, which only binds the socket)."""
+
+    def load(self) -> None:
+        SupervisorWatch.start_if_supervised()
+        super().load()
+
+
+class SupervisorWatch:
+    """In a worker of `Supervisor`: exit once the supervisor is gone (see the module's docstring)."""
+
+    def __init__(self, supervisor_pid: int) -> None:
+        self.supervisor_pid = supervisor_pid
+        self.stopped = threading.Event()
+
+    @classmethod
+    def start_if_supervised(cls) -> SupervisorWatch | None:
+        supervisor = os.environ.get(SUPERVISOR_PID_VARIABLE)
+        if supervisor is None or int(supervisor) == os.getpid():
+            return None  # a single-process server, or the supervisor itself
+        watch = cls(int(supervisor))
+        threading.Thread(target=watch.run, name="supervisor-watch", daemon=True).start()
+        return watch
+
+    def orphaned(self) -> bool:
+        # An orphan is re-parented (to init or a subreaper), so its parent is no longer the supervisor.
+        return os.getppid() != self.supervisor_pid
+
+    def run(self) -> None:
+        while not self.stopped.wait(PARENT_CHECK_S):
+            if self.orphaned():
+                logger.warning("the supervisor (pid %d) is gone: this worker stops", self.supervisor_pid)
+                os.kill(os.getpid(), signal.SIGTERM)  # the drain of app.lifecycle, as the supervisor would ask
+                if not self.stopped.wait(ORPHAN_EXIT_S):
+                    os._exit(1)  # the drain took too long: nobody is left to wait for it
+                return
 
 
 def uvicorn_config(settings: Settings, host: str, port: int, workers: int) -> uvicorn.Config:
-    return uvicorn.Config(
+    return WorkerConfig(
         "app.main:app",
         host=host,
         port=port,
@@ -65,6 +113,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         return
     metrics_dir = Path(tempfile.mkdtemp(prefix="ae-metrics-"))
     os.environ[METRICS_DIR_VARIABLE] = str(metrics_dir)  # inherited by the workers, read when they import
+    os.environ[SUPERVISOR_PID_VARIABLE] = str(os.getpid())  # the workers watch it (SupervisorWatch)
     try:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     finally:

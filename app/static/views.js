@@ -22,30 +22,48 @@ export function denoiseView() {
   const select = document.getElementById("denoise-model");
   const slider = document.getElementById("denoise-sigma");
   const sigmaValue = document.getElementById("denoise-sigma-value");
+  // An upload is most likely noisy already: by default it is denoised as it is, and with no clean picture
+  // to compare with, no PSNR is shown. Examples and drawings are clean: noise is added in the page.
+  const asUploaded = document.getElementById("denoise-as-uploaded");
+  const noReference = "– (no clean reference)";
+  let lastSource = null;
   let seed = 1;
+
+  function show(clean, noisy) {
+    const cleanImage = byTestId(section, "denoise-clean");
+    cleanImage.hidden = !clean;
+    if (clean) cleanImage.src = toDataUrl(clean);
+    byTestId(section, "denoise-clean-caption").textContent = clean ? "input (clean)" : "no clean reference";
+    byTestId(section, "denoise-noisy").src = toDataUrl(noisy);
+    byTestId(section, "denoise-noisy-caption").textContent = clean ? "noisy" : "as uploaded";
+    byTestId(section, "psnr-noisy").textContent = clean ? formatDb(psnr(noisy, clean)) : noReference;
+  }
 
   async function run() {
     await runner.run(async (request) => {
       await fillModelSelect(select, { preferred: "mnist-denoise" });
       const path = `/v1/denoise?${query({ model: select.value })}`;
       if (input.rawFile) { await request("POST", path, { images: [input.rawFile] }); return; }
-      const clean = input.digit;
-      if (!clean) throw new Error("no input yet: pick an example, draw or upload a digit");
-      const noisy = addGaussianNoise(clean, Number(slider.value), seed);
-      byTestId(section, "denoise-clean").src = toDataUrl(clean);
-      byTestId(section, "denoise-noisy").src = toDataUrl(noisy);
-      byTestId(section, "psnr-noisy").textContent = formatDb(psnr(noisy, clean));
-      const { data } = await request("POST", path, { images: [await toPngBlob(noisy, "noisy.png")] });
+      if (!input.digit) throw new Error("no input yet: pick an example, draw or upload a digit");
+      if (input.source !== lastSource) { // a new input: an upload's default is "as uploaded"
+        asUploaded.checked = input.source.startsWith("Upload");
+        lastSource = input.source;
+      }
+      slider.disabled = asUploaded.checked;
+      const clean = asUploaded.checked ? null : input.digit;
+      const sent = clean ? addGaussianNoise(clean, Number(slider.value), seed) : input.digit;
+      show(clean, sent);
+      const { data } = await request("POST", path, { images: [await toPngBlob(sent, "noisy.png")] });
       const url = await blobToDataUrl(data);
-      const denoised = await loadUrl(url, 1);
       byTestId(section, "denoise-output").src = url;
-      byTestId(section, "psnr-denoised").textContent = formatDb(psnr(denoised, clean));
+      byTestId(section, "psnr-denoised").textContent = clean ? formatDb(psnr(await loadUrl(url, 1), clean)) : noReference;
     });
   }
 
   slider.addEventListener("input", () => { sigmaValue.textContent = Number(slider.value).toFixed(2); });
   slider.addEventListener("change", run);
   select.addEventListener("change", run);
+  asUploaded.addEventListener("change", run);
   document.getElementById("denoise-reseed").addEventListener("click", () => { seed += 1; run(); });
   byTestId(section, "run-denoise").addEventListener("click", run);
   return { name: "denoise", activate: run, onInput: run };
@@ -76,28 +94,54 @@ export function photoView() {
   const split = document.getElementById("photo-split");
   const download = document.getElementById("photo-download");
   const sigmaUsed = byTestId(section, "photo-sigma-used");
+  const level = document.getElementById("photo-level");
+  const levelValue = document.getElementById("photo-level-value");
   let urls = [];
-  let trained = {}; // model name -> the noise sigma it was trained for (0..255), from its card
+  let trained = {}; // model name -> the noise sigma it was trained for (0..255), from its card; NaN: every level
+  let everyLevel = []; // the models of every noise level (they take `sigma` and estimate it when left out)
+  let modelChosen = false; // by the page for this picture, or by the user: then kept
+  let levelChosen = false; // the user moved the level slider: send it; otherwise the service estimates it
 
   async function fill() {
-    const matching = await fillModelSelect(select, { preferred: "bsd-denoise-sigma25" });
+    const matching = await fillModelSelect(select);
     trained = Object.fromEntries(matching.map((m) => [m.name, Number(m.training && m.training.sigma)]));
+    everyLevel = matching.filter((m) => !Number.isFinite(trained[m.name]));
   }
 
-  function pickModelForNoise() { // the model trained for the noise level nearest the one added
+  function pickModelForNoise() { // a model of one level: the one trained for the level nearest the noise added
+    if (!Number.isFinite(trained[select.value])) return;
     const sigma = Number(slider.value);
     const names = Object.keys(trained).filter((name) => Number.isFinite(trained[name]));
     if (names.length) select.value = names.reduce((a, b) => (Math.abs(trained[a] - sigma) <= Math.abs(trained[b] - sigma) ? a : b));
+  }
+
+  function isGray(bitmap) {
+    const image = fromDrawable(bitmap, 3, Math.min(bitmap.width, 64), Math.min(bitmap.height, 64));
+    for (let i = 0; i < image.data.length; i += 3) {
+      if (Math.abs(image.data[i] - image.data[i + 1]) > 2 / 255 || Math.abs(image.data[i] - image.data[i + 2]) > 2 / 255) return false;
+    }
+    return true;
+  }
+
+  function pickModelForPicture(channels) { // the model of every noise level for the picture's colour mode
+    const fitting = everyLevel.find((m) => m.input && m.input.channels === channels) || everyLevel[0];
+    if (fitting) select.value = fitting.name;
   }
 
   async function run() {
     await runner.run(async (request) => {
       await fill();
       if (!photo.file) throw new Error("choose a photo first (or the example photo)");
-      const path = `/v1/denoise?${query({ model: select.value })}`;
+      const channels = photo.bitmap && isGray(photo.bitmap) ? 1 : 3;
+      if (!modelChosen) { pickModelForPicture(channels); modelChosen = true; }
+      const takesLevel = !Number.isFinite(trained[select.value]);
+      level.disabled = !takesLevel;
+      const params = { model: select.value };
+      if (takesLevel && levelChosen) params.sigma = level.value;
+      const path = `/v1/denoise?${query(params)}`;
       if (!photo.bitmap) { await request("POST", path, { images: [photo.file] }); return; }
       const [width, height] = limitSize(photo.bitmap, Number(maxSide.value));
-      const clean = fromDrawable(photo.bitmap, 3, width, height);
+      const clean = fromDrawable(photo.bitmap, channels, width, height);
       const sigma = Number(slider.value);
       const noisy = sigma > 0 ? addGaussianNoise(clean, sigma / 255, 7) : clean;
       const sent = await toPngBlob(noisy, "photo.png");
@@ -110,17 +154,26 @@ export function photoView() {
       download.href = urls[1];
       compare.hidden = false;
       const reported = response.headers.get("X-Noise-Sigma");
-      const model = `${select.value} (trained for σ = ${trained[select.value] ?? "?"})`;
-      let text = reported !== null
-        ? `Noise level σ = ${reported} (reported by the service) · model ${model}`
-        : `Noise added in the page: σ = ${sigma} (0..255 scale) · model ${model}`;
-      if (sigma > 0) {
-        const denoised = await loadUrl(urls[1], 3);
+      const model = takesLevel ? `${select.value} (every noise level)` : `${select.value} (trained for σ = ${trained[select.value]})`;
+      let text;
+      if (reported === null) {
+        text = `Noise added in the page: σ = ${sigma} (0..255 scale) · model ${model}`;
+      } else if (levelChosen) {
+        text = `Denoised at σ = ${reported} (chosen with the slider) · model ${model}`;
+      } else { // the service's estimate: the slider starts there
+        level.value = reported;
+        levelValue.textContent = `${reported} (estimated)`;
+        text = `Estimated noise level σ = ${reported} (by the service) · model ${model}`;
+      }
+      if (sigma > 0) { // only then is there a clean reference to score against
+        const denoised = await loadUrl(urls[1], channels);
         text += ` · PSNR noisy ${formatDb(psnr(noisy, clean))} → denoised ${formatDb(psnr(denoised, clean))}`;
       }
       sigmaUsed.textContent = `${text} · ${width}×${height} px`;
     });
   }
+
+  function newPicture() { modelChosen = false; levelChosen = false; levelValue.textContent = "estimated"; run(); }
 
   const setSplit = () => { afterClip.style.clipPath = `inset(0 0 0 ${split.value}%)`; };
   split.addEventListener("input", setSplit);
@@ -128,17 +181,24 @@ export function photoView() {
   slider.addEventListener("input", () => {
     document.getElementById("photo-sigma-value").textContent = slider.value;
     pickModelForNoise();
+    levelChosen = false; // other noise: estimated again
+    levelValue.textContent = "estimated";
   });
+  level.addEventListener("input", () => { levelValue.textContent = level.value; });
+  level.addEventListener("change", () => { levelChosen = true; run(); });
+  select.addEventListener("change", () => { modelChosen = true; run(); });
   document.getElementById("photo-input").addEventListener("change", async (event) => {
-    if (event.target.files[0]) { await choosePhoto(event.target.files[0]); run(); }
+    if (event.target.files[0]) { await choosePhoto(event.target.files[0]); newPicture(); }
   });
   byTestId(section, "photo-example").addEventListener("click", async () => {
     const response = await fetch(new URL("./examples/photo.jpg", import.meta.url));
     await choosePhoto(new File([await response.blob()], "photo.jpg", { type: "image/jpeg" }));
-    run();
+    newPicture();
   });
   byTestId(section, "run-photo").addEventListener("click", run);
-  return { name: "photo", activate: () => runner.run(fill), onInput: () => {} };
+  // Before any picture: the colour model of every noise level (a picture then picks its own colour mode).
+  const activate = () => runner.run(async () => { await fill(); if (!modelChosen) pickModelForPicture(3); });
+  return { name: "photo", activate, onInput: () => {} };
 }
 
 // -- super-resolve ---------------------------------------------------------------------------------

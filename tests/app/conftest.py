@@ -77,6 +77,9 @@ def running_server(
         **(extra_env or {}),
     }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    # The keep-alive that ae-serve uses (20 s), not plain uvicorn's 5 s: that equals httpx's pool expiry, and a
+    # client would now and then reuse a connection at the instant the server closes it.
+    command += ["--timeout-keep-alive", str(int(Settings.model_fields["keep_alive_s"].default))]
     # The log goes to a file: an unread pipe fills after a few hundred request lines and blocks the server.
     log_path = checkpoints_dir.parent / f"uvicorn-{port}.log"
     log = log_path.open("w")
@@ -97,13 +100,19 @@ def running_server(
             time.sleep(0.2)
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
         log.close()
+
+
+def stop_server(process: subprocess.Popen[str] | subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """SIGTERM (the server drains and exits), then SIGKILL only if it is still there after `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

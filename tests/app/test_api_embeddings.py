@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
-from service_helpers import assert_error, b64, multipart, pngs
+from service_helpers import assert_error, b64, multipart, pngs, quantised
+
+from models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +130,17 @@ def test_dimensions_must_be_the_models_size(client: TestClient, digits: torch.Te
     )
     assert "2" in assert_error(form, 422)["message"]
     assert_error(client.post("/v1/embeddings?dimensions=0", json={"input": image}), 422)
+
+
+def test_embeddings_are_the_model_s_own_embed_of_the_pixels_sent(
+    client: TestClient, digits: torch.Tensor, checkpoints_dir: Path
+) -> None:
+    """The vectors are what the checkpoint's own `embed` gives on the decoded pixels (not merely
+    self-consistent): the served plan (float32 for the tiny cards, which carry no guard) changes only rounding."""
+    served = vectors(client.post("/v1/embeddings", files=multipart(*pngs(digits))))
+    model = load_checkpoint(checkpoints_dir / "tiny-ae").model
+    sent = torch.from_numpy(quantised(digits)).float()[:, None]  # what the server decoded from the PNGs
+    with torch.inference_mode():
+        expected = model.embed(sent).double().numpy()  # type: ignore[operator]
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(served[0], served[1])  # and the digits differ, so the match is no accident

@@ -69,7 +69,11 @@ def test_unknown_models_and_paths_are_404s(client: TestClient) -> None:
     assert_error(client.post("/v1/denoise?model=nope", files=multipart(DIGIT)), 404, "model_not_found")
     assert_error(client.post("/v1/vae/sample", json={"model": "nope"}), 404, "model_not_found")
     assert_error(client.get("/v1/vae/manifold?model=nope"), 404, "model_not_found")
-    assert_error(client.get("/v2/nothing"), 404, "not_found")
+    assert_error(client.get("/v9/nothing"), 404, "not_found")
+    # /v2 is the Open Inference Protocol's (app.oip): its errors come in the protocol's shape
+    protocol = client.get("/v2/nothing")
+    assert protocol.status_code == 404 and protocol.json()["type"] == "not_found"
+    assert isinstance(protocol.json()["error"], str)
     assert_error(client.get("/v1/denoise"), 405, "method_not_allowed")
 
 

@@ -129,6 +129,29 @@ def test_sigma_out_of_range_is_a_422_naming_it(client: TestClient, sigma: str) -
     assert "sigma" in response.text
 
 
+@pytest.mark.parametrize(
+    ("model", "height", "width", "channels"),
+    [(PAIR[0], 1, 1, 1), (PAIR[1], 2, 2, 3), (PAIR[0], 1, 200, 1), (PAIR[1], 6, 40, 3)],
+)
+def test_a_picture_too_small_to_estimate_is_a_400_naming_the_minimum_and_sigma(
+    client: TestClient, model: str, height: int, width: int, channels: int
+) -> None:
+    png = to_png(scene(height, width, channels, 5, seed=1))
+    response = post(client, png, model=model)
+    assert_error(response, 400, "invalid_request")
+    error = response.json()["error"]
+    assert error["param"] == "sigma" and "7x7" in error["message"] and f"{width}x{height}" in error["message"]
+    given = post(client, png, model=model, sigma="10")  # what the message advises works
+    assert given.status_code == 200, given.text
+    assert read_png(given.content)[0].shape[:2] == (height, width)
+
+
+def test_the_smallest_picture_the_estimator_reads_is_estimated(client: TestClient) -> None:
+    response = post(client, to_png(scene(7, 7, 1, 20, seed=4)), model=PAIR[0])
+    assert response.status_code == 200, response.text
+    assert float(response.headers["x-noise-sigma"]) >= 0
+
+
 def test_sigma_as_a_query_parameter(client: TestClient) -> None:
     png = to_png(scene(20, 22, 1, 5, seed=1))
     response = client.post(f"/v1/denoise?model={PAIR[0]}&sigma=12.5", files=[("image", ("p.png", png, "image/png"))])

@@ -48,13 +48,15 @@ def test_a_checkpoint_replaced_under_load_fails_no_request_and_a_corrupt_one_is_
     assert swap["sha256_listed_after_corrupt"] == swap["replacement_sha256_written"]  # the old one kept serving
 
 
-def test_made_up_model_names_neither_add_allowance_nor_lose_requests(report: dict[str, Any]) -> None:
+def test_a_stream_of_made_up_model_names_in_the_query_loses_no_request(report: dict[str, Any]) -> None:
     admission = report["admission"]
     assert admission["load"]["lost"] == 0
     assert set(admission["load"]["answered"]) <= {"200", "503"}, admission
+    assert sum(admission["load"]["answered"].values()) == admission["requests"]  # every one answered
     # Admission by expected wait (issue 10) serves every well-behaved client whose request drains within
-    # the deadline, so these clients need not be refused at all; that made-up names share their route's
-    # count, and that the bookkeeping stays bounded, is asserted in tests/app/test_admission.py.
+    # the deadline, so these clients need not be refused at all: whether they are refused is not asserted
+    # here. That a made-up name buys no allowance of its own (the 503 it then gets) and that the bookkeeping
+    # stays bounded are asserted where they can be forced, in tests/app/test_admission.py.
     assert admission["load"]["answered"].get("200", 0) > 0
 
 
@@ -84,5 +86,7 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(report: dict[str
     # answers the dying worker sent in its last instant, before counting them, can be missing (one batch).
     missing = kill["whole_run"]["answered"]["200"] - kill["metrics_denoise_200_all_workers"]
     assert 0 <= missing <= 64, kill
-    if kill["replacement_first_request_after_ready_s"] is not None:  # it took traffic only once ready
-        assert kill["replacement_first_request_after_ready_s"] >= 0
+    # The replacement took traffic (the run keeps the load on until it has), and only once it was ready:
+    # its first request began (logged time less duration) after its start-up finished.
+    assert kill["replacement_requests_served"] > 0, kill
+    assert kill["replacement_first_request_after_ready_s"] >= 0, kill

@@ -145,3 +145,16 @@ def test_a_photo_goes_through_the_mnist_frame_as_with_images(sdk: openai.OpenAI,
     photo = b64(digit_photo(3))  # not 28x28: framed like any image the service gets
     result = sdk.embeddings.create(model=MODEL, input=photo, encoding_format="float")
     assert_float32_equal(np.array([result.data[0].embedding]), service_floats(server, [photo]))
+
+
+def test_the_sdk_retries_a_503_then_reports_the_service_s_error(server: str, images: list[str]) -> None:
+    """The SDK's own retry (max_retries=2) tries a 503 of the service again, then raises with the service's error
+    body and status (`broken-card`: a checkpoint whose card cannot be read, answered 503 model_unavailable)."""
+    attempts: list[str] = []
+    http_client = httpx.Client(event_hooks={"request": [lambda request: attempts.append(request.url.path)]})
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=2, http_client=http_client)
+    with client, pytest.raises(openai.InternalServerError) as unavailable:
+        client.embeddings.create(model="broken-card", input=images[:1])
+    assert attempts == ["/v1/embeddings"] * 3  # the first try and two retries
+    assert unavailable.value.status_code == 503
+    assert unavailable.value.response.json()["error"]["type"] == "model_unavailable"

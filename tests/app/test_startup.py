@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,10 +16,18 @@ from app.settings import Settings
 from models.runtime.execution import ExecutionError
 
 
-def test_start_up_freezes_what_it_built_out_of_the_garbage_collectors_sight(client: TestClient) -> None:
-    # The session's app has started (the fixture ran its lifespan): the models and the rest are frozen.
+def test_start_up_freezes_what_it_built_out_of_the_garbage_collectors_sight(
+    make_client: Callable[..., TestClient],
+) -> None:
+    gc.unfreeze()  # what earlier start-ups in this session froze goes back: this start-up must freeze its own
+    assert gc.get_freeze_count() == 0
+    client = make_client()
     assert client.get("/readyz").status_code == 200
     assert gc.get_freeze_count() > 0
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+    # gc.get_objects() lists the three generations the collector walks; frozen objects are in none of them.
+    assert not any(tracked is registry for tracked in gc.get_objects())
+    assert gc.is_tracked(registry)  # tracked, so only the freeze can have hidden it
 
 
 def test_a_precision_the_hardware_cannot_run_stops_start_up_naming_the_setting(

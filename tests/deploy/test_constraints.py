@@ -58,6 +58,12 @@ def test_ci_installs_the_ray_extra_at_its_pinned_versions_and_requires_its_tests
     assert "export AE_TESTS_REQUIRE_RAY=1" in ci
 
 
+def test_ci_requires_the_browser_and_the_data_sets_instead_of_skipping_without_them() -> None:
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "export AE_TESTS_REQUIRE_BROWSER=1" in ci and "export AE_TESTS_REQUIRE_DATA=1" in ci
+    assert "apt-get install" in ci and "chromium" in ci  # and it installs the browser it requires
+
+
 def test_ci_and_the_readme_install_the_test_toolchain_at_its_pinned_versions() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     ci = (REPO_ROOT / ".ci" / "run").read_text()

@@ -1,16 +1,21 @@
 """deploy/k8s: valid against the schemas of the Kubernetes version it names (offline, kubernetes-validate),
 and consistent with the service: probes on the app's real routes and port, the Dockerfile's user, a
-read-only root filesystem with a writable /tmp, and the RayService carrying deploy/ray/serve.yaml."""
+read-only root filesystem with a writable /tmp, the RayService carrying deploy/ray/serve.yaml, and the KServe
+InferenceService valid against KServe's own schema (vendored, tests/deploy/schemas) with the ports the app
+serves the Open Inference Protocol on."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
@@ -21,7 +26,18 @@ KUBERNETES_VERSION = (K8S / "KUBERNETES_VERSION").read_text().strip()
 MANIFESTS = sorted(path for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
 # The RayService is a KubeRay custom resource: no Kubernetes schema covers it, so its pod templates are
 # validated as PodTemplates, and its Serve config against the repository's own.
-CUSTOM_KINDS = {"RayService"}
+CUSTOM_KINDS = {"RayService", "InferenceService"}
+# KServe's InferenceService schema (tests/deploy/schemas/README.md: source, commit, licence, what was kept).
+KSERVE_SCHEMA = Path(__file__).resolve().parent / "schemas" / "kserve-inferenceservice-v1beta1.json"
+# The predictor's fields that are KServe's, not a pod spec's.
+KSERVE_PREDICTOR_FIELDS = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleMetric",
+    "scaleTarget",
+    "containerConcurrency",
+    "timeout",
+}
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -39,6 +55,10 @@ def of_kind(kind: str) -> list[dict[str, Any]]:
 def pod_templates() -> list[tuple[str, dict[str, Any]]]:
     """(where, pod template) of every Deployment and of the RayService's head and worker groups."""
     found = [(doc["metadata"]["name"], doc["spec"]["template"]) for doc in of_kind("Deployment")]
+    for inference in of_kind("InferenceService"):
+        predictor = inference["spec"]["predictor"]
+        pod = {key: value for key, value in predictor.items() if key not in KSERVE_PREDICTOR_FIELDS}
+        found.append((f"{inference['metadata']['name']} predictor", {"spec": pod}))
     for service in of_kind("RayService"):
         cluster = service["spec"]["rayClusterConfig"]
         found.append((f"{service['metadata']['name']} head", cluster["headGroupSpec"]["template"]))
@@ -148,3 +168,62 @@ def test_the_rayservice_runs_the_repositorys_serve_config() -> None:
     assert embedded == {"applications": expected["applications"]}
     version = (REPO_ROOT / "deploy" / "constraints-ray.txt").read_text().split("ray==")[1].split()[0]
     assert service["spec"]["rayClusterConfig"]["rayVersion"] == version
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's structural schema with unknown fields refused, as `kubectl apply --validate=strict` does: every
+    object that lists its properties, and keeps no unknown fields, gets additionalProperties false."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copied = {key: strict(value) for key, value in schema.items()}
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        copied.setdefault("additionalProperties", False)
+    return copied
+
+
+def kserve_validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(strict(json.loads(KSERVE_SCHEMA.read_text())))
+
+
+def test_the_inferenceservice_is_valid_against_kserves_schema() -> None:
+    (inference,) = of_kind("InferenceService")
+    assert inference["apiVersion"] == "serving.kserve.io/v1beta1"
+    errors = [f"{list(error.absolute_path)}: {error.message}" for error in kserve_validator().iter_errors(inference)]
+    assert not errors, errors
+
+
+def test_the_schema_check_refuses_what_kserve_would() -> None:
+    """The check can fail: an unknown field, a wrong type, and protocolVersion on a custom predictor (KServe has
+    it only on model-format predictors) are refused."""
+    (inference,) = of_kind("InferenceService")
+    validator = kserve_validator()
+    for path, value in ((("spec", "predictor", "protocolVersion"), "v2"), (("spec", "predictor", "minReplicas"), "2")):
+        broken = copy.deepcopy(inference)
+        broken[path[0]][path[1]][path[2]] = value
+        assert not validator.is_valid(broken), path
+    broken = copy.deepcopy(inference)
+    broken["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = "8080"
+    assert not validator.is_valid(broken)
+
+
+def test_the_inferenceservice_serves_the_open_inference_protocol_on_its_ports() -> None:
+    (inference,) = of_kind("InferenceService")
+    (container,) = inference["spec"]["predictor"]["containers"]
+    assert container["name"] == "kserve-container"
+    env = {item["name"]: item["value"] for item in container["env"]}
+    settings = Settings(**{key.removeprefix("AE_").lower(): value for key, value in env.items()})
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http1": settings.port, "h2c": settings.grpc_port}  # KServe's names: REST and gRPC
+    assert settings.host == "0.0.0.0" and settings.grpc_port != 0
+    for kind, path in (("startupProbe", "/v2/health/live"), ("livenessProbe", "/v2/health/live")):
+        assert container[kind]["httpGet"] == {"path": path, "port": settings.port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": settings.port}
+    # The probes are routes of the app (not in its OpenAPI, which describes /v1): asked before start-up, as a
+    # kubelet may, live answers 200 and ready 503.
+    client = TestClient(create_app(Settings()))  # no lifespan: nothing is loaded
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 503
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120

@@ -31,7 +31,7 @@ from models.evaluation import TASK_EVALUATIONS, EvaluationContext, EvaluationSet
 from models.evaluation.embedding import knn_accuracy, linear_probe_accuracy
 from models.evaluation.precision import GuardSubset, measure_precision
 from models.evaluation.vae import importance_sampled_bounds
-from models.runtime.execution import guard_verdict, native_precisions
+from models.runtime.execution import TOLERANCES, native_precisions
 from models.runtime.tasks import card_tasks
 from models.training.validation import importance_sampled_nll
 
@@ -308,14 +308,24 @@ def test_the_quality_guard_of_reduced_precision_is_measured_per_task(evaluated: 
         figures[name] = measure_precision(checkpoint, context, "the command", "the machine", subset, ("bfloat16",))
         entry = figures[name]["bfloat16"]
         assert entry["measured"]["command"] == "the command" and entry["speed_images_per_s"] > 0
-        assert entry["within_tolerance"] is (guard_verdict({"precision": figures[name]}, "bfloat16") is None)
+        # The verdict written beside the figures, recomputed from the figures and the guard's limits here
+        # (not by the guard's own function, which the card's reader uses).
+        within = [
+            entry.get("psnr_delta_db", 0.0) >= -TOLERANCES.psnr_drop_db,
+            entry.get("nll_rise_nats", 0.0) <= TOLERANCES.nll_rise_nats,
+            entry.get("knn_accuracy_drop", 0.0) <= TOLERANCES.knn_accuracy_drop,
+            entry.get("cosine_similarity", 1.0) >= TOLERANCES.min_cosine_similarity,
+        ]
+        assert entry["within_tolerance"] is all(within), entry
         assert set(entry["tasks"]) == set(checkpoint.card.tasks)
     denoise = figures["mnist-denoise"]["bfloat16"]
     assert denoise["psnr_delta_db"] == min(task["psnr_delta_db"] for task in denoise["tasks"].values())
-    assert abs(denoise["psnr_delta_db"]) < 1.0  # bfloat16 moves PSNR by hundredths of a dB, not by whole ones
+    # bfloat16 moves PSNR by hundredths of a dB: within the guard's own limit, as on the shipped cards.
+    assert abs(denoise["psnr_delta_db"]) <= TOLERANCES.psnr_drop_db, denoise
     embedding = figures["mnist-ae"]["bfloat16"]
-    assert 0.99 <= embedding["cosine_similarity"] <= 1.0 and "knn_accuracy_drop" in embedding
-    assert abs(figures["mnist-vae"]["bfloat16"]["nll_rise_nats"]) < 5.0
+    assert TOLERANCES.min_cosine_similarity <= embedding["cosine_similarity"] <= 1.0, embedding
+    assert embedding["knn_accuracy_drop"] <= TOLERANCES.knn_accuracy_drop, embedding
+    assert abs(figures["mnist-vae"]["bfloat16"]["nll_rise_nats"]) <= TOLERANCES.nll_rise_nats, figures["mnist-vae"]
 
 
 def test_evaluation_writes_the_guard_into_the_cards_for_the_precisions_this_cpu_runs(evaluated: dict[str, Any]) -> None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+
+import pytest
 
 SERVICE_TESTS = Path(__file__).resolve().parents[1] / "app"
 sys.path.insert(0, str(SERVICE_TESTS))  # drawn_digits, tiny_checkpoints, service_helpers
@@ -21,3 +25,10 @@ _spec.loader.exec_module(service_tests)
 
 checkpoints_dir = service_tests.checkpoints_dir  # session fixture: tiny checkpoints in a temporary folder
 server = service_tests.server  # session fixture: `python -m uvicorn app.main:app` on a free port; its URL
+
+
+@pytest.fixture(scope="session")
+def serve_checkpoints() -> Callable[..., AbstractContextManager[str]]:
+    """Start the plain service on another folder: `with serve_checkpoints(folder, default_models) as url:`."""
+    running_server: Callable[..., AbstractContextManager[str]] = service_tests.running_server
+    return running_server

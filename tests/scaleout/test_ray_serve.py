@@ -8,12 +8,15 @@ requests flow. The last test shuts Ray down and checks that nothing it started i
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from drawn_digits import decode_png, digit_batch, png_bytes
+from PIL import Image
 from service_helpers import b64, multipart, pngs
 from tiny_checkpoints import DEFAULT_MODELS
 
+from models.architectures import FFDNet, FFDNetConfig
+from models.checkpoint import InputSpec, ModelCard, save_checkpoint
 from models.data.corruptions import downscale, gaussian_noise
 
 if os.environ.get("AE_TESTS_REQUIRE_RAY") != "1":  # CI sets it: there a missing Ray fails instead of skipping
@@ -83,11 +90,41 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent's bookkeeping is left
 
 
+PHOTO_PAIR = (("photo-denoise-gray", 1), ("photo-denoise-color", 3))  # names the "photo" group takes
+
+
 @pytest.fixture(scope="module")
-def ray_app(checkpoints_dir: Path, server: str) -> Iterator[RayApp]:
+def ray_checkpoints(checkpoints_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoints plus a tiny FFDNet pair under the photo denoisers' names, so that the photo group
+    (a deployment of its own, see ae_ray.options) and its `sigma` are served too."""
+    root = tmp_path_factory.mktemp("ray-checkpoints") / "checkpoints"
+    shutil.copytree(checkpoints_dir, root)
+    for seed, (name, channels) in enumerate(PHOTO_PAIR):
+        torch.manual_seed(seed)
+        card = ModelCard(
+            name=name,
+            tasks=["denoise"],
+            architecture="ffdnet",
+            architecture_config={},
+            input=InputSpec(channels=channels, height=None, width=None, domain="natural"),
+            description="tiny untrained FFDNet for tests",
+        )
+        save_checkpoint(FFDNet(FFDNetConfig(channels=channels, depth=3, width=8)), card, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(ray_checkpoints: Path, serve_checkpoints: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    """The plain service (`python -m uvicorn app.main:app`) on the same folder as the Ray application."""
+    with serve_checkpoints(ray_checkpoints, DEFAULT_MODELS) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def ray_app(ray_checkpoints: Path, server: str) -> Iterator[RayApp]:
     """The application on a fresh local Ray instance, configured with the plain server's AE_* settings."""
     env = {
-        "AE_CHECKPOINTS_DIR": str(checkpoints_dir),
+        "AE_CHECKPOINTS_DIR": str(ray_checkpoints),
         "AE_DEVICE": "cpu",
         "AE_DEFAULT_MODELS": json.dumps(DEFAULT_MODELS),
         "AE_TORCH_THREADS": "1",
@@ -96,7 +133,7 @@ def ray_app(checkpoints_dir: Path, server: str) -> Iterator[RayApp]:
     before = descendants(os.getpid())
     # The replicas read AE_* from the job's runtime_env; the builder, run here, from this process's environment.
     ray.init(
-        num_cpus=2,
+        num_cpus=3,  # logical CPUs: 2 replicas x 0.5 for each of the two groups, and the gateway
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": env},
@@ -206,6 +243,30 @@ def test_every_model_route_answers_the_same_bytes_as_the_plain_service(
     assert_same_answer(plain, through_ray)
 
 
+def photo_png(channels: int) -> bytes:
+    """A small noisy picture (24x20) in L or RGB."""
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("sigma", ["20", None])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_photo_group_with_sigma_answers_the_same_bytes_as_the_plain_service(
+    server: str, ray_app: RayApp, channels: int, sigma: str | None
+) -> None:
+    """Through the gateway to the photo group's deployment: the noise level given (or estimated), the colour
+    mode's model of the pair, X-Noise-Sigma, the PNG: all as the plain service answers."""
+    query = "model=photo-denoise-color" + (f"&sigma={sigma}" if sigma else "")
+    plain, through_ray = both(server, ray_app, "POST", f"/v1/denoise?{query}", files=multipart(photo_png(channels)))
+    assert plain.status_code == 200, plain.text
+    assert plain.headers["x-model"] == PHOTO_PAIR[0 if channels == 1 else 1][0]
+    assert plain.headers["x-noise-sigma"] == (f"{float(sigma):.2f}" if sigma else plain.headers["x-noise-sigma"])
+    assert_same_answer(plain, through_ray)
+
+
 ERROR_CASES: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "not an image": ("POST", "/v1/denoise", {"files": multipart(b"garbage")}, 400),
     "not json": ("POST", "/v1/vae/sample", {"content": b"{", "headers": {"content-type": "application/json"}}, 400),
@@ -217,7 +278,7 @@ ERROR_CASES: dict[str, tuple[str, str, dict[str, Any], int]] = {
     ),
     "model without the task": ("POST", "/v1/vae/sample", {"json": {"n": 1, "model": "tiny-ae"}}, 400),
     "unknown model": ("POST", "/v1/denoise?model=nope", {"files": multipart(b"x")}, 404),
-    "unknown path": ("GET", "/v2/nothing", {}, 404),
+    "unknown path": ("GET", "/v9/nothing", {}, 404),  # /v2 is the Open Inference Protocol's (its own error shape)
     "wrong method": ("GET", "/v1/denoise", {}, 405),
     "body over the limit": ("POST", "/v1/denoise", {"content": b"\0" * (2 * 1024 * 1024 + 1)}, 413),
     "too many samples": ("POST", "/v1/vae/sample", {"json": {"n": 100000}}, 422),

@@ -101,7 +101,9 @@ async def run(
     if model.task == "decode":
         latents = inputs["LATENT"].data.astype(np.float32)
         check_finite(latents, "LATENT")
-        return [image_tensor(await service.vae_decode(name, latents.tolist(), note))]
+        label = labels_of(inputs.get("LABEL"))
+        decoded = await service.vae_decode(name, latents.tolist(), note, label)
+        return [image_tensor(decoded), *label_tensor(model, decoded)]
     upload = ImageUpload.of_pixels(list(inputs["IMAGE"].data), "IMAGE")
     if upload.count == 0:
         raise InvalidRequest("input 'IMAGE' holds no images", param="IMAGE")
@@ -178,14 +180,33 @@ async def sample(service: Service, model: ProtocolModel, inputs: dict[str, Tenso
         values["seed"] = int(inputs["SEED"].data.reshape(-1)[0])
     if "TEMPERATURE" in inputs:
         values["temperature"] = float(inputs["TEMPERATURE"].data.reshape(-1)[0])  # type: ignore[assignment]
+    if "LABEL" in inputs:
+        values["label"] = labels_of(inputs["LABEL"])  # type: ignore[assignment]
     try:
         options = SampleRequest.model_validate(values)
     except ValidationError as exc:
         error = exc.errors(include_url=False, include_input=False)[0]
         tensor = str(error["loc"][0]).upper() if error["loc"] else "N"
         raise ValidationFailed(f"{tensor}: {error['msg']}", param=tensor) from None
-    images = await service.vae_sample(model.model, options.n, options.seed, options.temperature, note)
-    return [image_tensor(images), Tensor("SEED", "INT64", np.asarray([images.seed], dtype=np.int64))]
+    images = await service.vae_sample(model.model, options.n, options.seed, options.temperature, note, options.label)
+    seed = Tensor("SEED", "INT64", np.asarray([images.seed], dtype=np.int64))
+    return [image_tensor(images), seed, *label_tensor(model, images)]
+
+
+def labels_of(tensor: Tensor | None) -> int | list[int] | None:
+    """LABEL [-1]: one label for every image, or one per image (the service checks them against the model's)."""
+    if tensor is None:
+        return None
+    values = [int(value) for value in tensor.data.reshape(-1)]
+    return values[0] if len(values) == 1 else values
+
+
+def label_tensor(model: ProtocolModel, images: Images) -> list[Tensor]:
+    """LABEL INT32 (n,): the label each image was drawn as, for the models that answer it."""
+    if model.output("LABEL") is None:
+        return []
+    labels = [int(result.extra.get("label", -1)) for result in images.results]
+    return [Tensor("LABEL", "INT32", np.asarray(labels, dtype=np.int32))]
 
 
 def image_tensor(images: Images) -> Tensor:

@@ -10,6 +10,8 @@ What the protocol calls a model is one thing one checkpoint does, with named, ty
 - `encode`: IMAGE -> MEAN, LOG_VARIANCE FP32 [-1, D]
 - `decode`: LATENT FP32 [-1, D] -> IMAGE
 - `sample`: N INT32 [1], SEED INT64 [1] and TEMPERATURE FP32 [1] (both optional) -> IMAGE, SEED INT64 [1]
+- conditional VAEs (card task `conditional-vae`): `decode` takes LABEL INT32 [-1] with LATENT (one label for
+  all or one per latent) and `sample` an optional LABEL (left out: drawn from the seed); both answer LABEL too
 
 Images are (batch, height, width, channels) of 0..255, as PNG holds them. H, W and C are the model's own where
 it reads one size (MNIST models: 28 x 28 x 1; MNIST super-resolution: its low-resolution size), and -1 where it
@@ -28,7 +30,17 @@ from app.imaging.model_input import input_channels
 from models.architectures import ARCHITECTURES
 from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
-from models.runtime.tasks import DENOISE, EMBED, RECONSTRUCT, SUPER_RESOLVE, VAE_ENCODE, Task, expected_input_size
+from models.runtime.tasks import (
+    CONDITIONAL_VAE_DECODE,
+    CONDITIONAL_VAE_ENCODE,
+    DENOISE,
+    EMBED,
+    RECONSTRUCT,
+    SUPER_RESOLVE,
+    VAE_ENCODE,
+    Task,
+    expected_input_size,
+)
 
 ANY = -1  # a dimension of any size, as the protocol writes it
 VERSION = "1"  # each model has one version: the checkpoint the registry serves now
@@ -53,6 +65,9 @@ class ProtocolModel:
 
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
 
 
 def protocol_models(registry: ModelRegistry) -> dict[str, ProtocolModel]:
@@ -143,5 +158,18 @@ def tensors_of(card: ModelCard, card_task: str) -> list[tuple[str, tuple[TensorS
             ("encode", (image,), moments),
             ("decode", (latent,), (image,)),
             ("sample", sample_inputs, (image, TensorSpec("SEED", "INT64", (1,)))),
+        ]
+    if card_task == CONDITIONAL_VAE_DECODE.card_task:
+        image = image_spec(card, CONDITIONAL_VAE_ENCODE)
+        labels = TensorSpec("LABEL", "INT32", (ANY,))
+        labelled_sample_inputs = (
+            TensorSpec("N", "INT32", (1,)),
+            TensorSpec("SEED", "INT64", (1,), optional=True),
+            TensorSpec("TEMPERATURE", "FP32", (1,), optional=True),
+            TensorSpec("LABEL", "INT32", (ANY,), optional=True),
+        )
+        return [
+            ("decode", (TensorSpec("LATENT", "FP32", (ANY, dimensions)), labels), (image, labels)),
+            ("sample", labelled_sample_inputs, (image, TensorSpec("SEED", "INT64", (1,)), labels)),
         ]
     return []  # a card task added to the table later has no protocol model until it is mapped here

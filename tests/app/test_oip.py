@@ -45,7 +45,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 MODELS = ["mnist-ae", "mnist-denoise", "mnist-sr-x2", "mnist-vae", "mnist-vae-2d", "photo-denoise-gray"]
-MODELS += ["photo-denoise-color", "t91-sr-x2"]
+MODELS += ["photo-denoise-color", "t91-sr-x2", "mnist-cvae"]
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +221,29 @@ def test_decoded_latents_equal_the_v1_decode(server: Server, grpc: object) -> No
     )
     expected = [decode_png(base64.b64decode(item["b64_png"])) for item in response.json()["data"]]
     np.testing.assert_array_equal(result.as_numpy("IMAGE"), np.stack(expected))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_labelled_samples_and_decodes_equal_the_v1_answers(
+    server: Server, http: object, grpc: object, transport: str
+) -> None:
+    client = grpc if transport == "grpc" else http
+    inputs = {"N": np.array([3], np.int32), "SEED": np.array([7], np.int64), "LABEL": np.array([4, 0, 9], np.int32)}
+    result = infer(client, "mnist-cvae.sample", inputs)
+    response = httpx.post(
+        f"{server.base}/v1/vae/sample",
+        json={"model": "mnist-cvae", "n": 3, "seed": 7, "label": [4, 0, 9], "response_format": "json"},
+        headers=AUTH,
+        timeout=60,
+    )
+    expected = [decode_png(base64.b64decode(item["b64_png"])) for item in response.json()["data"]]
+    np.testing.assert_array_equal(result.as_numpy("IMAGE"), np.stack(expected))  # type: ignore[attr-defined]
+    assert result.as_numpy("LABEL").tolist() == [4, 0, 9]  # type: ignore[attr-defined]
+    latents = np.zeros((2, 8), np.float32)
+    decoded = infer(client, "mnist-cvae.decode", {"LATENT": latents, "LABEL": np.array([3], np.int32)})
+    assert decoded.as_numpy("LABEL").tolist() == [3, 3]  # type: ignore[attr-defined]
+    with pytest.raises(InferenceServerException):
+        infer(client, "mnist-cvae.sample", {"N": np.array([1], np.int32), "LABEL": np.array([10], np.int32)})
 
 
 # -- errors ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import Depends, FastAPI
 
+from app.engine.defaults import tasks_of_default
 from app.engine.model_choice import ModelChoice
 from app.engine.registry import ModelRegistry
 from app.errors import ServiceError
@@ -34,7 +35,6 @@ from app.process.connections import BodyDeadline
 from app.process.drain import CloseConnectionsWhenDraining, Drain
 from app.settings import Settings, settings_from_environment
 from models.runtime.execution import available_cpus
-from models.runtime.tasks import tasks_of_default
 
 logger = logging.getLogger("app.main")
 UNAUTHORIZED: dict[int | str, dict[str, object]] = {

@@ -1,7 +1,7 @@
 """Which model a request means: the model-choice policy, apart from where models come from (app.engine.registry).
 
-A request names a model or leaves it to the task's configured default (`AE_DEFAULT_MODELS`, keyed as the
-task table says); the model must list the task's card task and be servable. Super-resolution may instead
+A request names a model or leaves it to the task's configured default (`AE_DEFAULT_MODELS`, keyed as
+`app.engine.defaults` says); the model must list the task's card task and be servable. Super-resolution may instead
 be chosen by its factor (`scale`). The same defaults decide what start-up preloads and warms up, and when
 the service is ready.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import takewhile
 
+from app.engine.defaults import default_keys
 from app.engine.registry import ModelEntry, ModelRegistry
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.settings import DefaultModels, Preload
@@ -30,7 +31,7 @@ class ModelChoice:
         """The entry a request means: `name`, else the default of `default_key` (the task's first by default),
         checked to do the task and to be servable."""
         if name is None:
-            key = default_key or (task.default_keys[0] if task.default_keys else None)
+            key = default_key or next(iter(default_keys(task)), None)
             if key is None:
                 raise InvalidRequest(f"{task.name} has no default model: name one with 'model'", param="model")
             name = self.default_for(key)
@@ -78,7 +79,7 @@ class ModelChoice:
                 )
             return entry
         # .get: a default missing from the checkpoints folder need not stop a request that names a scale.
-        default_name = self.default_for(SUPER_RESOLVE.default_keys[0])
+        default_name = self.default_for(default_keys(SUPER_RESOLVE)[0])
         default = self.registry.entries.get(default_name)
         domain = default.card.input.domain if default is not None and default.card is not None else None
         servable = [

@@ -3,9 +3,8 @@
 A task is one thing a model can be asked to do, run through one batcher per model. Its row says:
 
 - `name`: what the service, its batchers and its metrics call it (`"vae-decode"`);
-- `card_task`: the word a model card lists in `tasks` to allow it (`"vae"`; see `models.checkpoint`);
-- `default_keys`: the keys of the service's default models (`app.settings.DefaultModels`) whose model
-  runs it when a request names none; start-up warms each default model up on the tasks of its key;
+- `card_task`: the word a model card lists in `tasks` to allow it (`"vae"`; the vocabulary is
+  `models.checkpoint.card_tasks`, which `register` extends);
 - `protocol`: the typed protocol (`models.architectures.protocols`) an architecture implements for it,
   and `call`, which runs that method on a batch;
 - `input_kind`: what a batch holds (`images`, `low-resolution images` that come back `scale` times
@@ -21,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 
@@ -34,9 +33,7 @@ from models.architectures.protocols import (
     SuperResolver,
     VariationalCoder,
 )
-
-if TYPE_CHECKING:
-    from models.checkpoint import ModelCard
+from models.checkpoint import ModelCard, register_card_task, unregister_card_task
 
 InputKind = Literal["images", "low-resolution images", "latents", "images with a noise-level plane"]
 TaskOutput = torch.Tensor | tuple[torch.Tensor, ...]
@@ -48,7 +45,6 @@ ANY_SIZE_WARM_UP = (32, 32)
 class Task:
     name: str
     card_task: str
-    default_keys: tuple[str, ...]
     protocol: type
     call: Callable[[Any, torch.Tensor], TaskOutput]  # (model implementing `protocol`, batch) -> outputs
     input_kind: InputKind = "images"
@@ -117,13 +113,12 @@ def _denoise_at_noise_level(model: NoiseLevelDenoiser, batch: torch.Tensor) -> t
     return model.denoise_at(batch[:, :-1], batch[:, -1].flatten(1).mean(dim=1))
 
 
-DENOISE = Task("denoise", "denoise", ("denoise",), Denoiser, lambda model, x: cast(Denoiser, model).denoise(x))
+DENOISE = Task("denoise", "denoise", Denoiser, lambda model, x: cast(Denoiser, model).denoise(x))
 # Denoising told the noise level (given by the client or estimated by the service): for the models of
 # every noise level (FFDNet). Not a default's task of its own: /v1/denoise uses it when its model has it.
 DENOISE_AT_NOISE_LEVEL = Task(
     "denoise-at-noise-level",
     "denoise",
-    (),
     NoiseLevelDenoiser,
     lambda model, x: _denoise_at_noise_level(cast(NoiseLevelDenoiser, model), x),
     input_kind="images with a noise-level plane",
@@ -132,22 +127,16 @@ DENOISE_AT_NOISE_LEVEL = Task(
 SUPER_RESOLVE = Task(
     "super-resolve",
     "super-resolve",
-    ("super_resolve",),
     SuperResolver,
     lambda model, x: cast(SuperResolver, model).super_resolve(x),
     input_kind="low-resolution images",
 )
-RECONSTRUCT = Task(
-    "reconstruct", "reconstruct", ("reconstruct",), Reconstructor, lambda model, x: _reconstruct_with_error(model, x)
-)
-EMBED = Task("embed", "embed", ("embed",), Embedder, lambda model, x: cast(Embedder, model).embed(x))
-VAE_ENCODE = Task(
-    "vae-encode", "vae", ("vae",), VariationalCoder, lambda model, x: cast(VariationalCoder, model).encode(x)
-)
+RECONSTRUCT = Task("reconstruct", "reconstruct", Reconstructor, lambda model, x: _reconstruct_with_error(model, x))
+EMBED = Task("embed", "embed", Embedder, lambda model, x: cast(Embedder, model).embed(x))
+VAE_ENCODE = Task("vae-encode", "vae", VariationalCoder, lambda model, x: cast(VariationalCoder, model).encode(x))
 VAE_DECODE = Task(
     "vae-decode",
     "vae",
-    ("vae", "manifold"),  # the manifold is drawn by decoding, with its own default (a 2-D latent space)
     VariationalCoder,
     lambda model, x: cast(VariationalCoder, model).decode(x),
     input_kind="latents",
@@ -164,24 +153,17 @@ def register(task: Task) -> Task:
     if task.name in TASKS and TASKS[task.name] != task:
         raise ValueError(f"task {task.name!r} is already in the table")
     TASKS[task.name] = task
+    register_card_task(task.card_task)
     return task
 
 
 def unregister(name: str) -> None:
     """Take a task out of the table again (tests that register a toy task)."""
-    TASKS.pop(name, None)
-
-
-def card_tasks() -> tuple[str, ...]:
-    """The words a model card may list in `tasks`, in table order."""
-    return tuple(dict.fromkeys(task.card_task for task in TASKS.values()))
+    task = TASKS.pop(name, None)
+    if task is not None and all(other.card_task != task.card_task for other in TASKS.values()):
+        unregister_card_task(task.card_task)
 
 
 def tasks_of_card_task(card_task: str) -> list[Task]:
     """The tasks a card's `card_task` allows (e.g. "vae" -> vae-encode and vae-decode)."""
     return [task for task in TASKS.values() if task.card_task == card_task]
-
-
-def tasks_of_default(key: str) -> list[Task]:
-    """The tasks the default model of `key` runs (what start-up warms it up on)."""
-    return [task for task in TASKS.values() if key in task.default_keys]

@@ -1,6 +1,6 @@
 """`Gateway`: the HTTP ingress of the Ray Serve application, the plain service's own FastAPI app.
 
-`app.main.create_app` builds the app inside the replica (`__serve_build_asgi_app__`: its metrics cannot be
+`app.application.create_app` builds the app inside the replica (`__serve_build_asgi_app__`: its metrics cannot be
 pickled, so the app object cannot be shipped), so every route, error, header and limit is the plain
 service's. One thing differs: the registry. `RemoteModelRegistry` reads the model cards itself (listing,
 model choice, validation and errors happen here, as in the plain service) but sends every forward pass to
@@ -15,7 +15,6 @@ application RUNNING, and /readyz answers 200, only once every default model has 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,8 +29,10 @@ from ray.serve.handle import DeploymentHandle
 
 from ae_ray.model_group import writable_tensor
 from ae_ray.options import RayServeOptions
+from app.application import create_app
 from app.engine.batching import BatchObserver, BatchOutput
 from app.engine.registry import ModelRegistry
+from app.engine.startup import serving
 from app.errors import (
     InvalidRequest,
     ModelFailed,
@@ -41,7 +42,6 @@ from app.errors import (
     RequestTimeout,
     ServiceError,
 )
-from app.main import create_app, prepare_registry
 from app.settings import Settings, settings_from_environment
 from models.runtime.tasks import Task
 
@@ -161,23 +161,19 @@ def replica_error(name: str, exc: RayTaskError) -> ServiceError:
 
 
 def gateway_lifespan(groups: dict[str, DeploymentHandle], options: RayServeOptions) -> Any:
-    """app.main.lifespan with the remote registry: scan, preload and warm up through the model deployments."""
+    """The plain start-up (app.engine.startup.serving) with the remote registry: scan, preload and warm up
+    through the model deployments. No drain: Serve stops its replicas itself."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings: Settings = app.state.settings
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         registry = RemoteModelRegistry(settings, app.state.metrics, groups, options)
-        # As the plain service: scan, preload, warm up (here through the model deployments), check the rest.
-        await prepare_registry(registry, settings)
-        gc.freeze()  # as app.main.lifespan: start-up objects out of the collector's sight
-        app.state.registry = registry
-        try:
-            yield
-        finally:
-            app.state.registry = None
-            await registry.close()
+        async with serving(registry, settings):
+            app.state.registry = registry
+            try:
+                yield
+            finally:
+                app.state.registry = None
 
     return lifespan
 

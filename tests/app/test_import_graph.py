@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import REPO_ROOT
 
-PACKAGES = ("app", "models")
+PACKAGES = ("app", "models", "ae_ray")
 
 
 def module_name(path: Path) -> str:
@@ -77,6 +77,24 @@ def test_the_graph_sees_the_imports_it_should() -> None:
 
 def test_no_import_circle_among_app_and_models() -> None:
     assert circles(import_graph()) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph[module])
+    return seen
+
+
+def test_the_ray_application_builds_no_app_at_import() -> None:
+    # app.main builds the app `uvicorn app.main:app` serves when it is imported; the Ray gateway builds its own.
+    graph = import_graph()
+    for module in (name for name in graph if name.startswith("ae_ray")):
+        assert "app.main" not in reachable(graph, module), module
+    assert not [name for name in graph if "app.main" in graph[name]]
 
 
 def test_a_circle_is_found() -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import takewhile
 
+from app.engine.catalogue import ModelEntry
 from app.engine.defaults import default_keys
-from app.engine.registry import ModelEntry, ModelRegistry
+from app.engine.registry import ModelRegistry
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.settings import DefaultModels, Preload
 from models.runtime.tasks import SUPER_RESOLVE, Task

@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from app.engine.catalogue import ModelEntry
 from app.engine.cpu_work import run_cpu_work
 from app.engine.jobs import (
     Embeddings,
@@ -28,8 +29,9 @@ from app.engine.jobs import (
     Posteriors,
 )
 from app.engine.latent_maps import served_latent_map
+from app.engine.loading import warm_up_tasks
 from app.engine.model_choice import ModelChoice
-from app.engine.registry import LoadedModel, ModelEntry, ModelRegistry, warm_up_tasks
+from app.engine.registry import ModelRegistry
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.http.schemas import (
     DenoiseOptions,
@@ -183,10 +185,10 @@ class Service:
         check_limit(n, self.settings.max_samples, "n")
         entry = self.choice.choose(model, VAE_DECODE)
         note(entry.name, n)
-        loaded = await self.registry.load(entry.name)
+        size = await self.latent_size(entry)
         seed = random.SystemRandom().randrange(2**63) if seed is None else seed
         generator = torch.Generator().manual_seed(seed)
-        latents = torch.randn((n, latent_size(entry, loaded)), generator=generator) * temperature
+        latents = torch.randn((n, size), generator=generator) * temperature
         return Images(entry.name, [ImageResult(image) for image in await self._decode(entry, latents)], seed)
 
     async def vae_decode(self, model: str | None, latents: list[list[float]], note: NoteRequest) -> Images:
@@ -228,8 +230,7 @@ class Service:
         check_limit(size, self.settings.max_manifold_size, "size")
         entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
         note(entry.name, size * size)
-        loaded = await self.registry.load(entry.name)
-        dimensions = latent_size(entry, loaded)
+        dimensions = await self.latent_size(entry)
         if dimensions != 2:
             raise TaskNotSupported(
                 f"the manifold needs a 2-D latent space; model {entry.name!r} has {dimensions} dimensions",
@@ -251,7 +252,7 @@ class Service:
 
     async def _decode(self, entry: ModelEntry, latents: torch.Tensor) -> list[torch.Tensor]:
         """(n, D) latents -> n images (C, H, W), after checking D against the model's latent size."""
-        size = latent_size(entry, await self.registry.load(entry.name))
+        size = await self.latent_size(entry)
         if latents.shape[1] != size:
             raise ValidationFailed(
                 f"model {entry.name!r} has {size} latent dimensions; got vectors of {latents.shape[1]}", param="latents"
@@ -261,6 +262,17 @@ class Service:
         return list(outputs)
 
     # -- the steps every image task takes ----------------------------------------------------------
+
+    async def latent_size(self, entry: ModelEntry) -> int:
+        """The model's latent dimensions: from its card, else from the loaded model."""
+        await self.registry.load(entry.name)
+        card = _card(entry)
+        if card.latent_size:
+            return card.latent_size
+        running = self.registry.describe(entry)
+        if running is None or running.latent_size is None:
+            raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
+        return running.latent_size
 
     async def prepare(
         self, upload: ImageUpload, card: ModelCard, task: Task, preprocess: Preprocess, route: str
@@ -318,8 +330,9 @@ class Service:
     async def load_model(self, name: str) -> ModelInfo:
         """Load a model and run one forward pass per task its card lists."""
         entry = self.registry.entry(name)
-        card = entry.card or (await self.registry.load(name)).card
-        await self.registry.warm_up(name, warm_up_tasks(card))
+        if entry.card is None:
+            await self.registry.load(name)
+        await self.registry.warm_up(name, warm_up_tasks(_card(entry)))
         return self.model_info(entry)
 
     async def replace_model(self, name: str) -> ModelInfo:
@@ -338,7 +351,7 @@ class Service:
 
     def model_info(self, entry: ModelEntry) -> ModelInfo:
         """What /v1/models says of one checkpoint: its state and its card (the one place a ModelInfo is made)."""
-        card, loaded = entry.card, entry.loaded
+        card, running = entry.card, self.registry.describe(entry)
         spec = card.input if card else None
         trained_at = card.trained_at() if card else None
         return ModelInfo(
@@ -357,9 +370,9 @@ class Service:
             else None,
             latent_size=card.latent_size if card else None,
             scale=card.scale if card else None,
-            device=str(loaded.device if loaded else self.registry.device),
-            dtype=loaded.planned.plan.precision if loaded else None,
-            execution=loaded.planned.plan.describe() if loaded else None,
+            device=running.device if running else str(self.registry.device),
+            dtype=running.dtype if running else None,
+            execution=running.execution if running else None,
             description=card.description if card else "",
             sha256=card.weights_sha256 if card else None,
             metrics=card.metrics if card else {},
@@ -403,17 +416,6 @@ def total_pixels(blobs: list[bytes]) -> int | None:
         if total > INLINE_PIXELS:  # no need to read the other headers
             return None
     return total
-
-
-def latent_size(entry: ModelEntry, loaded: LoadedModel) -> int:
-    """The model's latent dimensions: from its card, else from the loaded model."""
-    card = _card(entry)
-    if card.latent_size:
-        return card.latent_size
-    size = getattr(loaded.model, "latent_size", None)
-    if not isinstance(size, int):
-        raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
-    return size
 
 
 def to_levels(image: torch.Tensor) -> np.ndarray:

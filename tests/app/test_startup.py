@@ -7,7 +7,7 @@ import gc
 import pytest
 from fastapi.testclient import TestClient
 
-import app.engine.registry as registry_module
+import app.engine.loading as loading_module
 import app.engine.startup as startup_module
 from app.engine.registry import ModelRegistry
 from app.engine.startup import torch_threads
@@ -24,7 +24,7 @@ def test_start_up_freezes_what_it_built_out_of_the_garbage_collectors_sight(clie
 def test_a_precision_the_hardware_cannot_run_stops_start_up_naming_the_setting(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_module, "native_precisions", lambda device: ("float32",))
+    monkeypatch.setattr(loading_module, "native_precisions", lambda device: ("float32",))
     with pytest.raises(ExecutionError, match=r"AE_PRECISION=bfloat16.*use AE_PRECISION=auto or float32"):
         ModelRegistry(settings.model_copy(update={"precision": "bfloat16"}))
     ModelRegistry(settings.model_copy(update={"precision": "float32"}))  # always runs

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import app.engine.registry
+import app.engine.catalogue
 import models.checkpoint
 from app.engine.defaults import default_keys
 from app.engine.jobs import ImageJob
@@ -177,7 +177,7 @@ def test_start_up_hashes_each_weights_file_once(
         verify(weights, card, data)
 
     monkeypatch.setattr(models.checkpoint, "verify_weights", counting)  # what load_checkpoint calls
-    monkeypatch.setattr(app.engine.registry, "verify_weights", counting)  # what the registry's scan check calls
+    monkeypatch.setattr(app.engine.catalogue, "verify_weights", counting)  # what the registry's scan check calls
     with TestClient(create_app(make_settings(checkpoints_dir, preload=preload))) as client:
         registry = client.app.state.registry  # type: ignore[attr-defined]
         with_weights = {

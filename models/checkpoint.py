@@ -88,6 +88,9 @@ class ModelCard:
     normalization: str = "pixels as float32 in [0, 1]; MNIST digits are white on black"
     scale: int | None = None  # super-resolution factor
     latent_size: int | None = None  # embedding / latent dimensions
+    # The model of the same tasks for pictures of the other colour mode (a grayscale and a colour photo
+    # denoiser name each other): the service sends each picture to the one of its mode.
+    companion: str | None = None
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # recipe, data set and licence, duration, device
     metrics: dict[str, Any] = field(default_factory=dict)  # measured by models.evaluate

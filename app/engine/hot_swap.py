@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from app.engine.catalogue import ModelCatalogue, ModelEntry
-from app.engine.loading import LoadedModel, batcher_of, build_loaded_model, free, warm_up_tasks
+from app.engine.loading import LoadedModel, batcher_of, build_loaded_model, free, runnable, warm_up_tasks
 from app.engine.runtime import LocalRuntime, ModelRuntime
 from app.errors import ReplacementRefused
 from models.checkpoint import CheckpointError, ModelCard
@@ -50,9 +50,7 @@ async def _swap(runtime: LocalRuntime, entry: ModelEntry, old: LoadedModel) -> N
             raise ReplacementRefused(
                 f"{refused}: the new checkpoint changes {', '.join(changed)}; serve it under a new name"
             )
-        for task in warm_up_tasks(new.card):
-            if task.optional and not task.supported_by(new.model):
-                continue
+        for task in runnable(warm_up_tasks(new.card), new.card):
             batcher = batcher_of(new, task, runtime.batching, runtime.observer)
             await batcher.submit(task.batch_input(task.warm_up_input(new.card)))
     except ReplacementRefused:

@@ -30,7 +30,7 @@ from models.runtime.execution import (
     native_precisions,
     plan_execution,
 )
-from models.runtime.tasks import Task, tasks_of_card_task
+from models.runtime.tasks import Task, model_takes, tasks_of_card_task
 
 logger = logging.getLogger("app.registry")
 PROBE_BATCH = 32  # images per timed call when a plan is chosen for a fixed-size model (a typical batch under load)
@@ -144,7 +144,7 @@ def batcher_of(
 
 def batch_function(loaded: LoadedModel, task: Task) -> BatchFunction:
     """The synchronous pass a batcher runs on the model's thread: a batch as queued -> the task's outputs."""
-    if not task.supported_by(loaded.model):
+    if task not in model_takes(loaded.card).tasks:
         raise TaskNotSupported(
             f"model {loaded.card.name!r} ({loaded.card.architecture}) cannot {task.name}: its architecture "
             f"does not implement {task.protocol.__name__}",
@@ -184,5 +184,11 @@ async def free(loaded: LoadedModel, finish_queued: bool = False) -> None:
 
 def warm_up_tasks(card: ModelCard) -> list[Task]:
     """The tasks a warm-up runs for a model: one forward pass for each task its card lists (optional tasks
-    only where the model implements them)."""
+    only where the model implements them: see `runnable`)."""
     return [task for card_task in card.tasks for task in tasks_of_card_task(card_task)]
+
+
+def runnable(tasks: list[Task], card: ModelCard) -> list[Task]:
+    """The tasks of a warm-up the model runs: an optional task only where its architecture implements it."""
+    takes = model_takes(card)
+    return [task for task in tasks if not task.optional or task in takes.tasks]

@@ -24,6 +24,7 @@ from app.engine.loading import (
     build_loaded_model,
     check_precision,
     resolve_device,
+    runnable,
 )
 from app.errors import ModelUnavailable
 from app.settings import Settings
@@ -125,9 +126,7 @@ class LocalRuntime:
     async def warm_up(self, entry: ModelEntry, tasks: list[Task]) -> None:
         loaded = await self.loaded(entry)  # ModelUnavailable, with the reason, when it cannot load
         try:
-            for task in tasks:
-                if task.optional and not task.supported_by(loaded.model):
-                    continue
+            for task in runnable(tasks, loaded.card):
                 await self.run(entry, task, task.warm_up_input(loaded.card))
         except Exception as exc:
             entry.mark_unavailable(f"warm-up forward pass failed: {exc}")

@@ -44,11 +44,9 @@ from app.http.schemas import (
     SuperResolveOptions,
 )
 from app.imaging.codecs import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
-from app.imaging.model_input import PreparedImage, Preprocess, input_channels, prepare
+from app.imaging.model_input import PreparedImage, Preprocess, prepare
 from app.observability import Metrics
 from app.settings import Settings
-from models.architectures import ARCHITECTURES
-from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
 from models.quality.noise_estimation import estimate_sigma
 from models.runtime.tasks import (
@@ -60,6 +58,7 @@ from models.runtime.tasks import (
     VAE_DECODE,
     VAE_ENCODE,
     Task,
+    model_takes,
     with_noise_level,
 )
 
@@ -282,7 +281,7 @@ class Service:
         # The pixel cap bounds what the service holds and sends back: for super-resolution that is the answer,
         # scale^2 larger than the image sent (checked from the header, before anything is decoded).
         output_scale = task.output_scale(card)
-        channels = input_channels(card)
+        channels = model_takes(card).picture_channels
 
         def work() -> list[PreparedImage]:
             with self.metrics.stage("decode", route):
@@ -424,8 +423,7 @@ def to_levels(image: torch.Tensor) -> np.ndarray:
 
 
 def _takes_noise_level(entry: ModelEntry) -> bool:
-    architecture = ARCHITECTURES.get(entry.card.architecture) if entry.card is not None else None
-    return architecture is not None and issubclass(architecture, NoiseLevelDenoiser)
+    return entry.card is not None and model_takes(entry.card).noise_level
 
 
 def _card(entry: ModelEntry) -> ModelCard:

@@ -24,6 +24,7 @@ from typing import Any, Literal, cast
 
 import torch
 
+from models.architectures import ARCHITECTURES
 from models.architectures.base import MNIST_IMAGE_SIZE
 from models.architectures.protocols import (
     Denoiser,
@@ -51,9 +52,6 @@ class Task:
     # A capability some models of the card task have (denoising told the noise level), not a promise of
     # every model that lists the card task: warm-ups run it only on the models that implement it.
     optional: bool = False
-
-    def supported_by(self, model: object) -> bool:
-        return isinstance(model, self.protocol)
 
     def batch_input(self, inputs: torch.Tensor) -> torch.Tensor:
         """What the batcher queues: (n, C, H, W) tensors, so latents (n, D) travel as (n, D, 1, 1)."""
@@ -167,3 +165,35 @@ def unregister(name: str) -> None:
 def tasks_of_card_task(card_task: str) -> list[Task]:
     """The tasks a card's `card_task` allows (e.g. "vae" -> vae-encode and vae-decode)."""
     return [task for task in TASKS.values() if task.card_task == card_task]
+
+
+@dataclass(frozen=True)
+class ModelTakes:
+    """What a model takes, from its card and the protocols its architecture implements."""
+
+    tasks: tuple[Task, ...]  # those of its card's card tasks that its architecture implements
+    picture_channels: int | None  # the channels pictures are decoded into; None: the picture's own (L or RGB)
+    companion: str | None  # the model of the same tasks for pictures of the other colour mode (card field)
+
+    @property
+    def noise_level(self) -> bool:
+        """It denoises at a noise level given with each image (DENOISE_AT_NOISE_LEVEL)."""
+        return DENOISE_AT_NOISE_LEVEL in self.tasks
+
+
+def model_takes(card: ModelCard) -> ModelTakes:
+    """What the model of `card` takes: the one place this is decided.
+
+    Its tasks are those its card allows whose protocol its architecture names among its bases (as
+    docs/architecture.md asks; an unknown architecture: none). Pictures are decoded into the card's
+    channels, except for architectures that read 1 or 3 channels alike (`reads_grayscale_and_colour`):
+    those get the picture's own."""
+    architecture = ARCHITECTURES.get(card.architecture)
+    tasks = tuple(
+        task
+        for card_task in card.tasks
+        for task in tasks_of_card_task(card_task)
+        if architecture is not None and task.protocol in architecture.__mro__
+    )
+    own_channels = architecture is not None and architecture.reads_grayscale_and_colour
+    return ModelTakes(tasks, None if own_channels else card.input.channels, card.companion)

@@ -26,10 +26,9 @@ from models.runtime.execution import (
     ExecutionError,
     PlannedModel,
     Probe,
-    describe_hardware,
-    native_precisions,
     plan_execution,
 )
+from models.runtime.machine import describe_hardware, native_precisions
 from models.runtime.tasks import Task, model_takes, tasks_of_card_task
 
 logger = logging.getLogger("app.registry")

@@ -12,7 +12,6 @@ import asyncio
 import random
 from collections import defaultdict
 
-import numpy as np
 import torch
 
 from app.engine.catalogue import ModelEntry
@@ -32,6 +31,7 @@ from app.engine.latent_maps import served_latent_map
 from app.engine.loading import warm_up_tasks
 from app.engine.model_choice import ModelChoice
 from app.engine.registry import ModelRegistry
+from app.engine.request_inputs import check_dimensions, check_limit, latents_tensor, to_levels, total_pixels
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.http.schemas import (
     DenoiseOptions,
@@ -43,7 +43,7 @@ from app.http.schemas import (
     ModelInfo,
     SuperResolveOptions,
 )
-from app.imaging.codecs import INLINE_PIXELS, declared_pixels, decode_image, grid_columns, tile_grid
+from app.imaging.codecs import decode_image, grid_columns, tile_grid
 from app.imaging.model_input import PreparedImage, Preprocess, prepare
 from app.observability import Metrics
 from app.settings import Settings
@@ -377,49 +377,6 @@ class Service:
             metrics=card.metrics if card else {},
             training=card.training if card else {},
         )
-
-
-def check_limit(value: int, limit: int, param: str) -> None:
-    """Limits from settings are checked before any work (a 422 naming the field)."""
-    if value > limit:
-        raise ValidationFailed(f"{param} is {value}; the limit is {limit}", param=param)
-
-
-def check_dimensions(model: str, dimensions: int | None, size: int | None) -> None:
-    """OpenAI's `dimensions` asks for shorter vectors; an autoencoder's code has no order of importance to
-    cut by, so only the model's own size is accepted (`size` None: not known yet, nothing to check)."""
-    if dimensions is not None and size is not None and dimensions != size:
-        raise ValidationFailed(
-            f"model {model!r} makes vectors of {size} dimensions; 'dimensions' must be {size} or left out "
-            "(its vectors are not truncated)",
-            param="dimensions",
-        )
-
-
-def latents_tensor(latents: list[list[float]]) -> torch.Tensor:
-    """JSON vectors -> (n, D); they must all have the same length."""
-    lengths = {len(vector) for vector in latents}
-    if len(lengths) != 1:
-        raise ValidationFailed(f"latent vectors differ in length: {sorted(lengths)}", param="latents")
-    return torch.tensor(latents, dtype=torch.float32)
-
-
-def total_pixels(blobs: list[bytes]) -> int | None:
-    """The pixels all images declare in their headers; None (offload) when more than inline work or unreadable."""
-    total = 0
-    for blob in blobs:
-        pixels = declared_pixels(blob)
-        if pixels is None:
-            return None
-        total += pixels
-        if total > INLINE_PIXELS:  # no need to read the other headers
-            return None
-    return total
-
-
-def to_levels(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] -> (H, W, C) on the 0..255 scale, what the noise estimator reads."""
-    return (image.float() * 255.0).permute(1, 2, 0).numpy()
 
 
 def _takes_noise_level(entry: ModelEntry) -> bool:

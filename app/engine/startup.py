@@ -22,7 +22,7 @@ from app.engine.model_choice import ModelChoice
 from app.engine.registry import ModelRegistry
 from app.errors import ServiceError
 from app.settings import Settings
-from models.runtime.execution import available_cpus
+from models.runtime.machine import available_cpus
 
 logger = logging.getLogger("app.startup")
 

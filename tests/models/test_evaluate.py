@@ -31,7 +31,8 @@ from models.evaluation import TASK_EVALUATIONS, EvaluationContext, EvaluationSet
 from models.evaluation.embedding import knn_accuracy, linear_probe_accuracy
 from models.evaluation.precision import GuardSubset, measure_precision
 from models.evaluation.vae import importance_sampled_bounds
-from models.runtime.execution import guard_verdict, native_precisions
+from models.runtime.execution import guard_verdict
+from models.runtime.machine import native_precisions
 from models.training.validation import importance_sampled_nll
 
 SMALL = EvaluationSettings(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -139,11 +139,14 @@ class RayRuntime:
             param="name",
         )
 
-    async def run(self, entry: ModelEntry, task: Task, inputs: torch.Tensor) -> BatchOutput:
-        """inputs ((n, C, H, W) images or (n, D) latents, float32) -> the task's outputs, computed (and batched)
-        in a replica of the model."""
+    async def run(
+        self, entry: ModelEntry, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
+    ) -> BatchOutput:
+        """inputs ((n, C, H, W) images or (n, D) latents, float32) and the task's per-item extras -> the task's
+        outputs, computed (and batched) in a replica of the model."""
         await self.load(entry)
-        arrays = await self.call(entry.name, "run", task.name, inputs.numpy())
+        arrays_in = {key: extra.numpy() for key, extra in (extras or {}).items()}
+        arrays = await self.call(entry.name, "run", task.name, inputs.numpy(), arrays_in)
         outputs = tuple(writable_tensor(array) for array in arrays)
         return outputs if len(outputs) > 1 else outputs[0]
 

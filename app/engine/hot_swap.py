@@ -13,7 +13,15 @@ import asyncio
 import logging
 
 from app.engine.catalogue import ModelCatalogue, ModelEntry
-from app.engine.loading import LoadedModel, batcher_of, build_loaded_model, free, runnable, warm_up_tasks
+from app.engine.loading import (
+    LoadedModel,
+    batcher_of,
+    build_loaded_model,
+    free,
+    runnable,
+    warm_up_batch,
+    warm_up_tasks,
+)
 from app.engine.runtime import LocalRuntime, ModelRuntime
 from app.errors import ReplacementRefused
 from models.checkpoint import CheckpointError, ModelCard
@@ -52,7 +60,7 @@ async def _swap(runtime: LocalRuntime, entry: ModelEntry, old: LoadedModel) -> N
             )
         for task in runnable(warm_up_tasks(new.card), new.card):
             batcher = batcher_of(new, task, runtime.batching, runtime.observer)
-            await batcher.submit(task.batch_input(task.warm_up_input(new.card)))
+            await batcher.submit(warm_up_batch(task, new.card))
     except ReplacementRefused:
         await free(new)
         raise

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from app.engine.batch_items import BatchInput, Items
 from app.engine.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
 from app.errors import ModelFailed, ModelOutOfMemory, TaskNotSupported
 from app.settings import Settings
@@ -72,10 +74,10 @@ def probe_and_warm_up(card: ModelCard, max_batch_size: int) -> tuple[Probe, list
     """What a plan is measured on (a typical batch of the card's first task) and warmed up with: a batch of 1,
     of 2 and a full one, the sizes a compiled model specialises on (other sizes then share one dynamic graph)."""
     task = tasks_of_card_task(card.tasks[0])[0]
-    one = task.batch_input(task.warm_up_input(card))  # (1, C, H, W), or (1, D, 1, 1) latents
+    one = task.warm_up_input(card)  # (1, C, H, W), or (1, D) latents
 
     def call(model: torch.nn.Module, batch: torch.Tensor) -> object:
-        return task.run(model, batch)
+        return task.run(model, batch, task.warm_up_extras(batch.shape[0]))
 
     if card.input.any_size:
         probe_input = torch.rand(1, one.shape[1], PROBE_SIDE, PROBE_SIDE, generator=torch.Generator().manual_seed(0))
@@ -152,20 +154,22 @@ def batch_function(loaded: LoadedModel, task: Task) -> BatchFunction:
 
     planned = loaded.planned
 
-    def run(batch: torch.Tensor) -> BatchOutput:
+    def run(batch: BatchInput) -> BatchOutput:
+        inputs, extras = (batch.inputs, batch.extras) if isinstance(batch, Items) else (batch, {})
         try:
+            on_device = {name: extra.to(planned.device) for name, extra in extras.items()}
             # float32 in and out; the plan (memory format, precision) applies in between
-            outputs = planned.run(lambda inputs: task.run(planned.model, inputs), batch)
+            outputs = planned.run(lambda prepared: task.run(planned.model, prepared, on_device), inputs)
         except torch.cuda.OutOfMemoryError:
             # Free the cached blocks this pass left behind so the next batches have room.
             if loaded.device.type == "cuda":
                 torch.cuda.empty_cache()
-            logger.error("model %s ran out of device memory on a batch of %d", loaded.card.name, len(batch))
+            logger.error("model %s ran out of device memory on a batch of %d", loaded.card.name, len(inputs))
             raise ModelOutOfMemory(
-                f"model {loaded.card.name!r} ran out of device memory on a batch of {len(batch)}; retry later"
+                f"model {loaded.card.name!r} ran out of device memory on a batch of {len(inputs)}; retry later"
             ) from None
         except Exception as exc:  # a bug or bad state in the model: only this batch's requests fail
-            logger.exception("model %s failed on a batch of %d", loaded.card.name, len(batch))
+            logger.exception("model %s failed on a batch of %d", loaded.card.name, len(inputs))
             raise ModelFailed(f"model {loaded.card.name!r} failed on this request: {type(exc).__name__}") from None
         if isinstance(outputs, tuple):
             return tuple(output.cpu() for output in outputs)
@@ -179,6 +183,17 @@ async def free(loaded: LoadedModel, finish_queued: bool = False) -> None:
     for batcher in loaded.batchers.values():
         await (batcher.finish() if finish_queued else batcher.close())
     await asyncio.to_thread(loaded.executor.shutdown, wait=True)
+
+
+def queued(inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> BatchInput:
+    """What a batcher queues for n items: their tensor, with their per-item extras when the task has some."""
+    return Items(inputs, extras) if extras else inputs
+
+
+def warm_up_batch(task: Task, card: ModelCard) -> BatchInput:
+    """One blank item of the size the model reads, with blank extras (a noise level of 0)."""
+    inputs = task.warm_up_input(card)
+    return queued(inputs, task.warm_up_extras(inputs.shape[0]))
 
 
 def warm_up_tasks(card: ModelCard) -> list[Task]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from app.engine.loading import (
     batching_config,
     build_loaded_model,
     check_precision,
+    queued,
     resolve_device,
     runnable,
 )
@@ -57,8 +59,11 @@ class ModelRuntime(Protocol):
     async def warm_up(self, entry: ModelEntry, tasks: list[Task]) -> None:
         """One real forward pass per task; a model that cannot run them becomes unavailable."""
 
-    async def run(self, entry: ModelEntry, task: Task, inputs: torch.Tensor) -> BatchOutput:
-        """inputs (n, C, H, W) images or (n, D) latents, float32 on the CPU -> the task's outputs (float32, CPU)."""
+    async def run(
+        self, entry: ModelEntry, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
+    ) -> BatchOutput:
+        """inputs (n, C, H, W) images or (n, D) latents, float32 on the CPU, and the task's per-item extras
+        (each (n,)) -> the task's outputs (float32, CPU)."""
 
     def describe(self, entry: ModelEntry) -> RunningModel | None:
         """Where and how the model runs, or None when this runtime does not hold it loaded."""
@@ -127,16 +132,19 @@ class LocalRuntime:
         loaded = await self.loaded(entry)  # ModelUnavailable, with the reason, when it cannot load
         try:
             for task in runnable(tasks, loaded.card):
-                await self.run(entry, task, task.warm_up_input(loaded.card))
+                inputs = task.warm_up_input(loaded.card)
+                await self.run(entry, task, inputs, task.warm_up_extras(inputs.shape[0]))
         except Exception as exc:
             entry.mark_unavailable(f"warm-up forward pass failed: {exc}")
             raise
         entry.warmed_up = True
 
-    async def run(self, entry: ModelEntry, task: Task, inputs: torch.Tensor) -> BatchOutput:
+    async def run(
+        self, entry: ModelEntry, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
+    ) -> BatchOutput:
         """Batched with other requests' inputs on the model's batcher for the task."""
         loaded = await self.loaded(entry)
-        return await batcher_of(loaded, task, self.batching, self.observer).submit(task.batch_input(inputs))
+        return await batcher_of(loaded, task, self.batching, self.observer).submit(queued(inputs, extras))
 
     def describe(self, entry: ModelEntry) -> RunningModel | None:
         loaded = entry.loaded

@@ -59,7 +59,6 @@ from models.runtime.tasks import (
     VAE_ENCODE,
     Task,
     model_takes,
-    with_noise_level,
 )
 
 
@@ -101,17 +100,15 @@ class Service:
                 return [given if given is not None else estimate_sigma(to_levels(p.tensor)) for p in prepared]
 
         sigmas = await run_cpu_work(levels, 0 if given is not None else total_pixels(job.upload.blobs))
-        inputs = [
-            with_noise_level(p.tensor[None], torch.tensor([sigma]))[0]
-            for p, sigma in zip(prepared, sigmas, strict=True)
-        ]
+        sigma_per_image = torch.tensor(sigmas, dtype=torch.float32)  # an extra: travels with its image
         models = [self.choice.companion(entry, p.tensor.shape[0]) for p in prepared]
         by_model: dict[str, list[int]] = defaultdict(list)
         for index, model in enumerate(models):
             by_model[model.name].append(index)
 
         async def run_model(name: str, indices: list[int]) -> tuple[list[int], list[tuple[torch.Tensor, ...]]]:
-            return indices, await self.run(name, DENOISE_AT_NOISE_LEVEL, [inputs[i] for i in indices])
+            images = [prepared[i].tensor for i in indices]
+            return indices, await self.run(name, DENOISE_AT_NOISE_LEVEL, images, {"sigma": sigma_per_image[indices]})
 
         outputs: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
         for indices, model_outputs in await asyncio.gather(*(run_model(n, i) for n, i in by_model.items())):
@@ -294,8 +291,11 @@ class Service:
 
         return await run_cpu_work(work, total_pixels(upload.blobs))
 
-    async def run(self, name: str, task: Task, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
-        """Run every (C, H, W) input through the model; -> per input, the task's outputs without batch dim.
+    async def run(
+        self, name: str, task: Task, tensors: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Run every (C, H, W) input (and its per-item extras: each extra holds one value per input) through
+        the model; -> per input, the task's outputs without batch dim.
 
         Inputs of one shape go as one submission; different shapes (any-size models) go side by side.
         """
@@ -304,7 +304,8 @@ class Service:
             groups[tuple(tensor.shape)].append(index)
 
         async def run_group(indices: list[int]) -> tuple[list[int], tuple[torch.Tensor, ...]]:
-            outputs = await self.registry.run(name, task, torch.stack([tensors[i] for i in indices]))
+            group_extras = {key: extra[indices] for key, extra in extras.items()} if extras else None
+            outputs = await self.registry.run(name, task, torch.stack([tensors[i] for i in indices]), group_extras)
             return indices, outputs if isinstance(outputs, tuple) else (outputs,)
 
         results: list[tuple[torch.Tensor, ...]] = [()] * len(tensors)

@@ -6,11 +6,11 @@ A task is one thing a model can be asked to do, run through one batcher per mode
 - `card_task`: the word a model card lists in `tasks` to allow it (`"vae"`; the vocabulary is
   `models.checkpoint.card_tasks`, which `register` extends);
 - `protocol`: the typed protocol (`models.architectures.protocols`) an architecture implements for it,
-  and `call`, which runs that method on a batch;
-- `input_kind`: what a batch holds (`images`, `low-resolution images` that come back `scale` times
-  larger, `latents`, or `images with a noise-level plane`: each image with one more channel holding its
-  noise level, so that a per-request setting travels with its images through the shared batches), from
-  which the warm-up input and the expected image size follow.
+  and `call`, which runs that method on a batch (and its `extras`, by name);
+- `input_kind`: what a batch holds (`images` (n, C, H, W), `low-resolution images` that come back `scale`
+  times larger, or `latents` (n, D)), from which the warm-up input and the expected image size follow;
+- `extras`: the names of per-item inputs that travel with the items through the shared batches, each
+  (n,) (`sigma`: each image's noise level, a per-request setting), given to `call` by name.
 
 Adding a task: add a row here (`register`), implement its protocol on an architecture, and add the route
 that calls the service with it (docs/architecture.md walks through it).
@@ -18,9 +18,9 @@ that calls the service with it (docs/architecture.md walks through it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import torch
 
@@ -36,7 +36,7 @@ from models.architectures.protocols import (
 )
 from models.checkpoint import ModelCard, register_card_task, unregister_card_task
 
-InputKind = Literal["images", "low-resolution images", "latents", "images with a noise-level plane"]
+InputKind = Literal["images", "low-resolution images", "latents"]
 TaskOutput = torch.Tensor | tuple[torch.Tensor, ...]
 # Input size of a warm-up pass for models that take any size.
 ANY_SIZE_WARM_UP = (32, 32)
@@ -47,27 +47,27 @@ class Task:
     name: str
     card_task: str
     protocol: type
-    call: Callable[[Any, torch.Tensor], TaskOutput]  # (model implementing `protocol`, batch) -> outputs
+    call: Callable[..., TaskOutput]  # (model implementing `protocol`, batch, **extras) -> outputs
     input_kind: InputKind = "images"
     # A capability some models of the card task have (denoising told the noise level), not a promise of
     # every model that lists the card task: warm-ups run it only on the models that implement it.
     optional: bool = False
+    extras: tuple[str, ...] = ()
 
-    def batch_input(self, inputs: torch.Tensor) -> torch.Tensor:
-        """What the batcher queues: (n, C, H, W) tensors, so latents (n, D) travel as (n, D, 1, 1)."""
-        return inputs.reshape(*inputs.shape, 1, 1) if self.input_kind == "latents" else inputs
+    def run(self, model: object, batch: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> TaskOutput:
+        """Run the model's method for this task on a batch and its per-item extras (each (B,))."""
+        return self.call(model, batch, **(extras or {}))
 
-    def run(self, model: object, batch: torch.Tensor) -> TaskOutput:
-        """Run the model's method for this task on a batch as the batcher queued it."""
-        return self.call(model, batch.flatten(1) if self.input_kind == "latents" else batch)
+    def warm_up_extras(self, items: int) -> dict[str, torch.Tensor]:
+        """Blank per-item extras for `items` warm-up items (a noise level of 0)."""
+        return {name: torch.zeros(items) for name in self.extras}
 
     def warm_up_input(self, card: ModelCard) -> torch.Tensor:
         """A blank input of one item, of the size the model reads: (1, C, H, W) images or (1, D) latents."""
         if self.input_kind == "latents":
             return torch.zeros((1, card.latent_size or 2))
         height, width = expected_input_size(card, self) or ANY_SIZE_WARM_UP
-        planes = 1 if self.input_kind == "images with a noise-level plane" else 0
-        return torch.zeros((1, card.input.channels + planes, height, width))
+        return torch.zeros((1, card.input.channels, height, width))
 
     def output_scale(self, card: ModelCard) -> int:
         """How many times larger (per side) than its input an output image is."""
@@ -99,18 +99,6 @@ def _reconstruct_with_error(model: Reconstructor, images: torch.Tensor) -> tuple
     return reconstructions, errors
 
 
-def with_noise_level(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """(n, C, H, W) images and (n,) noise levels (0..255) -> (n, C + 1, H, W): the batch of
-    DENOISE_AT_NOISE_LEVEL, each image with a constant plane of its level."""
-    planes = sigma.to(images.dtype).view(-1, 1, 1, 1).expand(images.shape[0], 1, *images.shape[2:])
-    return torch.cat([images, planes], dim=1)
-
-
-def _denoise_at_noise_level(model: NoiseLevelDenoiser, batch: torch.Tensor) -> torch.Tensor:
-    """Split the noise-level plane off a batch of `with_noise_level` and denoise at those levels."""
-    return model.denoise_at(batch[:, :-1], batch[:, -1].flatten(1).mean(dim=1))
-
-
 DENOISE = Task("denoise", "denoise", Denoiser, lambda model, x: cast(Denoiser, model).denoise(x))
 # Denoising told the noise level (given by the client or estimated by the service): for the models of
 # every noise level (FFDNet). Not a default's task of its own: /v1/denoise uses it when its model has it.
@@ -118,9 +106,9 @@ DENOISE_AT_NOISE_LEVEL = Task(
     "denoise-at-noise-level",
     "denoise",
     NoiseLevelDenoiser,
-    lambda model, x: _denoise_at_noise_level(cast(NoiseLevelDenoiser, model), x),
-    input_kind="images with a noise-level plane",
+    lambda model, x, sigma: cast(NoiseLevelDenoiser, model).denoise_at(x, sigma),  # sigma (B,), 0..255
     optional=True,
+    extras=("sigma",),
 )
 SUPER_RESOLVE = Task(
     "super-resolve",

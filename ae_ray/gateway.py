@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from ae_ray.model_group import writable_tensor
 from ae_ray.options import RayServeOptions
 from app.application import create_app
+from app.engine.batch_items import BatchInput, Items, inputs_of
 from app.engine.batching import BatchObserver, BatchOutput
 from app.engine.catalogue import ModelEntry
 from app.engine.registry import ModelRegistry
@@ -139,14 +140,12 @@ class RayRuntime:
             param="name",
         )
 
-    async def run(
-        self, entry: ModelEntry, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
-    ) -> BatchOutput:
-        """inputs ((n, C, H, W) images or (n, D) latents, float32) and the task's per-item extras -> the task's
-        outputs, computed (and batched) in a replica of the model."""
+    async def run(self, entry: ModelEntry, task: Task, inputs: BatchInput) -> BatchOutput:
+        """inputs ((n, C, H, W) images or (n, D) latents, float32, or `Items` with the task's per-item extras)
+        -> the task's outputs, computed (and batched) in a replica of the model."""
         await self.load(entry)
-        arrays_in = {key: extra.numpy() for key, extra in (extras or {}).items()}
-        arrays = await self.call(entry.name, "run", task.name, inputs.numpy(), arrays_in)
+        extras = {key: extra.numpy() for key, extra in inputs.extras.items()} if isinstance(inputs, Items) else {}
+        arrays = await self.call(entry.name, "run", task.name, inputs_of(inputs).numpy(), extras)
         outputs = tuple(writable_tensor(array) for array in arrays)
         return outputs if len(outputs) > 1 else outputs[0]
 

@@ -27,7 +27,8 @@ import torch
 from ray import serve
 
 from ae_ray.options import RayServeOptions
-from app.engine.loading import LoadedModel, batch_function, queued
+from app.engine.batch_items import queued
+from app.engine.loading import LoadedModel, batch_function
 from app.engine.registry import ModelRegistry
 from app.errors import TaskNotSupported
 from app.settings import settings_from_environment
@@ -168,7 +169,7 @@ class ModelGroup:
         tensors = {key: writable_tensor(extra) for key, extra in (extras or {}).items()}
         if self.options.batching == "serve":
             return await self.batched(BatchItem(name, task, writable_tensor(inputs), tensors))
-        outputs = await self.registry.run(name, task, writable_tensor(inputs), tensors)
+        outputs = await self.registry.run(name, task, queued(writable_tensor(inputs), tensors))
         return _arrays(outputs)
 
     async def _run_batch(self, items: list[BatchItem]) -> list[Arrays]:

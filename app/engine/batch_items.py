@@ -31,6 +31,11 @@ class Items:
 BatchInput = torch.Tensor | Items
 
 
+def queued(inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> BatchInput:
+    """What a batcher queues for n items: their tensor, with their per-item extras when the task has some."""
+    return Items(inputs, extras) if extras else inputs
+
+
 def inputs_of(items: BatchInput) -> torch.Tensor:
     return items.inputs if isinstance(items, Items) else items
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from app.engine.batch_items import BatchInput, Items
+from app.engine.batch_items import BatchInput, Items, queued
 from app.engine.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
 from app.errors import ModelFailed, ModelOutOfMemory, TaskNotSupported
 from app.settings import Settings
@@ -183,11 +182,6 @@ async def free(loaded: LoadedModel, finish_queued: bool = False) -> None:
     for batcher in loaded.batchers.values():
         await (batcher.finish() if finish_queued else batcher.close())
     await asyncio.to_thread(loaded.executor.shutdown, wait=True)
-
-
-def queued(inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> BatchInput:
-    """What a batcher queues for n items: their tensor, with their per-item extras when the task has some."""
-    return Items(inputs, extras) if extras else inputs
 
 
 def warm_up_batch(task: Task, card: ModelCard) -> BatchInput:

@@ -7,11 +7,10 @@ Which model a request means is the policy of `app.engine.model_choice`; every fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from app.engine import hot_swap
+from app.engine.batch_items import BatchInput
 from app.engine.batching import BatchObserver, BatchOutput
 from app.engine.catalogue import ModelCatalogue, ModelEntry
 from app.engine.runtime import LocalRuntime, ModelRuntime, RunningModel
@@ -45,12 +44,11 @@ class ModelRegistry(ModelCatalogue):
         them is as unavailable as a broken file."""
         await self.runtime.warm_up(self.entry(name), tasks)
 
-    async def run(
-        self, name: str, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
-    ) -> BatchOutput:
-        """inputs (n, C, H, W) images or (n, D) latents, float32 on the CPU, with the task's per-item extras
-        (each (n,): `sigma`) -> the task's outputs for them (float32, CPU), batched with other requests'."""
-        return await self.runtime.run(self.entry(name), task, inputs, extras)
+    async def run(self, name: str, task: Task, inputs: BatchInput) -> BatchOutput:
+        """inputs (n, C, H, W) images or (n, D) latents, float32 on the CPU, as they are or as `Items` with the
+        task's per-item extras (each (n,): `sigma`) -> the task's outputs for them (float32, CPU), batched with
+        other requests'."""
+        return await self.runtime.run(self.entry(name), task, inputs)
 
     def describe(self, entry: ModelEntry) -> RunningModel | None:
         return self.runtime.describe(entry)

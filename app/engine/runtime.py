@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from app.engine.batch_items import BatchInput
 from app.engine.batching import BatchObserver, BatchOutput
 from app.engine.catalogue import ModelEntry
 from app.engine.loading import (
@@ -24,9 +24,9 @@ from app.engine.loading import (
     batching_config,
     build_loaded_model,
     check_precision,
-    queued,
     resolve_device,
     runnable,
+    warm_up_batch,
 )
 from app.errors import ModelUnavailable
 from app.settings import Settings
@@ -59,11 +59,9 @@ class ModelRuntime(Protocol):
     async def warm_up(self, entry: ModelEntry, tasks: list[Task]) -> None:
         """One real forward pass per task; a model that cannot run them becomes unavailable."""
 
-    async def run(
-        self, entry: ModelEntry, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
-    ) -> BatchOutput:
-        """inputs (n, C, H, W) images or (n, D) latents, float32 on the CPU, and the task's per-item extras
-        (each (n,)) -> the task's outputs (float32, CPU)."""
+    async def run(self, entry: ModelEntry, task: Task, inputs: BatchInput) -> BatchOutput:
+        """inputs (n, C, H, W) images or (n, D) latents, float32 on the CPU, as they are or as `Items` with the
+        task's per-item extras (each (n,)) -> the task's outputs (float32, CPU)."""
 
     def describe(self, entry: ModelEntry) -> RunningModel | None:
         """Where and how the model runs, or None when this runtime does not hold it loaded."""
@@ -132,19 +130,16 @@ class LocalRuntime:
         loaded = await self.loaded(entry)  # ModelUnavailable, with the reason, when it cannot load
         try:
             for task in runnable(tasks, loaded.card):
-                inputs = task.warm_up_input(loaded.card)
-                await self.run(entry, task, inputs, task.warm_up_extras(inputs.shape[0]))
+                await self.run(entry, task, warm_up_batch(task, loaded.card))
         except Exception as exc:
             entry.mark_unavailable(f"warm-up forward pass failed: {exc}")
             raise
         entry.warmed_up = True
 
-    async def run(
-        self, entry: ModelEntry, task: Task, inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None
-    ) -> BatchOutput:
+    async def run(self, entry: ModelEntry, task: Task, inputs: BatchInput) -> BatchOutput:
         """Batched with other requests' inputs on the model's batcher for the task."""
         loaded = await self.loaded(entry)
-        return await batcher_of(loaded, task, self.batching, self.observer).submit(queued(inputs, extras))
+        return await batcher_of(loaded, task, self.batching, self.observer).submit(inputs)
 
     def describe(self, entry: ModelEntry) -> RunningModel | None:
         loaded = entry.loaded

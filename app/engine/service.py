@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import torch
 
+from app.engine.batch_items import queued
 from app.engine.catalogue import ModelEntry
 from app.engine.cpu_work import run_cpu_work
 from app.engine.jobs import (
@@ -305,7 +306,8 @@ class Service:
 
         async def run_group(indices: list[int]) -> tuple[list[int], tuple[torch.Tensor, ...]]:
             group_extras = {key: extra[indices] for key, extra in extras.items()} if extras else None
-            outputs = await self.registry.run(name, task, torch.stack([tensors[i] for i in indices]), group_extras)
+            inputs = queued(torch.stack([tensors[i] for i in indices]), group_extras)
+            outputs = await self.registry.run(name, task, inputs)
             return indices, outputs if isinstance(outputs, tuple) else (outputs,)
 
         results: list[tuple[torch.Tensor, ...]] = [()] * len(tensors)

@@ -55,10 +55,9 @@ def part_of(items: BatchInput, start: int, stop: int) -> BatchInput:
 
 
 def join(parts: list[BatchInput]) -> BatchInput:
-    if len(parts) == 1:
-        return parts[0]
-    if isinstance(parts[0], Items):
-        items = [part for part in parts if isinstance(part, Items)]
-        names = items[0].extras
-        return Items(torch.cat([i.inputs for i in items]), {n: torch.cat([i.extras[n] for i in items]) for n in names})
-    return torch.cat([part for part in parts if isinstance(part, torch.Tensor)])
+    """Items of several requests as one batch: their tensors joined, and each extra joined likewise."""
+    items = [part for part in parts if isinstance(part, Items)]
+    if len(parts) == 1 or not items:
+        return parts[0] if len(parts) == 1 else torch.cat([part for part in parts if isinstance(part, torch.Tensor)])
+    extras = {name: torch.cat([each.extras[name] for each in items]) for name in items[0].extras}
+    return Items(torch.cat([each.inputs for each in items]), extras)

@@ -23,7 +23,7 @@ Preload = Literal["defaults", "all", "none"] | list[str]
 
 class DefaultModels(BaseModel):
     """The model each task uses when a request names none (checkpoint folder names), by the default keys
-    of the task table (models.runtime.tasks)."""
+    of app.engine.defaults."""
 
     denoise: str = "mnist-denoise"
     super_resolve: str = "mnist-sr-x2"

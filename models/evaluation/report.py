@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from models.checkpoint import ModelCard
-from models.evaluation.photo_denoise import render_photo_denoise
+from models.evaluation.photo_denoise_report import render_photo_denoise
 
 Lines = list[str]
 

@@ -318,6 +318,7 @@ def run(
         "scale) is an input: given by the caller or estimated from the image",
         description=recipe.description,
         training=training,
+        companion=next(name for name in PHOTO_DENOISE_RECIPES if name != recipe.name),  # the other colour mode
     )
     card = save_checkpoint(model, card, directory)
     write_figures(recipe, model, held_out, state, directory)

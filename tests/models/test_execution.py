@@ -44,13 +44,12 @@ from models.runtime.execution import (
     PlannedModel,
     Probe,
     apply_memory_format,
-    available_cpus,
     compile_blocks,
     fold_batch_norm,
     guard_verdict,
-    native_precisions,
     plan_execution,
 )
+from models.runtime.machine import available_cpus, native_precisions
 
 FLOAT32_TOLERANCE = 1e-5
 BFLOAT16_IMAGE_TOLERANCE = 0.05

@@ -11,10 +11,12 @@ Or train a task on a folder of your own images (see models.training.own_images a
                            [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--scale 2|4]
                            [--latent-size D] [--epochs N] [--seed S] [--out checkpoints]
 
-The photo denoisers of every noise level train on a time budget (or a number of steps), resumably:
+The photo denoisers of every noise level train on a time budget (or a number of steps), resumably, from
+their state in `training-state/<name>/` (or, where none exists, continuing the served checkpoint):
 
-    python -m models.train photo-denoise-gray --data-dir /work/shared/datasets --minutes 100 [--threads 1]
-                                              [--steps N] [--precision bfloat16|float32]
+    python -m models.train photo-denoise-gray --data-dir /work/shared/datasets --minutes 20 [--threads 1]
+                                              [--steps N] [--precision bfloat16|float32] [--device cuda]
+                                              [--state-dir training-state] [--publish if-better|always|never]
 
 It parses and checks the arguments, then hands them to one pipeline: MNIST (`models.training.mnist`),
 photographs (`models.training.natural`), the photo denoisers (`models.training.photo_denoise`) or your
@@ -41,7 +43,7 @@ from models.training.loop import TrainOptions
 from models.training.mnist import TrainingData, run
 from models.training.natural import run_natural
 from models.training.own_images import FolderRun, default_epochs, train_folder
-from models.training.photo_denoise import PHOTO_DENOISE_RECIPES
+from models.training.photo_denoise import PHOTO_DENOISE_RECIPES, PUBLISH_POLICIES, install_stop_handlers
 from models.training.photo_denoise import run as run_photo_denoise
 
 DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /work/shared/datasets/mnist"
@@ -113,6 +115,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     budget.add_argument("--steps", type=int, help="optimiser steps (a reproducible budget)")
     photo.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16", help="autocast")
     photo.add_argument("--limit-images", type=int, help="train on the first N images only (smoke tests)")
+    photo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("training-state"),
+        help="parent folder of the resumable state, <state-dir>/<name>/ (default: training-state)",
+    )
+    photo.add_argument(
+        "--publish",
+        choices=PUBLISH_POLICIES,
+        default="if-better",
+        help="write the served checkpoint at the end: if its validation PSNR improved (default), always, never",
+    )
     own = parser.add_argument_group("your own images (instead of a recipe)")
     own.add_argument(
         "--images-dir", type=Path, metavar="PATH", help="folder of images, searched recursively (PNG, JPEG, ...)"
@@ -201,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
-    """`photo-denoise-*`: train (or resume) on the budget, then say what was written and the hold-out's PSNR."""
+    """`photo-denoise-*`: train (or resume) on the budget, then say what was written and the hold-out's PSNR.
+    SIGTERM or SIGINT stops the run after the current step, with its state saved."""
+    install_stop_handlers()
     try:
         card = run_photo_denoise(
             PHOTO_DENOISE_RECIPES[arguments.recipe],
@@ -213,10 +229,16 @@ def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
             arguments.threads,
             command,
             arguments.limit_images,
+            state_root=arguments.state_dir,
+            device=arguments.device,
+            publish=arguments.publish,
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if card is None:
+        print(f"state in {arguments.state_dir / arguments.recipe}; served checkpoint unchanged", file=sys.stderr)
+        return 0
     print(f"wrote {arguments.out / card.name} ({card.training['minutes']} min)", file=sys.stderr)
     for key, value in card.training["held_out_validation_upload_protocol"].items():
         print(f"  held-out {key}: {value}", file=sys.stderr)

@@ -4,6 +4,7 @@ curve, stopping on SIGTERM, publishing only on a gain, and the background rotati
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ from photo_fixtures import small_recipe, write_photo_data
 
 from models.architectures import FFDNet, FFDNetConfig
 from models.checkpoint import ModelCard, load_checkpoint, read_card
+from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
 from models.training import photo_denoise as ffdnet_training
 from models.training import rotation
 from models.training.photo_state import RunState, load_state, save_state
@@ -194,3 +196,42 @@ def test_the_rotation_trains_each_model_in_turn_without_publishing(
         assert run["continued"] and run["step"] >= 2
         # the served weights' point, then one at the end of each of the two chunks
         assert len(run["validation"]) == 3 and run["validation"][0]["patch_passes"] == small[name].batch_size
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_session.sh runs these)")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_cuda_training_resumes_and_publishes_cpu_loadable_weights(
+    photo_data: Path, tmp_path: Path, precision: str
+) -> None:
+    recipe = small_recipe("photo-denoise-color")
+    arguments: dict[str, Any] = {"precision": precision, "threads": 1, "command": "test", "device": "cuda"}
+    ffdnet_training.run(recipe, photo_data, tmp_path, None, 2, **arguments, state_root=tmp_path / "s", publish="never")
+    card = ffdnet_training.run(recipe, photo_data, tmp_path, None, 4, **arguments, state_root=tmp_path / "s")
+    assert card is not None and card.training["device"] == "cuda" and card.training["steps"] == 4
+    loaded = load_checkpoint(tmp_path / recipe.name)  # on the CPU
+    run = json.loads((tmp_path / "s" / recipe.name / "run.json").read_text())
+    validation = load_validation_set(photo_data, recipe.validation_folder, 3)
+    on_cpu = validation_psnr(loaded.model, validation)
+    assert on_cpu["mean"] == pytest.approx(run["validation"][-1]["mean"], abs=0.05)  # measured on CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_session.sh runs these)")
+def test_cuda_evaluation_of_a_photo_denoiser(photo_data: Path, served: Path, tmp_path: Path) -> None:
+    out = copy_served(served, tmp_path)
+    settings = EvaluationSettings(
+        photo_sigmas_gray=(25,),
+        photo_baseline_images_gray=1,
+        photo_baseline_sigmas_gray=(25,),
+        photo_speed_baseline=False,
+    )
+    context = EvaluationContext(
+        data_dir=photo_data,
+        figures_dir=tmp_path / "docs",
+        settings=settings,
+        natural_dir=photo_data,
+        device=torch.device("cuda"),
+    )
+    cards = evaluate_checkpoints(out, context, tmp_path / "docs" / "report.md", "test")
+    figures = cards["photo-denoise-gray"].metrics["denoise"]["sets"]["BSD68"]["sigmas"]["25"]["upload"]
+    assert {"noisy input", "model", "model, sigma estimated"} <= set(figures)
+    assert all(math.isfinite(value) for value in figures.values())

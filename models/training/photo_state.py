@@ -2,11 +2,12 @@
 
 `training-state/<name>/` (a tracked folder, outside the served checkpoint) holds two files:
 
-- `state.safetensors`: the weights (float32, exact), Adam's second moments in bfloat16 (0.4% relative
+- `state.safetensors`: the weights (float32, exact), their exponential moving average (continued training:
+  what is validated and published), Adam's second moments in bfloat16 (0.4% relative
   precision, ample for a per-parameter step size), Adam's step counts and the random generators. Adam's
   first moments are *not* stored: with beta1 = 0.9 they rebuild within ~20 steps, and starting them at
   zero only shortens the first steps after a resume (a built-in warm-up). This halves the optimiser's share:
-  ~3 MB for the grayscale FFDNet, ~5 MB for the colour one.
+  ~5 MB for the grayscale FFDNet, ~9 MB for the colour one, with the average.
 - `run.json`: cumulative patch passes and training minutes (including those of the served checkpoint the
   run started from), the step count, the learning-rate phase, the training-loss curve and the validation
   curve (PSNR at sigma 15/25/50 on the fixed validation subset, against cumulative patch passes).
@@ -61,9 +62,13 @@ def save_state(
     optimiser: torch.optim.Optimizer,
     state: RunState,
     generators: dict[str, torch.Generator],
+    average: nn.Module | None = None,
 ) -> None:
+    """Write the state; `average` (the weights' moving average, continued training) in float32 beside."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if average is not None:
+        tensors |= {f"average.{k}": v.detach().to("cpu").contiguous() for k, v in average.state_dict().items()}
     for index, values in optimiser.state_dict()["state"].items():
         if "exp_avg_sq" in values:
             moment = values["exp_avg_sq"].detach().to("cpu", torch.float32 if FULL_MOMENTS else torch.bfloat16)
@@ -87,13 +92,21 @@ def save_state(
 
 
 def load_state(
-    directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, generators: dict[str, torch.Generator]
+    directory: Path,
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    generators: dict[str, torch.Generator],
+    average: nn.Module | None = None,
 ) -> RunState | None:
-    """Restore what `save_state` wrote into `model`, `optimiser` and `generators`; None when there is none."""
+    """Restore what `save_state` wrote into `model`, `optimiser`, `generators` and `average` (the model's
+    weights where the state holds no average); None when there is no state."""
     if not (directory / RUN_FILE).is_file() or not (directory / STATE_FILE).is_file():
         return None
     tensors = safetensors.torch.load_file(str(directory / STATE_FILE))
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    if average is not None:
+        prefix = "average." if any(key.startswith("average.") for key in tensors) else "model."
+        average.load_state_dict({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
     parameters = [p for group in optimiser.param_groups for p in group["params"]]
     optimiser_state = optimiser.state_dict()
     for index, parameter in enumerate(parameters):

@@ -91,15 +91,20 @@ def test_state_round_trip_is_compact(tmp_path: Path) -> None:
     generators = {"data": torch.Generator().manual_seed(5)}
     torch.rand(4, generator=generators["data"])
     state = RunState(step=3, seconds=1.5, origin_patch_passes=100, continued=True, batch_size=4, curve=[[112, 0.1]])
-    save_state(tmp_path, model, optimiser, state, generators)
+    average = FFDNet(FFDNetConfig(channels=1, depth=3, width=8))
+    ffdnet_training.update_average(average, model, decay=0.5)
+    save_state(tmp_path, model, optimiser, state, generators, average)
 
     other = FFDNet(FFDNetConfig(channels=1, depth=3, width=8))
     other_optimiser = torch.optim.Adam(other.parameters(), lr=1e-3)
     other_generators = {"data": torch.Generator().manual_seed(99)}
-    restored = load_state(tmp_path, other, other_optimiser, other_generators)
+    other_average = FFDNet(FFDNetConfig(channels=1, depth=3, width=8))
+    restored = load_state(tmp_path, other, other_optimiser, other_generators, other_average)
     assert restored == state and restored.patch_passes == 112
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, other.state_dict()[key]), key
+        assert torch.equal(average.state_dict()[key], other_average.state_dict()[key]), key
+    assert not torch.equal(average.state_dict()["body.0.weight"], model.state_dict()["body.0.weight"])
     for parameter, other_parameter in zip(model.parameters(), other.parameters(), strict=True):
         before, after = optimiser.state[parameter], other_optimiser.state[other_parameter]
         assert float(after["step"]) == 3 and not after["exp_avg"].any()  # first moments are not stored

@@ -4,6 +4,7 @@
     python -m models.train mnist-denoise --data-dir /work/shared/datasets/mnist [--out checkpoints]
                                          [--device cpu|cuda] [--epochs N] [--seed S] [--threads 2]
     python -m models.train t91-sr-x2 --data-dir /work/shared/datasets          # Train400/ and T91/ under it
+    python -m models.train photo-sr-x2 --data-dir /work/shared/datasets --minutes 20   # residual SR, resumable
 
 Or train a task on a folder of your own images (see models.training.own_images and models.image_folder):
 
@@ -45,6 +46,8 @@ from models.training.natural import run_natural
 from models.training.own_images import FolderRun, default_epochs, train_folder
 from models.training.photo_denoise import PHOTO_DENOISE_RECIPES, PUBLISH_POLICIES, install_stop_handlers
 from models.training.photo_denoise import run as run_photo_denoise
+from models.training.photo_sr import PHOTO_SR_RECIPES
+from models.training.photo_sr import run as run_photo_sr
 
 DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /work/shared/datasets/mnist"
 
@@ -55,7 +58,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def describe_recipes() -> str:
-    width = max(len(name) for name in (*RECIPES, *PHOTO_DENOISE_RECIPES))
+    width = max(len(name) for name in (*RECIPES, *PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES))
     lines = [
         f"{name:<{width}}  {recipe.epochs:>3} epochs  {', '.join(recipe.tasks):<28} {recipe.description}"
         for name, recipe in RECIPES.items()
@@ -63,6 +66,10 @@ def describe_recipes() -> str:
     lines += [
         f"{name:<{width}}  --minutes   {'denoise':<28} {recipe.description}"
         for name, recipe in PHOTO_DENOISE_RECIPES.items()
+    ]
+    lines += [
+        f"{name:<{width}}  --minutes   {'super-resolve':<28} {recipe.description}"
+        for name, recipe in PHOTO_SR_RECIPES.items()
     ]
     return "\n".join(lines)
 
@@ -84,7 +91,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "recipe", nargs="?", choices=sorted([*RECIPES, *PHOTO_DENOISE_RECIPES]), help="recipe name (see --list)"
+        "recipe",
+        nargs="?",
+        choices=sorted([*RECIPES, *PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES]),
+        help="recipe name (see --list)",
     )
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.add_argument(
@@ -172,7 +182,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("a recipe name is required (see --list), or --images-dir with --task and --name")
     if arguments.data_dir is None:
         parser.error(f"--data-dir is required: {DATA_DIR_HINT}")
-    if arguments.recipe in PHOTO_DENOISE_RECIPES and arguments.minutes is None and arguments.steps is None:
+    budgeted = (*PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES)
+    if arguments.recipe in budgeted and arguments.minutes is None and arguments.steps is None:
         parser.error(f"{arguments.recipe} trains on a budget: pass --minutes M or --steps N")
     return arguments
 
@@ -188,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_own_images(arguments, command)
     if arguments.recipe in PHOTO_DENOISE_RECIPES:
         return train_photo_denoiser(arguments, command)
+    if arguments.recipe in PHOTO_SR_RECIPES:
+        return train_photo_super_resolution(arguments, command)
     recipe = RECIPES[arguments.recipe]
     options = TrainOptions(
         device=arguments.device,
@@ -242,6 +255,31 @@ def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
     print(f"wrote {arguments.out / card.name} ({card.training['minutes']} min)", file=sys.stderr)
     for key, value in card.training["held_out_validation_upload_protocol"].items():
         print(f"  held-out {key}: {value}", file=sys.stderr)
+    return 0
+
+
+def train_photo_super_resolution(arguments: argparse.Namespace, command: str) -> int:
+    """`photo-sr-x*`: train (or resume) for the budget more; SIGTERM or SIGINT stops it with its state saved."""
+    install_stop_handlers()
+    try:
+        card = run_photo_sr(
+            PHOTO_SR_RECIPES[arguments.recipe],
+            arguments.data_dir,
+            arguments.out,
+            arguments.minutes,
+            arguments.steps,
+            arguments.threads,
+            command,
+            state_root=arguments.state_dir,
+            device=arguments.device,
+            publish=arguments.publish,
+            limit_images=arguments.limit_images,
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    written = f"wrote {arguments.out / card.name}" if card else "served checkpoint unchanged"
+    print(f"{written}; state in {arguments.state_dir / arguments.recipe}", file=sys.stderr)
     return 0
 
 

@@ -69,7 +69,8 @@ class ResidualSR(Architecture, SuperResolver):
         last = nn.Conv2d(width, scale * scale, 3, padding=1)
         # An untrained network is bicubic upscaling (the residual starts at zero), not bicubic plus noise.
         nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
         self.upsample = nn.Sequential(last, nn.PixelShuffle(scale))
 
     @property

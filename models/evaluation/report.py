@@ -316,6 +316,9 @@ CONVENTIONS: Lines = [
     "and BM3D 11.9 dB at sigma 0.5 (500 test digits); bicubic 20.0 dB at x2 and 14.7 dB at x4; 5-NN accuracy "
     "0.93 for PCA-16 and 0.95 for PCA-32 (20,000-image index); VAE literature 86.8 nats (standard) and about 85 "
     "nats (strong).",
+    "- The photo models' training accumulates over sessions: their learning curves (validation PSNR against "
+    "cumulative patch passes), what each lever gave and the plan are in [photo-training.md](photo-training.md); "
+    "a continued model's own curve is drawn in its section below.",
     "",
 ]
 

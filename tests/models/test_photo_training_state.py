@@ -240,3 +240,18 @@ def test_cuda_evaluation_of_a_photo_denoiser(photo_data: Path, served: Path, tmp
     figures = cards["photo-denoise-gray"].metrics["denoise"]["sets"]["BSD68"]["sigmas"]["25"]["upload"]
     assert {"noisy input", "model", "model, sigma estimated"} <= set(figures)
     assert all(math.isfinite(value) for value in figures.values())
+
+
+def test_the_report_draws_a_continued_cards_learning_curve(served: Path, tmp_path: Path) -> None:
+    from models.evaluation.report import render_card
+
+    card = read_card(served / "photo-denoise-gray")
+    points = [
+        {"patch_passes": 8, "minutes": 0.1, "sigma_15": 30.0, "sigma_25": 28.0, "sigma_50": 25.0, "mean": 27.667},
+        {"patch_passes": 20, "minutes": 0.2, "sigma_15": 30.5, "sigma_25": 28.25, "sigma_50": 25.5, "mean": 28.083},
+    ]
+    card.training["continued_training"] = {"steps": 3, "validation_curve": points}
+    text = "\n".join(render_card(card, tmp_path))
+    assert "| 20 | 0.2 | 30.50 | 28.25 | 25.50 | 28.08 |" in text
+    assert "validation_curve" not in text  # in the table, not repeated as JSON
+    assert (tmp_path / "photo-denoise-gray-learning-curve.png").is_file()

@@ -19,7 +19,7 @@ import torch
 
 from models.architectures import FFDNet
 from models.checkpoint import load_checkpoint
-from models.plots import image_grid
+from models.training.plots import image_grid
 
 PHOTOS = ("Boy.png", "Frog.png", "Singer.png")  # low, middle and low estimates: visibly noisy all three
 SIGMAS = (10.0, 20.0, 30.0, 45.0)

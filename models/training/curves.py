@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.plots import loss_curve
+from models.training.plots import loss_curve
 
 SIGMA_KEYS = ("sigma_15", "sigma_25", "sigma_50")
 

@@ -10,10 +10,10 @@ import torch
 
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, utc_now_iso
-from models.machine import cpu_description
-from models.natural_images import quantise
-from models.plots import image_grid, loss_curve
+from models.data.natural_images import quantise
+from models.runtime.machine import cpu_description
 from models.training.photo_state import RunState
+from models.training.plots import image_grid, loss_curve
 
 if TYPE_CHECKING:
     from models.training.photo_denoise import PhotoDenoiseRecipe

@@ -45,7 +45,7 @@ from torch import nn
 
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet, FFDNetConfig
 from models.checkpoint import CheckpointError, ModelCard, load_checkpoint, read_card, save_checkpoint
-from models.natural_images import psnr_255, quantise, read_pictures
+from models.data.natural_images import psnr_255, quantise, read_pictures
 from models.training.photo_card import continued_training_record, finish_card, fresh_training_record, write_figures
 from models.training.photo_state import RunState, load_state, save_state
 from models.training.photo_validation import (

@@ -5,7 +5,7 @@
 
 What each step sees: `batch_size` random `patch` x `patch` crops of the luminance (BT.601 Y) of T91 and
 Train400 (a fresh position and one of the 8 flips/rotations each), downscaled by Pillow's bicubic (the
-evaluation's degradation, models.natural_images) as the input, the crop itself as the target; loss L1
+evaluation's degradation, models.data.natural_images) as the input, the crop itself as the target; loss L1
 (EDSR's choice: sharper than the squared error at the same PSNR). Adam at a constant rate after a short
 warm-up: the training has no end, it accumulates over sessions; the exponential moving average of the
 weights is what is validated (Set5, Y, `scale` pixels shaved at each border, the SR tables' protocol) and
@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from models.architectures.residual_sr import ResidualSR, ResidualSRConfig
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, load_checkpoint, save_checkpoint, utc_now_iso
-from models.machine import cpu_description
-from models.natural_images import bicubic_downscale, bicubic_upscale, luminance, modcrop, psnr_y, read_pictures
+from models.data.natural_images import bicubic_downscale, bicubic_upscale, luminance, modcrop, psnr_y, read_pictures
+from models.runtime.machine import cpu_description
 from models.training.photo_denoise import MAX_STEP_S, SAVE_EVERY_S, STOP, PatchSampler, update_average
 from models.training.photo_state import RunState, load_state, save_state
 from models.training.photo_validation import validation_point

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.natural_images import psnr_255, quantise, read_pictures
+from models.data.natural_images import psnr_255, quantise, read_pictures
 
 VALIDATION_SIGMAS = (15.0, 25.0, 50.0)
 VALIDATION_IMAGES = 12

@@ -1,4 +1,4 @@
-"""Admission control (app.admission): inference requests admitted by their expected wait, refusals
+"""Admission control (app.http.admission): inference requests admitted by their expected wait, refusals
 before the body is read, and handlers cancelled when their client disconnects.
 
 The middleware is driven with plain ASGI messages around a stand-in app that holds each request
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from app.admission import AdmissionControl, ModelLoad, count_against
 from app.errors import Overloaded
+from app.http.admission import AdmissionControl, ModelLoad, count_against
+from app.http.middleware import RequestContext
 from app.main import create_app
-from app.middleware import RequestContext
 from app.observability import Metrics
 from app.settings import Settings
 

@@ -9,11 +9,12 @@ from models.architectures.conv_autoencoder import ConvAutoencoder, ConvAutoencod
 from models.architectures.dncnn import DnCNN, DnCNNConfig
 from models.architectures.ffdnet import FFDNet, FFDNetConfig
 from models.architectures.fsrcnn import FSRCNN, FSRCNNConfig
+from models.architectures.residual_sr import ResidualSR, ResidualSRConfig
 from models.architectures.super_resolution import SuperResolutionAE, SuperResolutionAEConfig
 from models.architectures.vae import ConvVAE, ConvVAEConfig
 
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE, DnCNN, FSRCNN, FFDNet)
+    cls.name: cls for cls in (ConvAutoencoder, SuperResolutionAE, ConvVAE, DnCNN, FSRCNN, FFDNet, ResidualSR)
 }
 
 
@@ -48,6 +49,8 @@ __all__ = [
     "FFDNet",
     "FFDNetConfig",
     "FSRCNNConfig",
+    "ResidualSR",
+    "ResidualSRConfig",
     "SuperResolutionAE",
     "SuperResolutionAEConfig",
     "build_model",

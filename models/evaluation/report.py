@@ -14,6 +14,12 @@ from typing import Any
 
 from models.checkpoint import ModelCard
 from models.evaluation.photo_denoise_report import render_photo_denoise
+from models.training.curves import curve_table, draw_learning_curve
+
+VALIDATION_DESCRIPTION = (
+    "the first 12 images of BSD68 (gray) or CBSD68 (colour), central 256x256 crops, sigma 15/25/50, "
+    "8-bit clipped noisy input, noise seeded 0"
+)
 
 Lines = list[str]
 
@@ -192,12 +198,38 @@ def _value(value: Any) -> str:
     return f"`{json.dumps(value)}`" if isinstance(value, dict | list) else str(value)
 
 
+def render_learning_curve(card: ModelCard, report_dir: Path) -> Lines:
+    """A continued photo model's validation curve (models.training.curves), when its card carries one."""
+    points = card.training.get("continued_training", {}).get("validation_curve", [])
+    if not points:
+        return []
+    figure = report_dir / f"{card.name}-learning-curve.png"
+    draw_learning_curve(card.name, points, figure)
+    caption = (
+        f"{card.name}: validation PSNR against cumulative patch passes ({VALIDATION_DESCRIPTION}); "
+        "the first point is the checkpoint the continued training started from"
+    )
+    return [
+        "Learning curve (continued training):",
+        "",
+        *curve_table(points),
+        f"![{caption}]({os.path.relpath(figure, report_dir)})",
+        "",
+        f"*{caption}.*",
+        "",
+    ]
+
+
 def render_card(card: ModelCard, report_dir: Path) -> Lines:
     lines: Lines = [f"## {card.name}", "", card.description, "", f"Tasks: {', '.join(card.tasks)}.", ""]
     if card.training:
         lines += ["Training:", ""]
-        lines += [f"- {key}: {_value(value)}" for key, value in card.training.items()]
+        for key, value in card.training.items():
+            if key == "continued_training":  # its validation curve gets a table and a figure of its own
+                value = {k: v for k, v in value.items() if k != "validation_curve"}
+            lines.append(f"- {key}: {_value(value)}")
         lines.append("")
+        lines += render_learning_curve(card, report_dir)
     evaluation = card.metrics.get("evaluation")
     if evaluation is None:
         return [*lines, "Not evaluated yet: run the command at the top of this report.", ""]
@@ -284,6 +316,9 @@ CONVENTIONS: Lines = [
     "and BM3D 11.9 dB at sigma 0.5 (500 test digits); bicubic 20.0 dB at x2 and 14.7 dB at x4; 5-NN accuracy "
     "0.93 for PCA-16 and 0.95 for PCA-32 (20,000-image index); VAE literature 86.8 nats (standard) and about 85 "
     "nats (strong).",
+    "- The photo models' training accumulates over sessions: their learning curves (validation PSNR against "
+    "cumulative patch passes), what each lever gave and the plan are in [photo-training.md](photo-training.md); "
+    "a continued model's own curve is drawn in its section below.",
     "",
 ]
 

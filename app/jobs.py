@@ -6,7 +6,6 @@ work and returns the results, and routes turn those into responses (`app.respons
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -19,12 +18,6 @@ OptionsT = TypeVar("OptionsT", covariant=True)
 IMAGE_PART = "image"
 IMAGES_FIELD = "images"
 OPENAI_INPUT_FIELD = "input"
-# Told the chosen model and how many images a request holds, once the service knows (for the access log).
-NoteRequest = Callable[[str, int], None]
-
-
-def ignore_note(model: str, images: int) -> None:
-    """A NoteRequest for callers with no access log to feed (tests, scripts)."""
 
 
 @dataclass
@@ -57,7 +50,6 @@ class ImageJob(Generic[OptionsT]):
     upload: ImageUpload
     options: OptionsT
     route: str
-    note: NoteRequest = ignore_note
 
 
 @dataclass

@@ -20,11 +20,11 @@ import torch
 from fastapi import Depends, FastAPI
 
 from app.admission import AdmissionControl
-from app.connections import BodyDeadline
 from app.errors import ServiceError
 from app.errors_http import install_error_handlers
-from app.lifecycle import CloseConnectionsWhenDraining, Drain
-from app.middleware import BodySizeLimit, RequestContext
+from app.front_door import FrontDoor
+from app.lifecycle import Drain
+from app.middleware import RefusalSummary, RequestPipeline
 from app.model_choice import ModelChoice
 from app.observability import Metrics, configure_logging
 from app.registry import ModelRegistry
@@ -144,23 +144,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
         app.include_router(admin.router)
     install_cors(app, settings)
-    # Added last = runs first: the request context wraps everything, including the 503s of admission
-    # control (which refuses before the body is read) and the 413s of the body cap.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Admission control (app.admission) is shared by the request pipeline, which runs it for the model
+    # routes, and by the HTTP protocol under ae-serve (app.connections), which asks it before it builds a
+    # request at all and refuses there what would be refused anyway.
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
-    app.add_middleware(
-        AdmissionControl,
+    app.state.admission = AdmissionControl(
+        budget_s=settings.queue_budget_ms / 1000,
         deadline_s=settings.batch_timeout_s,
         max_images=settings.batch_max_queue_images,
         paths=model_routes,
-        max_loop_lag_ms=settings.max_loop_lag_ms,
         min_requests=2 * settings.batch_max_size,
         known_models=lambda: app.state.registry.entries if app.state.registry is not None else (),
     )
-    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
-    # Outermost: while draining, every answer (refusals and errors too) closes its connection.
-    app.add_middleware(CloseConnectionsWhenDraining, drain=app.state.drain)
+    app.state.refusals = RefusalSummary(app.state.metrics)
+    app.state.front_door = FrontDoor(app.state.admission, app.state.refusals, app.state.drain)
+    # The one middleware, added last so it runs first: the request's record and id, Connection: close while
+    # draining, the body cap and deadline, admission, the access log and metrics (app.middleware).
+    app.add_middleware(
+        RequestPipeline,
+        metrics=app.state.metrics,
+        admission=app.state.admission,
+        refusals=app.state.refusals,
+        drain=app.state.drain,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     return app
 
 

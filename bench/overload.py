@@ -1,0 +1,109 @@
+"""Overload: the service as `ae-serve` runs it, closed loop to find its best rate, then open-loop floods.
+
+    python -m bench.overload --data-dir /work/shared/datasets/mnist [--factors 2 4 10] [--env AE_X=Y ...]
+
+The server (`ae-serve`: the guarded protocol, its connection cap and deadlines) is pinned to core 0, the
+load generator (`bench.loadgen`) to core 1. First 32 and 128 closed-loop clients; the better rate is the
+"best closed-loop rate". Then an open loop at each factor of it for `--duration` seconds with at most
+`MAX_CONNECTIONS` client connections: requests are due at a fixed rate, latency counts from when a request
+was due, and one without an answer within `HANG_S` counts as hung. `bench.run` calls `bench_overload` for
+docs/benchmarks.md; run alone, this prints the runs as JSON (for measuring one lever at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.run import HANG_S, MODEL, Run, load, measured, scrape, server, service_env, write_pngs
+
+FACTORS = (2.0, 4.0, 10.0)
+MAX_CONNECTIONS = 1024
+CLOSED_CLIENTS = (32, 128)
+CLIENT_TIMEOUT_S = 15.0
+
+
+def flood_workload(factor: float, rate: float) -> str:
+    return f"1 image, open loop at {factor:g}x best = {rate:.0f} req/s"
+
+
+def bench_overload(
+    args: argparse.Namespace,
+    images_dir: Path,
+    png: bytes,
+    logs: Path,
+    factors: tuple[float, ...] = FACTORS,
+    env: dict[str, str] | None = None,
+    name: str = "service (ae-serve)",
+) -> list[Run]:
+    """Closed loop at 32 and 128 clients, then an open loop at each factor of the better of the two."""
+    runs: list[Run] = []
+    environment = service_env(args) | (env or {})
+    with server("", environment, logs / f"{name}.log", png, "/v1/denoise", module=["app.cli"]) as port:
+        path = f"/v1/denoise?model={MODEL}"
+
+        def measure(workload: str, **options: Any) -> Run:
+            before = scrape(port)
+            return measured(port, Run(name, workload, load(port, args, images_dir, path, **options)), before)
+
+        for clients in CLOSED_CLIENTS:
+            runs.append(measure(f"1 image, {clients} clients", concurrency=clients))
+        best = max(run.result["requests_per_s"] for run in runs)
+        for factor in factors:
+            rate = factor * best
+            options = {"rate": f"{rate:.0f}", "max_connections": MAX_CONNECTIONS, "timeout": CLIENT_TIMEOUT_S}
+            runs.append(measure(flood_workload(factor, rate), **options, slow=HANG_S))
+    return runs
+
+
+def flood_summary(run: Run, best: float) -> dict[str, Any]:
+    """What the targets of a flood look at, from one open-loop run."""
+    result = run.result
+    return {
+        "workload": run.workload,
+        "due": result["due_in_window"],
+        "statuses": result["statuses"],
+        "hung": result["timeouts"] + result["slower_than_slow"],
+        "errors": result["errors"],
+        "p99_503_ms": None if result["latency_503_s"]["p99"] is None else result["latency_503_s"]["p99"] * 1000,
+        "p99_200_ms": None if result["latency_ok_s"]["p99"] is None else result["latency_ok_s"]["p99"] * 1000,
+        "ok_per_s": result["requests_per_s"],
+        "ok_share_of_best": result["requests_per_s"] / best if best else None,
+        "connections": result["connections"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--factors", type=float, nargs="*", default=list(FACTORS))
+    parser.add_argument("--env", nargs="*", default=[], help="AE_NAME=value settings for the service")
+    args = parser.parse_args(argv)
+    args.checkpoints = args.checkpoints.resolve()
+    env = dict(item.split("=", 1) for item in args.env)
+    with tempfile.TemporaryDirectory(prefix="ae-overload-") as scratch:
+        images_dir = Path(scratch) / "pngs"
+        images_dir.mkdir()
+        pngs = write_pngs(args.data_dir, images_dir)
+        runs = bench_overload(args, images_dir, pngs[0].read_bytes(), Path(scratch), tuple(args.factors), env)
+    best = max(run.result["requests_per_s"] for run in runs if run.result["mode"] == "closed")
+    for run in runs:
+        if run.result["mode"] == "closed":
+            latency = run.result["latency_ok_s"]
+            line = {"workload": run.workload, "requests_per_s": run.result["requests_per_s"]}
+            line |= {"p99_ms": (latency["p99"] or 0) * 1000, "statuses": run.result["statuses"]}
+            print(json.dumps(line))
+        else:
+            print(json.dumps(flood_summary(run, best)))
+
+
+if __name__ == "__main__":
+    main()

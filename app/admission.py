@@ -18,7 +18,9 @@ takes to drain) rounded up to whole seconds, when
 - its expected wait is over the **budget** (`AE_QUEUE_BUDGET_MS`) and the model already has
   `min_requests` in flight (two full batches by default: so many keep the model busy, one batch running
   while the next gathers, and a closed group of well-behaved clients no larger than that is never
-  refused because the machine is slow); or
+  refused because the machine is slow), or the loop's lag alone is over the budget (then the loop is the
+  queue: requests arrive faster than it can even read them, and each one served takes time from reading
+  and refusing the others); or
 - its expected wait is over its **deadline** (`AE_BATCH_TIMEOUT_S`, past which it would get 504), or it
   would put more images in flight than the batcher's queue holds (`AE_BATCH_MAX_QUEUE_IMAGES`).
 Admitted requests therefore wait about the budget at most, and the rest learn at once that they should
@@ -163,7 +165,13 @@ class AdmissionControl:
             return False
         if load.drain_s > self.deadline_s or load.images_ahead + load.images_per_request > self.max_images:
             return True
-        return at_gate and load.in_flight >= self.min_requests and self.expected_wait_s(load) > self.budget_s
+        if not at_gate:
+            return False
+        # Beyond min_requests, the budget; below, only a loop later than the whole budget refuses: then the
+        # loop itself is the queue, and every request served takes time from reading and refusing the rest.
+        return self.loop_lag_s > self.budget_s or (
+            load.in_flight >= self.min_requests and self.expected_wait_s(load) > self.budget_s
+        )
 
     def refusal(self, path: str, query: bytes) -> Overloaded | None:
         """The 503 a request for `path?query` gets now, or None when it would be admitted (or is not guarded).
@@ -250,11 +258,12 @@ class AdmissionControl:
             self._schedule_lag_check(asyncio.get_running_loop())
 
     def _schedule_lag_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        due = loop.time() + LAG_CHECK_S
-        self._lag_timer = loop.call_at(due, self._check_lag, loop, due)
+        # The clock is read here rather than with loop.time(): uvloop's is the time the current iteration
+        # began, which would hide how long the iteration itself has run.
+        self._lag_timer = loop.call_later(LAG_CHECK_S, self._check_lag, loop, time.perf_counter() + LAG_CHECK_S)
 
     def _check_lag(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
-        self.observe_loop_lag(loop.time() - due)
+        self.observe_loop_lag(max(0.0, time.perf_counter() - due))
         if self.loop_lag_s or any(load.in_flight for load in self.loads.values()):
             self._schedule_lag_check(loop)
         else:  # idle and on time: no timer until the next request

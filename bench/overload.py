@@ -14,11 +14,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.run import HANG_S, MODEL, Run, load, measured, scrape, server, service_env, write_pngs
+from bench.run import (
+    HANG_S,
+    MODEL,
+    SERVER_CORE,
+    Run,
+    free_port,
+    load,
+    measured,
+    scrape,
+    service_env,
+    stop_process,
+    wait_until_ready,
+    write_pngs,
+)
 
 FACTORS = (2.0, 4.0, 10.0)
 MAX_CONNECTIONS = 1024
@@ -28,6 +46,49 @@ CLIENT_TIMEOUT_S = 15.0
 
 def flood_workload(factor: float, rate: float) -> str:
     return f"1 image, open loop at {factor:g}x best = {rate:.0f} req/s"
+
+
+@contextmanager
+def ae_serve(env: dict[str, str], log: Path, probe_png: bytes) -> Iterator[tuple[int, int]]:
+    """`ae-serve` pinned to the server core; yields (port, pid) once /v1/denoise answers 200."""
+    port = free_port()
+    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "app.cli", "--port", str(port)]
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            command, env=os.environ | env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_until_ready(process, port, probe_png, "/v1/denoise", log)
+            yield port, process.pid
+        finally:
+            stop_process(process, timeout_s=15)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def answer_costs(args: argparse.Namespace, images_dir: Path, png: bytes, logs: Path) -> dict[str, float]:
+    """The server's CPU time per answer: served (32 closed-loop clients, every request a 200), and refused
+    (the same with AE_BATCH_MAX_QUEUE_IMAGES=1: one request in flight, nearly every other one refused at
+    the front door; the served ones' share is taken out at the served cost)."""
+    costs: dict[str, float] = {}
+    path = f"/v1/denoise?model={MODEL}"
+    for regime, extra in (("served", {}), ("refused", {"AE_BATCH_MAX_QUEUE_IMAGES": "1"})):
+        with ae_serve(service_env(args) | extra, logs / f"cost-{regime}.log", png) as (port, pid):
+            before = cpu_seconds(pid)
+            result = load(port, args, images_dir, path, concurrency=32, warmup=0)
+            spent = cpu_seconds(pid) - before
+        ok = result["statuses"].get("200", 0)
+        refused = result["statuses"].get("503", 0)
+        if regime == "served":
+            costs["served_cpu_ms"] = spent / max(1, ok) * 1000
+        else:
+            costs["refused_cpu_ms"] = (spent - ok * costs["served_cpu_ms"] / 1000) / max(1, refused) * 1000
+            costs["refused_share"] = refused / max(1, ok + refused)
+    return costs
 
 
 def bench_overload(
@@ -42,7 +103,7 @@ def bench_overload(
     """Closed loop at 32 and 128 clients, then an open loop at each factor of the better of the two."""
     runs: list[Run] = []
     environment = service_env(args) | (env or {})
-    with server("", environment, logs / f"{name}.log", png, "/v1/denoise", module=["app.cli"]) as port:
+    with ae_serve(environment, logs / f"{name}.log", png) as (port, _pid):
         path = f"/v1/denoise?model={MODEL}"
 
         def measure(workload: str, **options: Any) -> Run:
@@ -86,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--factors", type=float, nargs="*", default=list(FACTORS))
     parser.add_argument("--env", nargs="*", default=[], help="AE_NAME=value settings for the service")
+    parser.add_argument("--costs", action="store_true", help="only the CPU time of a served and a refused answer")
     args = parser.parse_args(argv)
     args.checkpoints = args.checkpoints.resolve()
     env = dict(item.split("=", 1) for item in args.env)
@@ -93,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         images_dir = Path(scratch) / "pngs"
         images_dir.mkdir()
         pngs = write_pngs(args.data_dir, images_dir)
+        if args.costs:
+            print(json.dumps(answer_costs(args, images_dir, pngs[0].read_bytes(), Path(scratch))))
+            return
         runs = bench_overload(args, images_dir, pngs[0].read_bytes(), Path(scratch), tuple(args.factors), env)
     best = max(run.result["requests_per_s"] for run in runs if run.result["mode"] == "closed")
     for run in runs:

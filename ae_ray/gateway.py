@@ -30,7 +30,8 @@ from ray.serve.handle import DeploymentHandle
 
 from ae_ray.model_group import writable_tensor
 from ae_ray.options import RayServeOptions
-from app.batching import BatchObserver, BatchOutput
+from app.engine.batching import BatchObserver, BatchOutput
+from app.engine.registry import ModelRegistry
 from app.errors import (
     InvalidRequest,
     ModelFailed,
@@ -41,9 +42,8 @@ from app.errors import (
     ServiceError,
 )
 from app.main import create_app, prepare_registry
-from app.registry import ModelRegistry
 from app.settings import Settings, settings_from_environment
-from models.tasks import Task
+from models.runtime.tasks import Task
 
 logger = logging.getLogger("ae_ray.gateway")
 # A forward pass may first have to load its checkpoint on the replica: allow that on top of the batcher's wait.

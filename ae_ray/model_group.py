@@ -27,10 +27,10 @@ import torch
 from ray import serve
 
 from ae_ray.options import RayServeOptions
+from app.engine.registry import LoadedModel, ModelRegistry
 from app.errors import TaskNotSupported
-from app.registry import LoadedModel, ModelRegistry
 from app.settings import settings_from_environment
-from models.tasks import TASKS, Task, tasks_of_card_task
+from models.runtime.tasks import TASKS, Task, tasks_of_card_task
 
 logger = logging.getLogger("ae_ray.model_group")
 Arrays = tuple[np.ndarray, ...]

@@ -1,5 +1,5 @@
 """`ae`: one command for the service. Calling it (the client verbs, here), and running it (serve) and building
-it (train, evaluate, bench), the server's verbs, which live with the server (`app.commands`).
+it (train, evaluate, bench), the server's verbs, which live with the server (`app.process.commands`).
 
     ae serve --port 8000                      # the service (needs the server install: torch)
     ae denoise noisy.png -o clean.png         # the client verbs need only httpx, numpy and Pillow
@@ -43,9 +43,9 @@ EPILOG = """examples:
 
 
 def server_verbs() -> dict[str, str]:
-    """The server's verbs and their summaries (app.commands, itself light to import); none without the server."""
+    """The server's verbs and their summaries (app.process.commands, light to import); none without the server."""
     try:
-        from app.commands import SERVER_VERBS
+        from app.process.commands import SERVER_VERBS
     except ImportError:
         return {}
     return {name: verb.summary for name, verb in SERVER_VERBS.items()}
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The server's verbs (serve, train, evaluate, bench) pass everything after their name on, --help included.
     if argv and argv[0] in server_verbs():
-        from app.commands import run_verb
+        from app.process.commands import run_verb
 
         return run_verb(argv[0], argv[1:])
 

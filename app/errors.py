@@ -1,4 +1,4 @@
-"""The service's own errors. Routes and the service layer raise these; `app.errors_http` maps them to HTTP.
+"""The service's own errors. Routes and the service layer raise these; `app.http.error_handlers` maps them to HTTP.
 
 Each error knows its HTTP status and a stable `type` string that clients can switch on; the
 response body is always `{"error": {"type", "message", "param"}}`.
@@ -7,7 +7,7 @@ response body is always `{"error": {"type", "message", "param"}}`.
 from __future__ import annotations
 
 # The status logged and counted for a request whose client went away before its answer ("client closed
-# request"): app.admission cancels such a request's work, app.errors_http answers a body cut short with it.
+# request"): app.http.admission cancels such a request's work, app.http.error_handlers answers a body cut short with it.
 CLIENT_CLOSED_REQUEST = 499
 
 
@@ -120,7 +120,7 @@ class RequestTimeout(ServiceError):
 
 
 class BodyTimeout(ServiceError):
-    """The request's body did not arrive within its deadline (app.connections); the connection is closed."""
+    """The request's body did not arrive within its deadline (app.process.connections); the connection is closed."""
 
     status_code = 408
     type = "request_timeout"
@@ -131,7 +131,7 @@ class BodyTimeout(ServiceError):
 
 class HeaderTimeout(ServiceError):
     """The request's headers did not arrive within their deadline, or the connection was evicted at the
-    connection cap while still waiting for them (app.connections); the connection is closed."""
+    connection cap while still waiting for them (app.process.connections); the connection is closed."""
 
     status_code = 408
     type = "request_timeout"

@@ -1,10 +1,10 @@
 """The application: `uvicorn app.main:app`, or `create_app(settings)` in tests.
 
 Start-up (the lifespan) scans the checkpoints, loads the models to preload (each with its execution
-plan, measured and warmed up for the batcher's batch sizes: models.execution), and runs a real forward
+plan, measured and warmed up for the batcher's batch sizes: models.runtime.execution), and runs a real forward
 pass through every default model's batchers; /readyz answers 200 only after that. A broken
 checkpoint is listed as unavailable and never stops the others. Under uvicorn, SIGTERM and SIGINT then
-start a drain (app.lifecycle) instead of an abrupt stop.
+start a drain (app.process.drain) instead of an abrupt stop.
 """
 
 from __future__ import annotations
@@ -19,29 +19,29 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import Depends, FastAPI
 
-from app.admission import AdmissionControl
+from app.engine.model_choice import ModelChoice
+from app.engine.registry import ModelRegistry
 from app.errors import ServiceError
-from app.errors_http import install_error_handlers
-from app.front_door import FrontDoor
-from app.lifecycle import Drain
-from app.middleware import RefusalSummary, RequestPipeline
-from app.model_choice import ModelChoice
+from app.http.admission import AdmissionControl
+from app.http.error_handlers import install_error_handlers
+from app.http.middleware import RefusalSummary, RequestPipeline
+from app.http.routes import admin, embeddings, health, images, latent_map, models, vae
+from app.http.routes.playground import playground_router
+from app.http.schemas import ErrorResponse
+from app.http.security import install_cors, require_api_key
 from app.observability import Metrics, configure_logging
-from app.registry import ModelRegistry
-from app.routes import admin, embeddings, health, images, latent_map, models, vae
-from app.routes.playground import playground_router
-from app.schemas import ErrorResponse
-from app.security import install_cors, require_api_key
+from app.process.drain import Drain
+from app.process.front_door import FrontDoor
 from app.settings import Settings, settings_from_environment
-from models.execution import available_cpus
-from models.tasks import tasks_of_default
+from models.runtime.execution import available_cpus
+from models.runtime.tasks import tasks_of_default
 
 logger = logging.getLogger("app.main")
 UNAUTHORIZED: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "missing or wrong API key (AE_API_KEYS)"}
 }
 
-# The routes that run models: admission control (app.admission) bounds their requests in flight.
+# The routes that run models: admission control (app.http.admission) bounds their requests in flight.
 # Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
 MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
 
@@ -144,8 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
         app.include_router(admin.router)
     install_cors(app, settings)
-    # Admission control (app.admission) is shared by the request pipeline, which runs it for the model
-    # routes, and by the HTTP protocol under ae-serve (app.connections), which asks it before it builds a
+    # Admission control (app.http.admission) is shared by the request pipeline, which runs it for the model
+    # routes, and by the HTTP protocol under ae-serve (app.process.connections), which asks it before it builds a
     # request at all and refuses there what would be refused anyway.
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
     app.state.admission = AdmissionControl(
@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusals = RefusalSummary(app.state.metrics)
     app.state.front_door = FrontDoor(app.state.admission, app.state.refusals, app.state.drain)
     # The one middleware, added last so it runs first: the request's record and id, Connection: close while
-    # draining, the body cap and deadline, admission, the access log and metrics (app.middleware).
+    # draining, the body cap and deadline, admission, the access log and metrics (app.http.middleware).
     app.add_middleware(
         RequestPipeline,
         metrics=app.state.metrics,

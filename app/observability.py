@@ -3,7 +3,7 @@
 Every request logs one JSON line on the `app.access` logger (route, method, model, images, status,
 duration_ms, request_id). Metrics live in a registry of their own per app, so several apps in one
 process (tests) never share counters. `Metrics` is also the batcher's `BatchObserver`.
-With several workers under `ae-serve` (app.server), prometheus_client's multiprocess mode is on
+With several workers under `ae-serve` (app.process.server), prometheus_client's multiprocess mode is on
 (`PROMETHEUS_MULTIPROC_DIR`): every worker writes its numbers to files there, and /metrics, whichever
 worker answers, adds up those of all workers, so counters never seem to reset between scrapes.
 """
@@ -83,7 +83,7 @@ def skip_unused_record_fields() -> None:
 
 
 class Metrics:
-    """The service's Prometheus metrics; implements app.batching.BatchObserver."""
+    """The service's Prometheus metrics; implements app.engine.batching.BatchObserver."""
 
     def __init__(self) -> None:
         disable_created_metrics()  # the *_created series only add noise to a scrape

@@ -23,7 +23,7 @@ Preload = Literal["defaults", "all", "none"] | list[str]
 
 class DefaultModels(BaseModel):
     """The model each task uses when a request names none (checkpoint folder names), by the default keys
-    of the task table (models.tasks)."""
+    of the task table (models.runtime.tasks)."""
 
     denoise: str = "mnist-denoise"
     super_resolve: str = "mnist-sr-x2"
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="the model step's precision (models.execution): auto uses bfloat16/float16 only where the "
+        description="the model step's precision (models.runtime.execution): auto uses bfloat16/float16 only where the "
         "card's quality guard allows it and the hardware runs it natively; a named one the hardware cannot run "
         "stops start-up",
     )
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=64, ge=2, description="largest steps of /v1/vae/interpolate")
     max_manifold_size: int = Field(default=30, ge=1, description="largest grid side of /v1/vae/manifold")
 
-    # Batching (see app.batching): requests for the same model and task share forward passes
+    # Batching (see app.engine.batching): requests for the same model and task share forward passes
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_delay_ms: float = Field(default=2.0, ge=0)
     batch_adaptive_delay: bool = Field(
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     )
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
-    # Admission (app.admission): a request is admitted when its expected wait (the model's measured cost per
+    # Admission (app.http.admission): a request is admitted when its expected wait (the model's measured cost per
     # image times the images ahead of it, plus the event loop's lag) is within the queue budget.
     queue_budget_ms: float = Field(
         default=250.0,
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         "while their expected wait is within this; the rest get 503 overloaded with Retry-After at once",
     )
 
-    # Connections (app.connections): slow or idle clients must not hold the process's file descriptors
+    # Connections (app.process.connections): slow or idle clients must not hold the process's file descriptors
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=2048, ge=1, description="open connections per process; more are refused at once with a 503"
     )
-    # Shutdown (app.lifecycle): SIGTERM or SIGINT starts a drain
+    # Shutdown (app.process.drain): SIGTERM or SIGINT starts a drain
     shutdown_drain_s: float = Field(
         default=5.0,
         ge=0,
@@ -121,7 +121,7 @@ class Settings(BaseSettings):
         "connection) for this long; then the server stops accepting and finishes what it has",
     )
 
-    # Access control (app.security): all off when empty
+    # Access control (app.http.security): all off when empty
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="keys for /v1 as Authorization: Bearer; JSON list or comma list"
     )
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         default_factory=list, description="browser origins allowed by CORS; JSON list or comma list"
     )
 
-    # The playground page at / (app.routes.playground); its static files never need a key
+    # The playground page at / (app.http.routes.playground); its static files never need a key
     playground: bool = Field(default=True, description="serve the playground page at /; false: / is a 404")
 
     # Server (used by the `ae-serve` command; `uvicorn app.main:app` takes its own flags)
@@ -167,5 +167,5 @@ class Settings(BaseSettings):
 def settings_from_environment() -> Settings:
     """The settings of this process, read from the AE_* environment once: what `ae-serve` and the module-level
     `app.main.app` start with. Code that serves a request reads the settings its app was created with
-    (`app.dependencies.get_settings`), never this."""
+    (`app.http.dependencies.get_settings`), never this."""
     return Settings()

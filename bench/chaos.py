@@ -239,7 +239,7 @@ class Server:
 
 @contextmanager
 def running(setup: Setup, name: str, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`python -m app.cli` (ae-serve) on a free loopback port, ready; killed afterwards if still running."""
+    """`python -m app.process.cli` (ae-serve) on a free loopback port, ready; killed afterwards if still running."""
     port = free_port()
     variables = {
         "AE_CHECKPOINTS_DIR": str(setup.checkpoints_dir),
@@ -250,7 +250,7 @@ def running(setup: Setup, name: str, workers: int = 1, env: dict[str, str] | Non
         **({"AE_DEFAULT_MODELS": json.dumps(setup.default_models)} if setup.default_models else {}),
         **(env or {}),
     }
-    command = [sys.executable, "-m", "app.cli", "--host", HOST, "--port", str(port), "--workers", str(workers)]
+    command = [sys.executable, "-m", "app.process.cli", "--host", HOST, "--port", str(port), "--workers", str(workers)]
     log = setup.work_dir / f"{name}.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(

@@ -1,7 +1,7 @@
 """The limit: how many images per second a model runs in-process, with no HTTP and no codecs.
 
 Each MNIST model is measured twice: eager (NCHW, float32, as loaded) and with the execution plan the
-service chooses for it on this machine (models.execution: memory format, precision under the card's
+service chooses for it on this machine (models.runtime.execution: memory format, precision under the card's
 quality guard, batch norms folded, compiled where that is the setting). With `--photos` it also measures
 the photo denoiser bsd-denoise-sigma25 through its tiled path: megapixels/s of a 512x512 grayscale image
 and the seconds one 1-megapixel colour photo takes, eager and planned.
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.batching import Batcher, BatchingConfig
+from app.engine.batching import Batcher, BatchingConfig
 from models.checkpoint import load_checkpoint, read_card
-from models.execution import PlannedModel, Probe, plan_execution
+from models.runtime.execution import PlannedModel, Probe, plan_execution
 
 BATCH_SIZES = (1, 8, 64, 256)
 
@@ -86,7 +86,7 @@ def synchronize(device: str) -> None:
 
 
 def planned_model(directory: Path, device: str, precision: str = "auto", compile: str = "auto") -> PlannedModel:
-    """The model with the plan the service would choose for it (see app.registry)."""
+    """The model with the plan the service would choose for it (see app.engine.registry)."""
     checkpoint = load_checkpoint(directory, device="cpu")
     shape = input_shape(directory) if checkpoint.card.input.domain != "natural" else (1, 128, 128)
     batch = 32 if checkpoint.card.input.domain != "natural" else 1
@@ -172,7 +172,7 @@ def codec_seconds_per_image(png_files: list[Path], seconds: float = 0.4) -> floa
 
 
 def batcher_requests_per_s(clients: int = 32, max_delay_ms: float = 2.0, seconds: float = 0.5) -> float:
-    """Single-image requests/s through `app.batching.Batcher` alone, with a trivial batch function.
+    """Single-image requests/s through `app.engine.batching.Batcher` alone, with a trivial batch function.
 
     Shows the batcher's own cost per request (queueing, waking the worker, slicing outputs); with a
     delay, closed-loop clients that cannot fill a batch also wait out the delay on every pass.

@@ -6,12 +6,12 @@ model called directly in the handler. It does the same per-request work as the s
 model, encode the output as PNG) so that the difference measured is the serving strategy.
 Kept in `bench/` only; it is not part of the service.
 
-With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.batching.Batcher`
+With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.engine.batching.Batcher`
 (the service's default settings) instead of calling the model: what batching alone buys without the rest of the
 service (validation, preprocessing, middleware, logging, metrics).
 
 With `AE_BENCH_PLAN=1` the model runs with the execution plan the service chooses for it on this machine
-(models.execution: memory format, precision under the card's quality guard, batch norms folded), still one
+(models.runtime.execution: memory format, precision under the card's quality guard, batch norms folded), still one
 pass per request: what the plan alone buys, without batching (`AE_BENCH_PRECISION` sets AE_PRECISION).
 
     AE_BENCH_CHECKPOINT=checkpoints/mnist-denoise uvicorn bench.naive_server:app --port 8001
@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from app.batching import Batcher, BatchingConfig
+from app.engine.batching import Batcher, BatchingConfig
 from bench.limit import planned_model
 from models.checkpoint import load_checkpoint
 

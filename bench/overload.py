@@ -52,7 +52,7 @@ def flood_workload(factor: float, rate: float) -> str:
 def ae_serve(env: dict[str, str], log: Path, probe_png: bytes) -> Iterator[tuple[int, int]]:
     """`ae-serve` pinned to the server core; yields (port, pid) once /v1/denoise answers 200."""
     port = free_port()
-    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "app.cli", "--port", str(port)]
+    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "app.process.cli", "--port", str(port)]
     with log.open("w") as log_file:
         process = subprocess.Popen(
             command, env=os.environ | env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True

@@ -24,7 +24,7 @@ import safetensors.torch
 import torch
 
 from models.architectures import Architecture, ArchitectureError, build_model
-from models.tasks import card_tasks
+from models.runtime.tasks import card_tasks
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -62,7 +62,7 @@ class InputSpec:
 @dataclass
 class ModelCard:
     name: str  # folder name and the name clients use
-    tasks: list[str]  # what the service may do with it: card tasks of the task table (models.tasks.card_tasks)
+    tasks: list[str]  # what the service may do with it: card tasks of the task table (models.runtime.tasks.card_tasks)
     architecture: str  # a key of models.architectures.ARCHITECTURES
     architecture_config: dict[str, Any]  # keyword arguments of that architecture's config
     input: InputSpec
@@ -73,7 +73,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)  # recipe, data set and licence, duration, device
     metrics: dict[str, Any] = field(default_factory=dict)  # measured by models.evaluate
     # How the service may run it, measured by models.evaluate: {"precision": {"bfloat16": {quality vs float32,
-    # speed}}}, the quality guard that models.execution consults before serving in a reduced precision.
+    # speed}}}, the quality guard that models.runtime.execution consults before serving in a reduced precision.
     serving: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.data import load_mnist
+from models.data.mnist import load_mnist
 
 LATENT_MAP_FILE = "latent-map.json"
 DEFAULT_POINTS = 5000

@@ -226,7 +226,7 @@ function resizeGray(image, width, height) {
 
 /**
  * Any picture of a digit -> 28x28, white on black, the digit fitted in 20x20 and centred by its mass:
- * the steps of the service's own frame (app/mnist_frame.py), so what is shown is what a model sees.
+ * the steps of the service's own frame (app/imaging/mnist_frame.py), so what is shown is what a model sees.
  */
 export function mnistFrame(gray) {
   let image = gray;

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.data import load_mnist
+from models.data.mnist import load_mnist
 
 OUTPUT = Path(__file__).resolve().parents[2] / "app" / "static" / "examples"
 

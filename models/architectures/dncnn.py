@@ -20,7 +20,7 @@ from torch import nn
 
 from models.architectures.base import Architecture
 from models.architectures.protocols import Denoiser
-from models.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
+from models.runtime.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from torch.nn import functional as F
 
 from models.architectures.base import Architecture
 from models.architectures.protocols import Denoiser, NoiseLevelDenoiser
-from models.noise_estimation import estimate_sigma
-from models.tiling import DEFAULT_BATCH, tiled_apply
+from models.quality.noise_estimation import estimate_sigma
+from models.runtime.tiling import DEFAULT_BATCH, tiled_apply
 
 # Windows of 512x512 input pixels: the network works at half resolution, so a window holds what a
 # 256x256 window of a full-resolution network does, and the margins (receptive radius 31) waste less.
@@ -106,7 +106,7 @@ class FFDNet(Architecture, Denoiser, NoiseLevelDenoiser):
 
     def estimate_noise(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> (B,) the sigma (0..255 scale) of the white Gaussian noise in each image,
-        by the classical estimator of `models.noise_estimation` (no network involved)."""
+        by the classical estimator of `models.quality.noise_estimation` (no network involved)."""
         levels = (images.detach().float().cpu() * 255.0).permute(0, 2, 3, 1).numpy()  # (B, H, W, C) in 0..255
         return torch.tensor([estimate_sigma(image) for image in levels], dtype=torch.float32)
 

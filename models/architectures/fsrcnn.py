@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 from models.architectures.base import Architecture
 from models.architectures.protocols import SuperResolver
-from models.natural_images import rgb_to_ycbcr, ycbcr_to_rgb
-from models.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
+from models.data.natural_images import rgb_to_ycbcr, ycbcr_to_rgb
+from models.runtime.tiling import DEFAULT_BATCH, DEFAULT_TILE, tiled_apply
 
 UPSAMPLERS = ("pixel-shuffle", "deconv")
 

@@ -2,7 +2,7 @@
 
 An architecture declares what it can do by naming these protocols among its bases, e.g.
 `class ConvAutoencoder(Architecture, Reconstructor, Embedder, Denoiser)`; the type checker then holds its
-methods to these signatures. The task table (`models.tasks`) names, for every task, the protocol a model
+methods to these signatures. The task table (`models.runtime.tasks`) names, for every task, the protocol a model
 must implement and calls the method through it; a model that lacks it is refused before anything runs.
 
 Images are float tensors (batch, channels, height, width) in [0, 1]; latents are (batch, latent_size).

@@ -31,7 +31,7 @@ from models.evaluation.precision import measure_precision
 from models.evaluation.report import render_report
 from models.evaluation.super_resolution import evaluate_super_resolution
 from models.evaluation.vae import evaluate_vae
-from models.machine import machine_description
+from models.runtime.machine import machine_description
 
 TaskEvaluation = Callable[[Checkpoint, EvaluationContext], dict[str, Any]]
 

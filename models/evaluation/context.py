@@ -11,10 +11,10 @@ from typing import Any, cast
 
 import torch
 
-from models.baselines import PCA
 from models.checkpoint import Checkpoint
-from models.data import MnistSplit, load_mnist
-from models.metrics import psnr, ssim
+from models.data.mnist import MnistSplit, load_mnist
+from models.quality.baselines import PCA
+from models.quality.metrics import psnr, ssim
 
 
 @dataclass(frozen=True)

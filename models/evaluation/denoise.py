@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from models.baselines import best_gaussian_sigma, bm3d_denoise, gaussian_blur, median_filter
 from models.checkpoint import Checkpoint
-from models.corruptions import gaussian_noise
+from models.data.corruptions import gaussian_noise
 from models.evaluation.context import EvaluationContext, model_method, quality
 from models.evaluation.figures import save_labelled_rows
+from models.quality.baselines import best_gaussian_sigma, bm3d_denoise, gaussian_blur, median_filter
 
 TARGET_SIGMA = 0.5
 TARGET_MARGIN_DB = 4.0  # the model must beat the best classical baseline by this much PSNR

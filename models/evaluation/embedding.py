@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from models.checkpoint import Checkpoint
 from models.evaluation.context import EvaluationContext, embedding_size, model_method, quality
-from models.metrics import mse, psnr_from_mse
+from models.quality.metrics import mse, psnr_from_mse
 
 DIGITS = 10
 # The issue sets the k-NN target for the embedding model; other models' embeddings are compared, not judged.

@@ -1,6 +1,6 @@
 """Natural-image denoising and super-resolution, measured with the literature's protocols.
 
-The protocols are those of `../shared/datasets/README.md`, implemented in `models.natural_images`:
+The protocols are those of `../shared/datasets/README.md`, implemented in `models.data.natural_images`:
 - denoising: BSD68 and Set12, clean/255 + (sigma/255) N(0, 1) from one generator seeded 0 and drawn
   image after image in name order, the noisy input not clipped, the output rounded to uint8, PSNR with
   no border cropped; BM3D (the `bm3d` package, told sigma) on the first `natural_bm3d_images` images of
@@ -19,10 +19,8 @@ from typing import Any
 
 import torch
 
-from models.baselines import bm3d_denoise
 from models.checkpoint import Checkpoint
-from models.evaluation.context import EvaluationContext, model_method
-from models.natural_images import (
+from models.data.natural_images import (
     awgn,
     bicubic_downscale,
     bicubic_upscale,
@@ -35,6 +33,8 @@ from models.natural_images import (
     quantise,
     to_tensor,
 )
+from models.evaluation.context import EvaluationContext, model_method
+from models.quality.baselines import bm3d_denoise
 
 DENOISE_SETS = ("BSD68", "Set12")
 SR_SETS = ("Set5", "Set14")

@@ -8,7 +8,7 @@ after image in name order (the DnCNN/FFDNet test code's convention). Two protoco
 - *upload*: the same noisy image clipped to [0, 255] and rounded to 8 bits, what a served denoiser sees.
 
 The model is told the true sigma (as the published non-blind figures are); under the upload protocol it
-is also scored with the sigma the service would estimate (`models.noise_estimation`), which is what an
+is also scored with the sigma the service would estimate (`models.quality.noise_estimation`), which is what an
 API call without `sigma` gets. BM3D (grayscale) and CBM3D (`bm3d.bm3d_rgb`) are told the true sigma and
 run on the first images of the first set in name order (they cost tens of seconds per image here); the
 model is scored on that subset too, so the comparison is on the same inputs. Outputs are rounded to
@@ -30,9 +30,9 @@ import torch
 from PIL import Image
 
 from models.checkpoint import Checkpoint
+from models.data.natural_images import noise_generator, psnr_255, quantise, read_pictures
 from models.evaluation.context import EvaluationContext
-from models.natural_images import noise_generator, psnr_255, quantise, read_pictures
-from models.noise_estimation import estimate_sigma
+from models.quality.noise_estimation import estimate_sigma
 
 GRAY_SETS = ("BSD68", "Set12")
 COLOUR_SETS = ("CBSD68", "Kodak24", "McMaster")

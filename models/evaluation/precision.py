@@ -1,7 +1,7 @@
 """The quality guard of reduced precision: what serving a model in bfloat16 or float16 costs, per task.
 
 For every precision the device runs natively besides float32, the model's task outputs under that
-precision (autocast, channels-last, batch norms folded: the service's execution plan, models.execution)
+precision (autocast, channels-last, batch norms folded: the service's execution plan, models.runtime.execution)
 are scored against its eager float32 outputs on a fixed subset of the evaluation data:
 - denoise, super-resolve, reconstruct: the PSNR change in dB (MNIST: mean per-image PSNR against the clean
   digits; photographs: the literature's protocol on the first images of BSD68 or Set5);
@@ -9,7 +9,7 @@ are scored against its eager float32 outputs on a fixed subset of the evaluation
   similarity of the vectors to the float32 ones;
 - vae: the rise of the importance-sampled negative log-likelihood in nats (same seeds in both runs);
 and the speed of both precisions is measured in the same run. The result goes into the model card as
-`serving.precision.<dtype>`, which `models.execution.guard_verdict` reads before the service uses it.
+`serving.precision.<dtype>`, which `models.runtime.execution.guard_verdict` reads before the service uses it.
 A few seconds to a minute per model on 2 CPU cores.
 """
 
@@ -28,23 +28,8 @@ import torch
 from models.architectures.protocols import NoiseLevelDenoiser
 from models.architectures.vae import ConvVAE
 from models.checkpoint import Checkpoint
-from models.corruptions import downscale, gaussian_noise
-from models.evaluation.context import EvaluationContext
-from models.evaluation.embedding import knn_accuracy
-from models.evaluation.vae import importance_sampled_bounds
-from models.execution import (
-    REDUCED_PRECISIONS,
-    TOLERANCES,
-    ExecutionPlan,
-    PlannedModel,
-    Precision,
-    apply_memory_format,
-    fold_batch_norm,
-    guard_verdict,
-    native_precisions,
-)
-from models.metrics import psnr
-from models.natural_images import (
+from models.data.corruptions import downscale, gaussian_noise
+from models.data.natural_images import (
     awgn,
     bicubic_downscale,
     load_images,
@@ -55,6 +40,21 @@ from models.natural_images import (
     psnr_y,
     quantise,
     to_tensor,
+)
+from models.evaluation.context import EvaluationContext
+from models.evaluation.embedding import knn_accuracy
+from models.evaluation.vae import importance_sampled_bounds
+from models.quality.metrics import psnr
+from models.runtime.execution import (
+    REDUCED_PRECISIONS,
+    TOLERANCES,
+    ExecutionPlan,
+    PlannedModel,
+    Precision,
+    apply_memory_format,
+    fold_batch_norm,
+    guard_verdict,
+    native_precisions,
 )
 
 

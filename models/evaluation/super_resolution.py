@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.baselines import bicubic_upscale, nearest_upscale
 from models.checkpoint import Checkpoint
-from models.corruptions import downscale
+from models.data.corruptions import downscale
 from models.evaluation.context import EvaluationContext, model_method, quality
 from models.evaluation.figures import save_labelled_rows
+from models.quality.baselines import bicubic_upscale, nearest_upscale
 
 # PSNR the model must gain over bicubic upscaling, per scale.
 TARGET_MARGIN_OVER_BICUBIC_DB = {2: 2.0, 4: 1.5}

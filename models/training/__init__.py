@@ -1,6 +1,6 @@
 """Training: the generic loop, one module per pipeline, one `finish()`, and the command line on top.
 
-- `loop`: `train(recipe, split, options)` for any recipe of `models.recipes`, and the shared types;
+- `loop`: `train(recipe, split, options)` for any recipe of `models.training.recipes`, and the shared types;
 - `finish`: the checkpoint folder every pipeline ends with (weights, card, samples.png, loss.png);
 - `mnist`, `natural` (photographs: Train400, T91) and `own_images` (a folder of your images): the pipelines;
 - `cli`: `python -m models.train`, which picks the pipeline.

@@ -5,7 +5,7 @@
                                          [--device cpu|cuda] [--epochs N] [--seed S] [--threads 2]
     python -m models.train t91-sr-x2 --data-dir /work/shared/datasets          # Train400/ and T91/ under it
 
-Or train a task on a folder of your own images (see models.training.own_images and models.image_folder):
+Or train a task on a folder of your own images (see models.training.own_images and models.data.image_folder):
 
     python -m models.train --images-dir photos/ --task reconstruct|denoise|super-resolve|vae --name my-model
                            [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--scale 2|4]
@@ -34,15 +34,15 @@ import torch
 
 from models.architectures import ArchitectureError, build_model
 from models.checkpoint import MODEL_NAME_PATTERN, MODEL_NAME_RULE, CheckpointError
-from models.data import DataError, load_mnist
-from models.image_folder import hold_out, load_image_folder, parse_size
-from models.recipes import IMAGE_FOLDER_TASKS, RECIPES, image_folder_recipe
+from models.data.image_folder import hold_out, load_image_folder, parse_size
+from models.data.mnist import DataError, load_mnist
 from models.training.loop import TrainOptions
 from models.training.mnist import TrainingData, run
 from models.training.natural import run_natural
 from models.training.own_images import FolderRun, default_epochs, train_folder
 from models.training.photo_denoise import PHOTO_DENOISE_RECIPES
 from models.training.photo_denoise import run as run_photo_denoise
+from models.training.recipes import IMAGE_FOLDER_TASKS, RECIPES, image_folder_recipe
 
 DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /work/shared/datasets/mnist"
 

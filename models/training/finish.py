@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from models.checkpoint import InputSpec, ModelCard, save_checkpoint
-from models.plots import image_grid, loss_curve
-from models.recipes import Recipe
 from models.training.loop import ImageSplit, TrainResult, make_generator
+from models.training.plots import image_grid, loss_curve
+from models.training.recipes import Recipe
 
 SAMPLE_COUNT = 12  # columns of samples.png
 

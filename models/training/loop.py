@@ -1,6 +1,6 @@
 """The generic training loop and what every training pipeline shares.
 
-`train(recipe, split, options)` trains any recipe of `models.recipes` on an `ImageSplit` (images to train
+`train(recipe, split, options)` trains any recipe of `models.training.recipes` on an `ImageSplit` (images to train
 on and a hold-out) and keeps the weights of the epoch with the best validation loss. The run is
 reproducible: the seed fixes the initial weights (torch.manual_seed), the data order and every corruption
 (a seeded generator). `training_run` is what every model card says of how its weights were trained.
@@ -21,9 +21,9 @@ import torch
 
 from models.architectures import Architecture, build_model
 from models.checkpoint import FINISHED_AT, CheckpointError, load_checkpoint, utc_now_iso
-from models.machine import cpu_description
-from models.progress import Progress
-from models.recipes import Recipe
+from models.runtime.machine import cpu_description
+from models.training.progress import Progress
+from models.training.recipes import Recipe
 
 
 @dataclass

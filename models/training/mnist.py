@@ -1,7 +1,7 @@
-"""The MNIST pipeline: train a recipe of `models.recipes` on MNIST digits into `checkpoints/<name>/`.
+"""The MNIST pipeline: train a recipe of `models.training.recipes` on MNIST digits into `checkpoints/<name>/`.
 
 The last 5,000 training digits are held out for model selection (the epoch with the best validation loss
-is kept) and for the quick checks of `models.validation`, kept in the card; the test set is never touched
+is kept) and for the quick checks of `models.training.validation`, kept in the card; the test set is never touched
 here. The folder gets `model.safetensors`, `config.json` (the model card), `samples.png` and `loss.png`.
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from models.checkpoint import InputSpec, ModelCard
-from models.data import MNIST_LICENCE, MnistSplit
-from models.recipes import Recipe
+from models.data.mnist import MNIST_LICENCE, MnistSplit
 from models.training.finish import finish, recipe_card
 from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
-from models.validation import ValidationData, run_checks
+from models.training.recipes import Recipe
+from models.training.validation import ValidationData, run_checks
 
 VALIDATION_SIZE = 5_000  # the last training digits, held out for model selection
 KNN_INDEX_SIZE = 20_000  # training digits the validation k-NN check matches against

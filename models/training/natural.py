@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from models.checkpoint import InputSpec, ModelCard
-from models.natural_images import load_images, luminance
-from models.recipes import Recipe
+from models.data.natural_images import load_images, luminance
 from models.training.finish import finish, recipe_card
 from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
+from models.training.recipes import Recipe
 
 
 @dataclass(frozen=True)

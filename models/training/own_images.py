@@ -4,8 +4,8 @@
                            [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--epochs N]
                            [--seed S] [--scale 2|4] [--latent-size D] [--out checkpoints] [--device cpu]
 
-The folder is read by `models.image_folder` (its docstring has the rules); the recipe comes from
-`models.recipes.image_folder_recipe` and is trained by the same loop as the MNIST recipes
+The folder is read by `models.data.image_folder` (its docstring has the rules); the recipe comes from
+`models.training.recipes.image_folder_recipe` and is trained by the same loop as the MNIST recipes
 (`models.training.loop.train`); the command line is `models.training.cli`. A seeded random share of
 the images is held out: it selects the epoch and gives the figures in the model card (PSNR for the
 image tasks, the negative ELBO for a VAE), so with few images those figures lean optimistic. The
@@ -24,11 +24,11 @@ import torch
 
 from models.architectures import Architecture, ConvVAE
 from models.checkpoint import InputSpec, ModelCard
-from models.image_folder import ImageFolder, format_size, hold_out
-from models.recipes import IMAGE_FOLDER_BATCH_SIZE, Recipe
+from models.data.image_folder import ImageFolder, format_size, hold_out
 from models.training.finish import finish, recipe_card
 from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
-from models.validation import BATCH, ValidationData, check_denoise, check_reconstruct, check_super_resolve
+from models.training.recipes import IMAGE_FOLDER_BATCH_SIZE, Recipe
+from models.training.validation import BATCH, ValidationData, check_denoise, check_reconstruct, check_super_resolve
 
 DOMAIN = "user-images"  # anything but "mnist": the service then neither frames nor resizes inputs
 LICENCE = "unknown: user-supplied images"

@@ -33,9 +33,9 @@ import torch
 
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet, FFDNetConfig
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint, utc_now_iso
-from models.machine import cpu_description
-from models.natural_images import psnr_255, quantise, read_pictures
-from models.plots import image_grid, loss_curve
+from models.data.natural_images import psnr_255, quantise, read_pictures
+from models.runtime.machine import cpu_description
+from models.training.plots import image_grid, loss_curve
 
 BSD_LICENCE = (
     "BSD-derived images offered by UC Berkeley for non-commercial research and educational purposes; used here to "

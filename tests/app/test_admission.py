@@ -1,5 +1,5 @@
-"""Admission control (app.admission): inference requests admitted by their expected wait against the queue
-budget and the deadline, refusals before the body is read (and at the front door, app.front_door), and
+"""Admission control (app.http.admission): inference requests admitted by their expected wait against the queue
+budget and the deadline, refusals before the body is read (and at the front door, app.process.front_door), and
 handlers cancelled when their client disconnects.
 
 Admission is driven with plain ASGI messages around a stand-in app that holds each request
@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from app.admission import AdmissionControl, ModelLoad
 from app.errors import Overloaded
-from app.lifecycle import Drain
+from app.http.admission import AdmissionControl, ModelLoad
+from app.http.middleware import RefusalSummary, RequestPipeline
+from app.http.request_record import record_of
 from app.main import create_app
-from app.middleware import RefusalSummary, RequestPipeline
 from app.observability import Metrics
-from app.request_record import record_of
+from app.process.drain import Drain
 from app.settings import Settings
 
 PATHS = {"/v1/denoise", "/v1/vae/sample"}

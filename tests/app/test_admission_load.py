@@ -1,5 +1,5 @@
 """Admission by expected wait against a real uvicorn process: many well-behaved clients are all served,
-and a flood is still shed with fast 503s (app.admission)."""
+and a flood is still shed with fast 503s (app.http.admission)."""
 
 from __future__ import annotations
 

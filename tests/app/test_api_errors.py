@@ -10,9 +10,9 @@ from drawn_digits import digit_batch, digit_photo, png_bytes
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, b64, multipart
 
-from app.dependencies import get_registry
+from app.engine.registry import ModelRegistry
 from app.errors import Overloaded, RequestTimeout
-from app.registry import ModelRegistry
+from app.http.dependencies import get_registry
 
 DIGIT = png_bytes(digit_batch(1, seed=4)[0])
 MULTIPART_X = "multipart/form-data; boundary=x"

@@ -13,7 +13,7 @@ from PIL import Image
 from service_helpers import b64, json_images, mse, multipart, pngs, quantised
 from tiny_checkpoints import NOISE_SIGMA
 
-from models.corruptions import downscale, gaussian_noise, upscale
+from models.data.corruptions import downscale, gaussian_noise, upscale
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_models_lists_every_checkpoint_with_its_card(client: TestClient, checkpo
     assert sr["input"] == {"channels": 1, "height": 14, "width": 14, "domain": "mnist"}
     assert sr["sha256"] == card.weights_sha256 and sr["metrics"] == card.metrics
     assert sr["device"] == "cpu" and sr["dtype"] == "float32" and sr["state"] == "loaded"
-    plan = sr["execution"]  # the execution plan chosen when it loaded (models.execution)
+    plan = sr["execution"]  # the execution plan chosen when it loaded (models.runtime.execution)
     assert plan["precision"] == "float32"  # the tiny cards carry no quality guard: no reduced precision
     assert plan["memory_format"] in ("channels_last", "contiguous") and plan["compiled"] is False
     assert plan["batch_norm_folded"] == 0 and plan["threads"] >= 1 and plan["prepare_seconds"] > 0

@@ -26,14 +26,14 @@ from service_helpers import assert_error, b64
 from tiny_checkpoints import DEFAULT_MODELS
 from torch.nn import functional as F
 
+from app.engine.model_choice import ModelChoice
+from app.engine.registry import LoadState, ModelEntry, ModelRegistry
 from app.main import create_app
-from app.model_choice import ModelChoice
-from app.registry import LoadState, ModelEntry, ModelRegistry
 from app.settings import DefaultModels
 from models.architectures import FSRCNN, DnCNN, DnCNNConfig, FSRCNNConfig
 from models.checkpoint import InputSpec, ModelCard, load_checkpoint, save_checkpoint
-from models.natural_images import rgb_to_ycbcr
-from models.tiling import DEFAULT_TILE
+from models.data.natural_images import rgb_to_ycbcr
+from models.runtime.tiling import DEFAULT_TILE
 
 NOISE_SIGMA = 0.1  # 25.5 on the 0..255 scale
 UNTILED = 1 << 14  # a tile larger than any test image: one window, i.e. the plain network

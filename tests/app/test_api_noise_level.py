@@ -26,7 +26,7 @@ from test_api_natural import as_sent, assert_within_one_level, quantised, read_p
 from app.main import create_app
 from models.architectures import FFDNet, FFDNetConfig
 from models.checkpoint import InputSpec, ModelCard, load_checkpoint, save_checkpoint
-from models.noise_estimation import estimate_sigma
+from models.quality.noise_estimation import estimate_sigma
 
 PAIR = ("photo-denoise-gray", "photo-denoise-color")
 

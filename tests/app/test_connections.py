@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient
 from starlette.types import Message
 from tiny_checkpoints import DEFAULT_MODELS
 
-from app.lifecycle import Drain
+from app.process.drain import Drain
 
 DIGIT = png_bytes(digit_batch(1, seed=3)[0])
 API_KEY = "connections-test-key"
@@ -146,7 +146,7 @@ def test_the_drain_takes_over_signals_only_from_a_uvicorn_server() -> None:
 
 @pytest.fixture(scope="module")
 def guarded_server(checkpoints_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """`python -m app.cli` (ae-serve) with a cap of 4 connections, a 1 s body deadline and an API key; its port."""
+    """`python -m app.process.cli` (ae-serve), a cap of 4 connections, a 1 s body deadline and an API key; its port."""
     port = free_port()
     env = os.environ | {
         "AE_CHECKPOINTS_DIR": str(checkpoints_dir),
@@ -159,7 +159,7 @@ def guarded_server(checkpoints_dir: Path, tmp_path_factory: pytest.TempPathFacto
         "AE_API_KEYS": API_KEY,
     }
     log = (tmp_path_factory.mktemp("guarded") / "server.log").open("w")
-    command = [sys.executable, "-m", "app.cli", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "app.process.cli", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.errors import InvalidImage, PayloadTooLarge
-from app.imaging import decode_image, encode_png, tile_grid
+from app.imaging.codecs import decode_image, encode_png, tile_grid
 
 MAX_PIXELS = 1_000_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from drawn_digits import digit_photo, render_digit
 
-from app.imaging import decode_image, image_to_array
-from app.mnist_frame import otsu_threshold, to_mnist_frame
+from app.imaging.codecs import decode_image, image_to_array
+from app.imaging.mnist_frame import otsu_threshold, to_mnist_frame
 
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:

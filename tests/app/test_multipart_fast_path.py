@@ -1,4 +1,4 @@
-"""The plain-multipart fast path (app.multipart) reads plain bodies exactly as Starlette's parser does,
+"""The plain-multipart fast path (app.http.multipart) reads plain bodies exactly as Starlette's parser does,
 and hands everything unusual to that parser (returns None)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from app.multipart import split_simple_multipart
+from app.http.multipart import split_simple_multipart
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes with a \r\n line break and --dashes"
 

@@ -1,5 +1,5 @@
 """Overload against a real `ae-serve` process: a bounded open-loop flood gets 200s and fast-path 503s with
-Retry-After and nothing else, and the server is ready afterwards (app.admission, app.front_door).
+Retry-After and nothing else, and the server is ready afterwards (app.http.admission, app.process.front_door).
 
 The queue budget is set tiny and the batch small (two batches of 2 = 4 requests in flight are never refused
 by the budget), so that the flood is certainly refused in part whatever the machine's speed; which requests
@@ -27,11 +27,11 @@ from test_admission import Client, HeldApp, control_with, settle
 from tiny_checkpoints import DEFAULT_MODELS
 
 from app.errors import Overloaded
-from app.front_door import FrontDoor
-from app.lifecycle import Drain
-from app.middleware import RefusalSummary
+from app.http.middleware import RefusalSummary
+from app.http.request_record import record_of
 from app.observability import Metrics
-from app.request_record import record_of
+from app.process.drain import Drain
+from app.process.front_door import FrontDoor
 
 FLOOD_REQUESTS = 2000
 FLOOD_FACTOR = 10
@@ -40,7 +40,7 @@ CLIENT_TIMEOUT_S = 30.0
 
 @contextmanager
 def running_ae_serve(checkpoints_dir: Path, extra_env: dict[str, str]) -> Iterator[str]:
-    """`python -m app.cli` (what `ae-serve` runs: the guarded protocol and its front door) on a free port."""
+    """`python -m app.process.cli` (what `ae-serve` runs: the guarded protocol and its front door) on a free port."""
     port = free_port()
     env = {
         **os.environ,
@@ -52,7 +52,7 @@ def running_ae_serve(checkpoints_dir: Path, extra_env: dict[str, str]) -> Iterat
     }
     log_path = checkpoints_dir.parent / f"ae-serve-{port}.log"
     with log_path.open("w") as log:
-        command = [sys.executable, "-m", "app.cli", "--port", str(port)]
+        command = [sys.executable, "-m", "app.process.cli", "--port", str(port)]
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
         base_url = f"http://127.0.0.1:{port}"
         try:

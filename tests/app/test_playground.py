@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import assert_error
 
-from app.routes.playground import ASSET_CACHE, STATIC_DIR, Playground
+from app.http.routes.playground import ASSET_CACHE, STATIC_DIR, Playground
 from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

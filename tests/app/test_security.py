@@ -12,8 +12,8 @@ from drawn_digits import digit_batch, png_bytes
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, multipart
 
+from app.http.security import key_matches
 from app.main import create_app
-from app.security import key_matches
 from app.settings import DefaultModels, Settings
 
 DIGIT = png_bytes(digit_batch(1, seed=4)[0])

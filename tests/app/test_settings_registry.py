@@ -9,10 +9,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from app import cli
-from app.connections import GuardedHttpToolsProtocol
-from app.registry import check_precision, resolve_device
-from app.server import uvicorn_config
+from app.engine.registry import check_precision, resolve_device
+from app.process import cli
+from app.process.connections import GuardedHttpToolsProtocol
+from app.process.server import uvicorn_config
 from app.settings import Settings
 
 INVALID_SETTINGS = [("AE_DEVICE", "tpu"), ("AE_PRECISION", "int8"), ("AE_COMPILE", "maybe"), ("AE_MAX_PIXELS", "0")]

@@ -7,12 +7,12 @@ import gc
 import pytest
 from fastapi.testclient import TestClient
 
+import app.engine.registry as registry_module
 import app.main as main_module
-import app.registry as registry_module
+from app.engine.registry import ModelRegistry
 from app.main import torch_threads
-from app.registry import ModelRegistry
 from app.settings import Settings
-from models.execution import ExecutionError
+from models.runtime.execution import ExecutionError
 
 
 def test_start_up_freezes_what_it_built_out_of_the_garbage_collectors_sight(client: TestClient) -> None:

@@ -21,20 +21,20 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import app.registry
+import app.engine.registry
 import models.checkpoint
-from app.dependencies import ServiceDep
-from app.jobs import ImageJob
+from app.engine.jobs import ImageJob
+from app.http.dependencies import ServiceDep
+from app.http.responses import images_response
+from app.http.routes.common import image_job
+from app.http.schemas import ImageOptions
 from app.main import create_app
-from app.responses import images_response
-from app.routes.common import image_job
-from app.schemas import ImageOptions
 from models.architectures import ARCHITECTURES, Architecture, register
 from models.architectures.protocols import Denoiser
 from models.checkpoint import WEIGHTS_FILE, InputSpec, ModelCard, save_checkpoint
-from models.tasks import TASKS, Task, card_tasks
-from models.tasks import register as register_task
-from models.tasks import unregister as unregister_task
+from models.runtime.tasks import TASKS, Task, card_tasks
+from models.runtime.tasks import register as register_task
+from models.runtime.tasks import unregister as unregister_task
 
 # -- a new architecture and a new task, as docs/architecture.md says to add them ------------------------
 
@@ -176,7 +176,7 @@ def test_start_up_hashes_each_weights_file_once(
         verify(weights, card, data)
 
     monkeypatch.setattr(models.checkpoint, "verify_weights", counting)  # what load_checkpoint calls
-    monkeypatch.setattr(app.registry, "verify_weights", counting)  # what the registry's scan check calls
+    monkeypatch.setattr(app.engine.registry, "verify_weights", counting)  # what the registry's scan check calls
     with TestClient(create_app(make_settings(checkpoints_dir, preload=preload))) as client:
         registry = client.app.state.registry  # type: ignore[attr-defined]
         with_weights = {
@@ -201,7 +201,7 @@ def run_python(code: str) -> None:
 
 def test_the_service_layer_imports_nothing_of_http() -> None:
     code = (
-        "import sys, app.service, app.model_choice, app.registry, app.jobs\n"
+        "import sys, app.engine.service, app.engine.model_choice, app.engine.registry, app.engine.jobs\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
         "assert not web, web"
     )
@@ -210,7 +210,7 @@ def test_the_service_layer_imports_nothing_of_http() -> None:
 
 def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> None:
     code = (
-        "import sys, models.training.cli, models.train, models.tasks\n"
+        "import sys, models.training.cli, models.train, models.runtime.tasks\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'app'], 'models imported app'\n"
         "import ast, pathlib\n"
         "for path in pathlib.Path('models/training').glob('*.py'):\n"

@@ -19,7 +19,7 @@ from models.architectures import (
     SuperResolutionAEConfig,
 )
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint
-from models.corruptions import downscale, gaussian_noise
+from models.data.corruptions import downscale, gaussian_noise
 
 NOISE_SIGMA = 0.4
 # When tiny-ae's card says it was trained (the other tiny cards do not say): `created` of /v1/models.

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from models.baselines import (
+from models.quality.baselines import (
     PCA,
     best_gaussian_sigma,
     bicubic_upscale,
@@ -15,7 +15,7 @@ from models.baselines import (
     median_filter,
     nearest_upscale,
 )
-from models.metrics import psnr
+from models.quality.metrics import psnr
 
 
 def random_images(count: int = 3, size: int = 12, seed: int = 0) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.corruptions import blind_gaussian_noise, downscale, gaussian_noise, upscale
+from models.data.corruptions import blind_gaussian_noise, downscale, gaussian_noise, upscale
 
 
 def grey(batch: int = 64, size: int = 28, value: float = 0.5) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data import MNIST_FILES, DataError, load_mnist, parse_idx, read_idx
+from models.data.mnist import MNIST_FILES, DataError, load_mnist, parse_idx, read_idx
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

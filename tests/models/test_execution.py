@@ -1,4 +1,4 @@
-"""Execution plans (models.execution): every architecture's planned output against eager float32.
+"""Execution plans (models.runtime.execution): every architecture's planned output against eager float32.
 
 Tolerances, on outputs in [0, 1] (images) or of order 1 (embeddings, latents):
 - float32 plan (batch norms folded, channels-last): max abs difference <= 1e-5 (only the order of float
@@ -38,7 +38,7 @@ from models.architectures import (
     SuperResolutionAEConfig,
 )
 from models.checkpoint import load_checkpoint
-from models.execution import (
+from models.runtime.execution import (
     ExecutionError,
     ExecutionPlan,
     PlannedModel,

@@ -1,4 +1,4 @@
-"""models.image_folder: a folder of one's own images -> one (N, C, H, W) tensor, by the documented rules."""
+"""models.data.image_folder: a folder of one's own images -> one (N, C, H, W) tensor, by the documented rules."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.imaging import decode_image, image_to_array
-from models.image_folder import (
+from app.imaging.codecs import decode_image, image_to_array
+from models.data.image_folder import (
     ImageFolderError,
     find_image_files,
     hold_out,
@@ -127,7 +127,7 @@ def test_a_folder_without_colour_is_grayscale_and_channels_can_be_forced(tmp_pat
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_decoding_matches_what_the_service_is_sent(folder: tuple[Path, dict[str, np.ndarray]], channels: int) -> None:
-    """Transparency, palettes, 16-bit and colour-to-grey follow the service's decoder (app.imaging) exactly."""
+    """Transparency, palettes, 16-bit and colour-to-grey follow the service's decoder (app.imaging.codecs) exactly."""
     root, _ = folder
     loaded = load_image_folder(root, channels=channels)
     for index, path in enumerate(loaded.files):

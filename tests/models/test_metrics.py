@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.signal import correlate2d
 
-from models.metrics import gaussian_window, mse, psnr, psnr_from_mse, ssim
+from models.quality.metrics import gaussian_window, mse, psnr, psnr_from_mse, ssim
 
 
 def test_psnr_of_a_known_pair() -> None:

@@ -7,8 +7,8 @@ import torch
 
 from models.architectures import FSRCNN, DnCNN, DnCNNConfig, FSRCNNConfig, build_model
 from models.architectures.base import ArchitectureError
-from models.natural_images import rgb_to_ycbcr
-from models.tiling import plan_windows, tiled_apply
+from models.data.natural_images import rgb_to_ycbcr
+from models.runtime.tiling import plan_windows, tiled_apply
 
 
 def images(batch: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

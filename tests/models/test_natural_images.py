@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.natural_images import (
+from models.data.natural_images import (
     awgn,
     bicubic_downscale,
     bicubic_upscale,

@@ -13,8 +13,8 @@ from models.architectures import (
     SuperResolutionAE,
     SuperResolutionAEConfig,
 )
-from models.corruptions import downscale
-from models.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution, random_shift
+from models.data.corruptions import downscale
+from models.training.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution, random_shift
 
 
 def digits() -> torch.Tensor:

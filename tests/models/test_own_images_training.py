@@ -14,7 +14,7 @@ from torch import nn
 from models.architectures import ArchitectureError, ConvAutoencoder, ConvVAE, build_model
 from models.architectures.conv_autoencoder import ConvAutoencoderConfig
 from models.checkpoint import load_checkpoint
-from models.image_folder import hold_out, load_image_folder
+from models.data.image_folder import hold_out, load_image_folder
 from models.train import main
 from models.training.own_images import DOMAIN, LICENCE, MIN_EPOCHS, MIN_STEPS, default_epochs, held_out_checks
 

@@ -13,7 +13,7 @@ from PIL import Image
 from models.architectures import FFDNet, FFDNetConfig, build_model
 from models.checkpoint import load_checkpoint, read_card
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
-from models.noise_estimation import estimate_plane_sigma, estimate_sigma
+from models.quality.noise_estimation import estimate_plane_sigma, estimate_sigma
 from models.train import main as train_main
 from models.training import photo_denoise as ffdnet_training
 

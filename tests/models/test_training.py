@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
-from models.data import MNIST_LICENCE, MnistSplit
-from models.recipes import RECIPES, Recipe
+from models.data.mnist import MNIST_LICENCE, MnistSplit
 from models.train import main
 from models.training import TrainingData, TrainOptions, run, train
+from models.training.recipes import RECIPES, Recipe
 
 TASK_METHODS = {"reconstruct": "reconstruct", "embed": "embed", "denoise": "denoise", "super-resolve": "super_resolve"}
 

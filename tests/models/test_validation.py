@@ -7,7 +7,7 @@ import math
 import torch
 
 from models.architectures import ConvVAE, ConvVAEConfig
-from models.validation import importance_sampled_nll, knn_accuracy, pca_projection, psnr
+from models.training.validation import importance_sampled_nll, knn_accuracy, pca_projection, psnr
 
 
 def test_psnr_of_a_known_error() -> None:

@@ -25,7 +25,7 @@ from drawn_digits import decode_png, digit_batch, png_bytes
 from service_helpers import b64, multipart, pngs
 from tiny_checkpoints import DEFAULT_MODELS
 
-from models.corruptions import downscale, gaussian_noise
+from models.data.corruptions import downscale, gaussian_noise
 
 if os.environ.get("AE_TESTS_REQUIRE_RAY") != "1":  # CI sets it: there a missing Ray fails instead of skipping
     pytest.importorskip("ray.serve", reason='Ray Serve is not installed: pip install -e ".[ray]"')

@@ -1,0 +1,90 @@
+"""Encoding results: images as PNG bytes or as JSON with base64 PNGs.
+
+The default follows how the images came: one image sent as multipart or raw body comes back as
+`image/png` (so `curl -F image=@digit.png .../v1/denoise > out.png` works); several images, or any JSON
+request, come back as JSON. `response_format` overrides it; several images asked for as `png` come back
+as one grid PNG (row-major, the most nearly square layout) with the grid in the `X-Grid` header.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from app.engine.cpu_work import run_cpu_work
+from app.engine.jobs import ImageResult, Images, Source
+from app.http.schemas import ImageData, ImageList
+from app.imaging.codecs import encode_png, grid_columns, tensor_to_image, tile_grid
+from app.observability import Metrics
+
+
+async def images_response(
+    images: Images, requested: str | None, source: Source, metrics: Metrics, route: str
+) -> Response:
+    """The images as PNG or JSON (see choose_format), encoded off the event loop when they are large."""
+    response_format = choose_format(requested, source, len(images.results))
+    pixels = sum(result.image[0].numel() for result in images.results)
+    with metrics.stage("encode", route):
+        return await run_cpu_work(
+            lambda: image_response(images.model, images.results, response_format, images.seed), pixels
+        )
+
+
+def choose_format(requested: str | None, source: Source | None, count: int) -> str:
+    if requested is not None:
+        return requested
+    return "png" if source in ("multipart", "raw") and count == 1 else "json"
+
+
+def image_response(model: str, results: list[ImageResult], response_format: str, seed: int | None = None) -> Response:
+    """Encode the results (blocking: PNG encoding; call it from a worker thread for many images)."""
+    headers = {"X-Model": model}
+    preprocessing = sorted({r.preprocessing for r in results if r.preprocessing is not None})
+    if preprocessing:
+        headers["X-Preprocessing"] = ",".join(preprocessing)
+    if seed is not None:
+        headers["X-Seed"] = str(seed)
+    sigmas = [r.extra["noise_sigma"] for r in results if "noise_sigma" in r.extra]
+    if sigmas:
+        headers["X-Noise-Sigma"] = ",".join(f"{sigma:.2f}" for sigma in sigmas)
+    if response_format == "png":
+        if len(results) == 1:
+            tile = results[0].image
+        else:
+            columns = grid_columns(len(results))
+            tile = tile_grid([r.image for r in results], columns)
+            rows = -(-len(results) // columns)
+            headers["X-Grid"] = f"{columns}x{rows}"
+        errors = [r.extra["reconstruction_error"] for r in results if "reconstruction_error" in r.extra]
+        if errors:
+            headers["X-Reconstruction-Error"] = ",".join(f"{error:.6g}" for error in errors)
+        return Response(encode_png(tensor_to_image(tile)), media_type="image/png", headers=headers)
+    data = []
+    for index, result in enumerate(results):
+        _, height, width = result.image.shape
+        png = encode_png(tensor_to_image(result.image))
+        data.append(
+            ImageData(
+                index=index,
+                b64_png=base64.b64encode(png).decode("ascii"),
+                width=width,
+                height=height,
+                preprocessing=result.preprocessing,
+                **result.extra,
+            )
+        )
+    body = ImageList(model=model, data=data, seed=seed)
+    return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
+
+
+# OpenAPI descriptions of the image-returning responses.
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "PNG bytes (one image, or a grid with X-Grid) or JSON with base64 PNGs, see response_format",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "model": ImageList,
+    }
+}

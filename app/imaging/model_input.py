@@ -1,0 +1,63 @@
+"""From a decoded picture to the tensor a model reads, following the model card's input spec.
+
+- MNIST-domain models (28x28): a 28x28 picture is taken as it is, pixel for pixel, so outputs line up
+  with inputs. Any other size is brought into the MNIST frame (`app.imaging.mnist_frame`) and marked
+  `mnist-frame`; with `preprocess=none` another size is refused with a 400 naming the expected size.
+- Super-resolution models take exactly their trained input size (14x14 for x2, 7x7 for x4): framing a
+  picture down to 7x7 would throw away what the model is meant to restore, so other sizes get a 400.
+- Other fixed-size models take exactly their size; any-size models take the picture as it is. Models of
+  photographs (domain "natural") are never framed: they take any size up to the pixel cap.
+- Channels: what the card says (a grayscale picture is repeated into RGB for a 3-channel model), except for
+  architectures that read 1 or 3 channels alike (`reads_grayscale_and_colour`: DnCNN denoises colour
+  channel by channel, FSRCNN upscales the luminance): they get the picture's own channels, so a grayscale
+  picture costs a third of the work and comes back grayscale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from app.errors import InvalidRequest
+from app.imaging.codecs import array_to_tensor, image_to_array
+from app.imaging.mnist_frame import FRAME_SIZE, to_mnist_frame
+from models.architectures import ARCHITECTURES
+from models.checkpoint import ModelCard
+from models.runtime.tasks import Task, expected_input_size
+
+Preprocess = Literal["auto", "none"]
+Preprocessing = Literal["none", "mnist-frame"]
+
+
+def input_channels(card: ModelCard) -> int | None:
+    """The channels to decode pictures into for this model; None: the picture's own (L stays L, else RGB)."""
+    architecture = ARCHITECTURES.get(card.architecture)
+    if architecture is not None and architecture.reads_grayscale_and_colour:
+        return None
+    return card.input.channels
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor  # (C, H, W) float32 in [0, 1]
+    preprocessing: Preprocessing
+
+
+def prepare(image: Image.Image, card: ModelCard, task: Task, preprocess: Preprocess, param: str) -> PreparedImage:
+    """A decoded 'L' or 'RGB' picture -> the model's input, or InvalidRequest naming the expected size."""
+    size = expected_input_size(card, task)
+    width, height = image.size
+    if size is None or (height, width) == size:
+        return PreparedImage(array_to_tensor(image_to_array(image)), "none")
+    can_frame = card.input.domain == "mnist" and task.input_kind == "images" and size == (FRAME_SIZE, FRAME_SIZE)
+    if can_frame and preprocess == "auto":
+        gray = image_to_array(image.convert("L"))  # (H, W)
+        return PreparedImage(array_to_tensor(to_mnist_frame(gray)), "mnist-frame")
+    expected = f"{size[1]}x{size[0]}"
+    hint = "" if not can_frame else "; send it with preprocess=auto to bring it into the MNIST frame"
+    raise InvalidRequest(
+        f"model {card.name!r} takes {expected} images for {task.card_task}; got {width}x{height}{hint}", param=param
+    )

@@ -1,0 +1,1 @@
+"""Measuring image quality: metrics (PSNR, SSIM, ...), classical baselines and noise-level estimation."""

@@ -172,3 +172,39 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def flood_target_lines(floods: list[Run], costs: dict[str, float]) -> list[str]:
+    """Rows of the targets table (issue 19) for the floods, and the cost of a refusal against a served answer."""
+    best = max(run.result["requests_per_s"] for run in floods if run.result["mode"] == "closed")
+    lines = []
+    for run in floods:
+        if run.result["mode"] != "open":
+            continue
+        flood = flood_summary(run, best)
+        label = run.workload.split(" = ")[0].replace("1 image, ", "")
+        only = set(flood["statuses"]) <= {"200", "503"} and not flood["hung"] and not flood["errors"]
+        p99_503, p99_200 = flood["p99_503_ms"], flood["p99_200_ms"]
+        lines += [
+            f"| {label}: every request 200 or 503, none without an answer within {HANG_S:g} s "
+            f"| {flood['due']} due; answers {json.dumps(flood['statuses'])}; {flood['hung']} hung; errors "
+            f"{json.dumps(flood['errors'])} ({flood['connections']} connections) | {verdict(only)} |",
+            f"| {label}: 503 p99 <= 100 ms | {fmt_ms(p99_503)} ms | {verdict(p99_503 is None or p99_503 <= 100)} |",
+            f"| {label}: 200 p99 <= 1 s | {fmt_ms(p99_200)} ms | {verdict(p99_200 is not None and p99_200 <= 1000)} |",
+            f"| {label}: 200s answered in time >= 80% of the best closed-loop rate | {flood['ok_per_s']:,.0f} vs "
+            f"{best:,.0f} req/s = {flood['ok_share_of_best']:.0%} | {verdict(flood['ok_share_of_best'] >= 0.8)} |",
+        ]
+    if costs:
+        lines.append(
+            f"| (measured) server CPU per answer: served vs refused at the front door | {costs['served_cpu_ms']:.3f} "
+            f"vs {costs['refused_cpu_ms']:.3f} ms = 1/{costs['served_cpu_ms'] / costs['refused_cpu_ms']:.0f} | – |"
+        )
+    return lines
+
+
+def fmt_ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"

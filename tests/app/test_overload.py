@@ -90,7 +90,7 @@ async def closed_loop_rate(client: httpx.AsyncClient, body: bytes, clients: int 
 
 async def open_loop_flood(base_url: str, body: bytes) -> list[httpx.Response | BaseException]:
     """FLOOD_REQUESTS requests due at FLOOD_FACTOR times the closed-loop rate, whether answered or not."""
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=CLIENT_TIMEOUT_S) as client:
         interval = 1 / (FLOOD_FACTOR * await closed_loop_rate(client, body))
 

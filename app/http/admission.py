@@ -18,10 +18,12 @@ takes to drain) rounded up to whole seconds, when
 - its expected wait is over the **budget** (`AE_QUEUE_BUDGET_MS`) and the model already has
   `min_requests` in flight (two full batches by default: so many keep the model busy, one batch running
   while the next gathers, and a closed group of well-behaved clients no larger than that is never
-  refused because the machine is slow), or the loop's lag alone is over a quarter of the budget (then
-  the loop is the queue: requests arrive faster than it can even read them, and each one served takes
-  time from reading and refusing the others; a burst of answers when a batch completes stays under it);
-  or
+  refused because the machine is slow); or
+- the service is **under pressure** (it refused a request within the last `PRESSURE_S`: a flood, since a
+  group of polite clients within `min_requests` is never refused) and its expected wait is over the
+  budget however few are in flight, or the loop's lag alone is over a quarter of the budget (then the
+  loop is the queue: requests arrive faster than it can even read them, and each one served takes time
+  from reading and refusing the others; a burst of answers when a batch completes stays under it); or
 - its expected wait is over its **deadline** (`AE_BATCH_TIMEOUT_S`, past which it would get 504), or it
   would put more images in flight than the batcher's queue holds (`AE_BATCH_MAX_QUEUE_IMAGES`).
 Admitted requests therefore wait about the budget at most, and the rest learn at once that they should
@@ -63,9 +65,10 @@ from app.http.request_record import RequestRecord
 
 LAG_CHECK_S = 0.01  # how often the event loop's lateness is measured
 LAG_DECAY = 0.5  # per check on time, the lag counted as queue halves (it rises at once)
-# Below min_requests, a loop later than this share of the budget refuses: it is saturated, and the requests it
+# Under pressure, a loop later than this share of the budget refuses: it is saturated, and the requests it
 # has not read yet wait at least that long; a burst of answers when a batch completes stays under it.
 LAG_SHARE_OF_BUDGET = 0.25
+PRESSURE_S = 1.0  # after a refusal, this long under pressure (see AdmissionControl.over)
 LAG_FLOOR_S = 0.0005  # below this the loop keeps time: the lag counts as none and the timer stops when idle
 WINDOW_S = 0.05  # busy seconds over which one cost-per-image sample is taken
 COST_WEIGHT = 0.3  # weight of a new cost sample in the moving average
@@ -141,6 +144,7 @@ class AdmissionControl:
         self.known_models = known_models or (lambda: ())
         self.loads: defaultdict[str, ModelLoad] = defaultdict(ModelLoad)
         self.loop_lag_s = 0.0  # how late the event loop runs: the wait of requests not read yet
+        self.pressure_until = 0.0  # until when the last refusal puts every request under the budget
         self._lag_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -171,11 +175,13 @@ class AdmissionControl:
             return True
         if not at_gate:
             return False
-        # Beyond min_requests, the budget; below, only a loop later than a quarter of the budget refuses: then
-        # the loop itself is the queue, and every request served takes time from reading and refusing the rest.
-        return self.loop_lag_s > self.budget_s * LAG_SHARE_OF_BUDGET or (
-            load.in_flight >= self.min_requests and self.expected_wait_s(load) > self.budget_s
-        )
+        wait = self.expected_wait_s(load)
+        if time.perf_counter() < self.pressure_until:
+            # Refusing already: a flood, not a group of polite clients. Every request is held to the budget,
+            # and a loop later than a quarter of it refuses too: it is the queue then, and every request
+            # served takes time from reading and refusing the others.
+            return wait > self.budget_s or self.loop_lag_s > self.budget_s * LAG_SHARE_OF_BUDGET
+        return load.in_flight >= self.min_requests and wait > self.budget_s
 
     def refusal(self, path: str, query: bytes) -> Overloaded | None:
         """The 503 a request for `path?query` gets now, or None when it would be admitted (or is not guarded).
@@ -190,6 +196,7 @@ class AdmissionControl:
         return self.overloaded(key, load)
 
     def overloaded(self, key: str, load: ModelLoad) -> Overloaded:
+        self.pressure_until = time.perf_counter() + PRESSURE_S
         # By the time the requests ahead have been answered, there is room again: that is when to come back.
         wait = self.expected_wait_s(load)
         return Overloaded(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -370,6 +371,7 @@ async def test_the_budget_never_refuses_the_first_min_requests() -> None:
     app = HeldApp()
     gate = gate_with(app, deadline_s=30.0, budget_s=0.001, min_requests=4)
     measured(gate, "the default model of /v1/denoise", seconds_per_image=1.0)  # 3 ahead: 3 s, far over
+    gate.observe_loop_lag(5.0)  # however late the loop runs
     admitted = [start(gate, Client()) for _ in range(4)]
     await settle()
     refused = Client()
@@ -401,20 +403,32 @@ async def test_the_event_loops_lag_counts_as_queue_and_fades_once_it_keeps_time(
     await asyncio.gather(held, admitted)
 
 
-async def test_a_loop_later_than_a_quarter_of_the_budget_refuses_even_below_min_requests() -> None:
-    """Then the loop itself is the queue: requests arrive faster than it can read them, and each one served
-    takes time from reading and refusing the others."""
+async def test_under_pressure_every_request_is_held_to_the_budget_and_a_late_loop_refuses() -> None:
+    """Once a request has been refused (a flood: polite clients within min_requests never are), the floor of
+    min_requests no longer holds: a saturated loop sheds served work so that refusals stay prompt."""
     app = HeldApp()
     gate = gate_with(app, deadline_s=30.0, budget_s=0.25, min_requests=100)
-    gate.observe_loop_lag(0.07)  # over 0.25 s / 4
-    assert gate.refusal("/v1/denoise", b"") is None  # nothing in flight: nothing to wait behind
+    gate.observe_loop_lag(0.07)  # over 0.25 s / 4, far under the budget
     held = start(gate, Client())
     await settle()
-    assert gate.refusal("/v1/denoise", b"") is not None  # one in flight, far below min_requests: refused
+    assert gate.refusal("/v1/denoise", b"") is None  # not under pressure: one in flight is far below the floor
+
+    gate.control.pressure_until = time.perf_counter() + 60  # as if a request had just been refused
+    assert gate.refusal("/v1/denoise", b"") is not None  # the late loop refuses below min_requests now
     gate.observe_loop_lag(0.05)  # decays to 0.06 s: under a quarter of the budget again
     assert gate.refusal("/v1/denoise", b"") is None
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.3)  # one ahead: 0.36 s with the lag
+    assert gate.refusal("/v1/denoise", b"") is not None  # over the budget, though far below min_requests
     app.release.set()
     await held
+
+
+async def test_a_refusal_puts_the_service_under_pressure_for_a_while() -> None:
+    gate = control_with(max_images=1)
+    gate.loads["model 'a'"].in_flight = 1
+    assert gate.pressure_until == 0.0
+    assert gate.refusal("/v1/denoise", b"model=a") is not None
+    assert gate.pressure_until > time.perf_counter()
 
 
 async def test_the_front_door_question_refuses_what_serve_would_and_creates_no_bookkeeping() -> None:

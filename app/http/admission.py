@@ -24,6 +24,8 @@ takes to drain) rounded up to whole seconds, when
   budget however few are in flight, or the loop's lag alone is over a quarter of the budget (then the
   loop is the queue: requests arrive faster than it can even read them, and each one served takes time
   from reading and refusing the others; a burst of answers when a batch completes stays under it); or
+- the model's cost is not measured yet (no window of work answered since start-up) and `min_requests`
+  are in flight: a flood at start-up is not admitted on an estimate of zero; or
 - its expected wait is over its **deadline** (`AE_BATCH_TIMEOUT_S`, past which it would get 504), or it
   would put more images in flight than the batcher's queue holds (`AE_BATCH_MAX_QUEUE_IMAGES`).
 Admitted requests therefore wait about the budget at most, and the rest learn at once that they should
@@ -175,6 +177,8 @@ class AdmissionControl:
             return True
         if not at_gate:
             return False
+        if load.seconds_per_image == 0.0:  # no cost measured yet: two full batches, no more
+            return load.in_flight >= self.min_requests
         wait = self.expected_wait_s(load)
         if time.perf_counter() < self.pressure_until:
             # Refusing already: a flood, not a group of polite clients. Every request is held to the budget,

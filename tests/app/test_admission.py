@@ -408,6 +408,7 @@ async def test_under_pressure_every_request_is_held_to_the_budget_and_a_late_loo
     min_requests no longer holds: a saturated loop sheds served work so that refusals stay prompt."""
     app = HeldApp()
     gate = gate_with(app, deadline_s=30.0, budget_s=0.25, min_requests=100)
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.001)
     gate.observe_loop_lag(0.07)  # over 0.25 s / 4, far under the budget
     held = start(gate, Client())
     await settle()
@@ -421,6 +422,19 @@ async def test_under_pressure_every_request_is_held_to_the_budget_and_a_late_loo
     assert gate.refusal("/v1/denoise", b"") is not None  # over the budget, though far below min_requests
     app.release.set()
     await held
+
+
+async def test_without_a_measured_cost_two_full_batches_are_admitted_and_no_more() -> None:
+    """A flood at start-up is not admitted on an estimate of zero."""
+    app = HeldApp()
+    gate = gate_with(app, min_requests=3)
+    admitted = [start(gate, Client()) for _ in range(3)]
+    await settle()
+    refused = Client()
+    await gate(refused.scope, refused.receive, refused.send)
+    assert refused.status == 503 and len(app.entered) == 3
+    app.release.set()
+    await asyncio.gather(*admitted)
 
 
 async def test_a_refusal_puts_the_service_under_pressure_for_a_while() -> None:

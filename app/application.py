@@ -18,7 +18,7 @@ from app.engine.registry import ModelRegistry
 from app.engine.startup import serving
 from app.http.admission import AdmissionControl
 from app.http.error_handlers import install_error_handlers
-from app.http.middleware import BodySizeLimit, RequestContext
+from app.http.middleware import RefusalSummary, RequestPipeline
 from app.http.routes import admin, embeddings, health, images, latent_map, models, vae
 from app.http.routes.playground import playground_router
 from app.http.schemas import ErrorResponse
@@ -26,8 +26,8 @@ from app.http.security import install_cors, require_api_key
 from app.observability import Metrics, configure_logging
 from app.oip import rest as oip_rest
 from app.oip.grpc_server import start_grpc_server
-from app.process.connections import BodyDeadline
-from app.process.drain import CloseConnectionsWhenDraining, Drain
+from app.process.drain import Drain
+from app.process.front_door import FrontDoor
 from app.settings import Settings, settings_from_environment
 
 logger = logging.getLogger("app.application")
@@ -88,23 +88,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_api_key:  # without an admin key the management routes do not exist (404)
         app.include_router(admin.router)
     install_cors(app, settings)
-    # Added last = runs first: the request context wraps everything, including the 503s of admission
-    # control (which refuses before the body is read) and the 413s of the body cap.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Admission control (app.http.admission) is shared by the request pipeline, which runs it for the model
+    # routes, by the HTTP protocol under ae-serve (app.process.connections), which asks it before it builds a
+    # request at all and refuses there what would be refused anyway, and by the gRPC server (app.oip).
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
-    app.add_middleware(
-        AdmissionControl,
+    app.state.admission = AdmissionControl(
+        budget_s=settings.queue_budget_ms / 1000,
         deadline_s=settings.batch_timeout_s,
         max_images=settings.batch_max_queue_images,
         paths=model_routes,
-        max_loop_lag_ms=settings.max_loop_lag_ms,
         min_requests=2 * settings.batch_max_size,
         known_models=lambda: app.state.registry.entries if app.state.registry is not None else (),
         path_model=oip_rest.infer_path_model,
-        created=lambda control: setattr(app.state, "admission", control),  # the gRPC server's admission too
     )
-    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
-    # Outermost: while draining, every answer (refusals and errors too) closes its connection.
-    app.add_middleware(CloseConnectionsWhenDraining, drain=app.state.drain)
+    app.state.refusals = RefusalSummary(app.state.metrics)
+    app.state.front_door = FrontDoor(app.state.admission, app.state.refusals, app.state.drain)
+    # The one middleware, added last so it runs first: the request's record and id, Connection: close while
+    # draining, the body cap and deadline, admission, the access log and metrics (app.http.middleware).
+    app.add_middleware(
+        RequestPipeline,
+        metrics=app.state.metrics,
+        admission=app.state.admission,
+        refusals=app.state.refusals,
+        drain=app.state.drain,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     return app

@@ -18,6 +18,8 @@ from app.engine.batch_items import queued
 from app.engine.catalogue import ModelEntry
 from app.engine.cpu_work import run_cpu_work
 from app.engine.jobs import (
+    NO_ACCOUNTING,
+    Accounting,
     Embeddings,
     Grid,
     ImageJob,
@@ -25,7 +27,6 @@ from app.engine.jobs import (
     Images,
     ImageUpload,
     LatentPoints,
-    NoteRequest,
     Posteriors,
 )
 from app.engine.latent_maps import served_latent_map
@@ -71,10 +72,17 @@ from models.runtime.tasks import (
 
 
 class Service:
-    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: Metrics) -> None:
+    """The work of one request. `accounting` is told which model serves it and how many images it holds, as
+    soon as the model is chosen (for HTTP: the request's record, which counts it against that model's
+    admission and may refuse it with 503 there; app.http.request_record)."""
+
+    def __init__(
+        self, registry: ModelRegistry, settings: Settings, metrics: Metrics, accounting: Accounting = NO_ACCOUNTING
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.accounting = accounting
         self.choice = ModelChoice(registry, settings.default_models)
 
     # -- images in, images out ---------------------------------------------------------------------
@@ -97,7 +105,7 @@ class Service:
     async def denoise_at_noise_level(self, job: ImageJob[DenoiseOptions], entry: ModelEntry) -> Images:
         """Each picture goes to the model of its colour mode (`ModelChoice.companion`), at the given sigma or
         the one estimated from it (`models.quality.noise_estimation`, in the decoding worker), in one pass."""
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         prepared = await self.prepare(
             job.upload, _card(entry), DENOISE_AT_NOISE_LEVEL, job.options.preprocess, job.route
         )
@@ -146,7 +154,7 @@ class Service:
 
     async def transform(self, job: ImageJob[ImageOptions], entry: ModelEntry, task: Task) -> Images:
         """Images in, images out through `task` on the chosen model: what the image routes share."""
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         prepared = await self.prepare(job.upload, _card(entry), task, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, task, [p.tensor for p in prepared])
         results = []
@@ -160,7 +168,7 @@ class Service:
     async def embed(self, job: ImageJob[EmbeddingOptions]) -> Embeddings:
         entry = self.choice.choose(job.options.model, EMBED)
         check_dimensions(entry.name, job.options.dimensions, _card(entry).latent_size)  # before any work
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         prepared = await self.prepare(job.upload, _card(entry), EMBED, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, EMBED, [p.tensor for p in prepared])
         vectors = torch.stack([output[0] for output in outputs])  # (n, D)
@@ -171,7 +179,7 @@ class Service:
 
     async def vae_encode(self, job: ImageJob[EncodeOptions]) -> Posteriors:
         entry = self.choice.choose(job.options.model, VAE_ENCODE)
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         return await self._encode(entry, job.upload, job.options.preprocess, job.route)
 
     async def _encode(self, entry: ModelEntry, upload: ImageUpload, preprocess: Preprocess, route: str) -> Posteriors:
@@ -183,25 +191,23 @@ class Service:
 
     # -- latents in, images out --------------------------------------------------------------------
 
-    async def vae_sample(
-        self, model: str | None, n: int, seed: int | None, temperature: float, note: NoteRequest
-    ) -> Images:
+    async def vae_sample(self, model: str | None, n: int, seed: int | None, temperature: float) -> Images:
         """n images from the prior; the latents come from a CPU generator so a seed gives the same images
         whatever the device and however requests were batched."""
         check_limit(n, self.settings.max_samples, "n")
         entry = self.choice.choose(model, VAE_DECODE)
-        note(entry.name, n)
+        self.accounting.serving(entry.name, n)
         size = await self.latent_size(entry)
         seed = random.SystemRandom().randrange(2**63) if seed is None else seed
         generator = torch.Generator().manual_seed(seed)
         latents = torch.randn((n, size), generator=generator) * temperature
         return Images(entry.name, [ImageResult(image) for image in await self._decode(entry, latents)], seed)
 
-    async def vae_decode(self, model: str | None, latents: list[list[float]], note: NoteRequest) -> Images:
+    async def vae_decode(self, model: str | None, latents: list[list[float]]) -> Images:
         """Latent vectors, each of the model's latent size -> one image each."""
         check_limit(len(latents), self.settings.max_images_per_request, "latents")
         entry = self.choice.choose(model, VAE_DECODE)
-        note(entry.name, len(latents))
+        self.accounting.serving(entry.name, len(latents))
         images = await self._decode(entry, latents_tensor(latents))
         return Images(entry.name, [ImageResult(image) for image in images])
 
@@ -223,19 +229,19 @@ class Service:
             if upload.count != 2:
                 raise InvalidRequest(f"interpolation needs exactly two images; got {upload.count}", param="image")
             start, end = (await self._encode(entry, upload, options.preprocess, job.route)).means
-        job.note(entry.name, options.steps)
+        self.accounting.serving(entry.name, options.steps)
         weights = torch.linspace(0.0, 1.0, options.steps).unsqueeze(1)  # (steps, 1)
         images = await self._decode(entry, (1 - weights) * start + weights * end)
         return Images(entry.name, [ImageResult(image) for image in images])
 
-    async def vae_manifold(self, model: str | None, size: int, extent: float, note: NoteRequest) -> Grid:
+    async def vae_manifold(self, model: str | None, size: int, extent: float) -> Grid:
         """A size x size grid over z1, z2 in [-extent, extent], as one picture.
 
         Columns go along z1 (left to right), rows along z2 (top is +extent), like a plot's axes.
         """
         check_limit(size, self.settings.max_manifold_size, "size")
         entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
-        note(entry.name, size * size)
+        self.accounting.serving(entry.name, size * size)
         dimensions = await self.latent_size(entry)
         if dimensions != 2:
             raise TaskNotSupported(
@@ -248,11 +254,11 @@ class Service:
         images = await self._decode(entry, torch.stack([z1, z2], dim=1))
         return Grid(entry.name, tile_grid(images, grid_columns(size * size)), size)
 
-    async def vae_latent_map(self, model: str | None, note: NoteRequest) -> LatentPoints:
+    async def vae_latent_map(self, model: str | None) -> LatentPoints:
         """The latent map of a 2-D VAE (the manifold's model by default): read from beside its weights, no
         forward pass. The file is read in a worker thread: it holds thousands of points."""
         entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
-        note(entry.name, 0)
+        self.accounting.serving(entry.name, 0)
         found = await asyncio.to_thread(served_latent_map, entry)
         return LatentPoints(entry.name, found.source, found.x, found.y, found.labels)
 

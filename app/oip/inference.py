@@ -31,9 +31,7 @@ from app.oip.model_map import ANY, ProtocolModel, TensorSpec
 from app.oip.tensors import InferRequest, Tensor
 
 
-async def infer(
-    service: Service, model: ProtocolModel, request: InferRequest, route: str
-) -> list[Tensor]:
+async def infer(service: Service, model: ProtocolModel, request: InferRequest, route: str) -> list[Tensor]:
     """The outputs `request` asks for (all of the model's when it names none), in the metadata's order."""
     inputs = checked_inputs(model, request.inputs)
     wanted = requested_outputs(model, request.requested)
@@ -92,9 +90,7 @@ def requested_outputs(model: ProtocolModel, requested: list[str] | None) -> set[
     return set(requested)
 
 
-async def run(
-    service: Service, model: ProtocolModel, inputs: dict[str, Tensor], route: str
-) -> list[Tensor]:
+async def run(service: Service, model: ProtocolModel, inputs: dict[str, Tensor], route: str) -> list[Tensor]:
     name = model.model
     if model.task == "sample":
         return await sample(service, model, inputs)
@@ -114,9 +110,7 @@ async def run(
         )
         return [Tensor("EMBEDDING", "FP32", embedded.vectors.numpy().astype(np.float32))]
     if model.task == "encode":
-        posteriors = await service.vae_encode(
-            ImageJob(upload, EncodeOptions(model=name, preprocess="none"), route)
-        )
+        posteriors = await service.vae_encode(ImageJob(upload, EncodeOptions(model=name, preprocess="none"), route))
         return [
             Tensor("MEAN", "FP32", posteriors.means.numpy().astype(np.float32)),
             Tensor("LOG_VARIANCE", "FP32", posteriors.log_variances.numpy().astype(np.float32)),

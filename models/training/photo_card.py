@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,11 +12,9 @@ from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, utc_now_iso
 from models.data.natural_images import quantise
 from models.runtime.machine import cpu_description
+from models.training.photo_recipes import PatchSampler, PhotoDenoiseRecipe
 from models.training.photo_state import RunState
 from models.training.plots import image_grid, loss_curve
-
-if TYPE_CHECKING:
-    from models.training.photo_denoise import PhotoDenoiseRecipe
 
 BSD_LICENCE = (
     "BSD-derived images offered by UC Berkeley for non-commercial research and educational purposes; used here to "
@@ -121,8 +119,6 @@ def write_figures(
     recipe: PhotoDenoiseRecipe, model: FFDNet, held_out: list[np.ndarray], state: RunState, directory: Path
 ) -> None:
     """samples.png (noisy at sigma 25 / denoised / clean crops of held-out images) and loss.png."""
-    from models.training.photo_denoise import PatchSampler
-
     generator = torch.Generator().manual_seed(4)
     side = min(96, *(min(image.shape[:2]) for image in held_out))
     crops = [PatchSampler(held_out, side, generator).draw(1)[0] for _ in range(8)]

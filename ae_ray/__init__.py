@@ -10,7 +10,7 @@ Modules:
   CPUs/GPUs per replica, the multiplexing LRU and the batching inside a replica.
 - `ae_ray.model_group`: the `ModelGroup` deployment: a replica runs the project's own registry (sha256-checked
   safetensors, one worker thread and batcher per model) for the checkpoints of its group, multiplexed.
-- `ae_ray.gateway`: the `Gateway` ingress deployment: `app.main.create_app` built inside the replica, whose
+- `ae_ray.gateway`: the `Gateway` ingress deployment: `app.application.create_app` built inside the replica, whose
   registry sends each forward pass to the model's group through a deployment handle.
 - `ae_ray.application`: `build_app`, the application builder that `serve run` / `serve deploy` import.
 

@@ -1,11 +1,11 @@
 """`Gateway`: the HTTP ingress of the Ray Serve application, the plain service's own FastAPI app.
 
-`app.main.create_app` builds the app inside the replica (`__serve_build_asgi_app__`: its metrics cannot be
+`app.application.create_app` builds the app inside the replica (`__serve_build_asgi_app__`: its metrics cannot be
 pickled, so the app object cannot be shipped), so every route, error, header and limit is the plain
-service's. One thing differs: the registry. `RemoteModelRegistry` reads the model cards itself (listing,
-model choice, validation and errors happen here, as in the plain service) but sends every forward pass to
-the checkpoint's model deployment (`ae_ray.model_group.ModelGroup`) through a deployment handle, with the
-checkpoint as the multiplexed model id.
+service's. One thing differs: the registry's runtime (app.engine.runtime.ModelRuntime). The registry here
+reads the model cards itself (listing, model choice, validation and errors happen here, as in the plain
+service), but its `RayRuntime` sends every forward pass to the checkpoint's model deployment
+(`ae_ray.model_group.ModelGroup`) through a deployment handle, with the checkpoint as the multiplexed model id.
 
 The app's start-up (its lifespan) is the plain one with that registry: the default models are loaded and run
 a warm-up pass through their deployments before the replica counts as started, so Serve reports the
@@ -15,7 +15,6 @@ application RUNNING, and /readyz answers 200, only once every default model has 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,8 +29,13 @@ from ray.serve.handle import DeploymentHandle
 
 from ae_ray.model_group import writable_tensor
 from ae_ray.options import RayServeOptions
+from app.application import create_app
+from app.engine.batch_items import BatchInput, Items, inputs_of
 from app.engine.batching import BatchObserver, BatchOutput
+from app.engine.catalogue import ModelEntry
 from app.engine.registry import ModelRegistry
+from app.engine.runtime import RunningModel
+from app.engine.startup import serving
 from app.errors import (
     InvalidRequest,
     ModelFailed,
@@ -41,7 +45,6 @@ from app.errors import (
     RequestTimeout,
     ServiceError,
 )
-from app.main import create_app, prepare_registry
 from app.settings import Settings, settings_from_environment
 from models.runtime.tasks import Task
 
@@ -60,21 +63,17 @@ class ReplicaLost(ServiceError):
         super().__init__(message, param, headers={"Retry-After": "1"})
 
 
-class RemoteModelRegistry(ModelRegistry):
-    """The plain registry's cards and model choice; the models themselves run in the model deployments."""
+class RayRuntime:
+    """The runtime of the gateway's registry (app.engine.runtime.ModelRuntime): the models run in the model
+    deployments, the registry here keeps their cards (listing, model choice, validation and errors happen
+    here, as in the plain service)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        observer: BatchObserver | None,
-        groups: dict[str, DeploymentHandle],
-        options: RayServeOptions,
-    ) -> None:
-        # The gateway holds no weights, so it needs no GPU: its own device is the CPU whatever AE_DEVICE says.
-        super().__init__(settings.model_copy(update={"device": "cpu"}), observer)
+    def __init__(self, settings: Settings, groups: dict[str, DeploymentHandle], options: RayServeOptions) -> None:
+        self.settings = settings
         self.groups = groups
         self.options = options
-        self.placement: dict[str, dict[str, str]] = {}  # where each model runs: device and dtype its replica reported
+        # The gateway holds no weights, so it needs no GPU: its own device is the CPU whatever AE_DEVICE says.
+        self.device = torch.device("cpu")
 
     def handle_for(self, name: str) -> DeploymentHandle:
         group = self.options.group_of(name)
@@ -115,40 +114,54 @@ class RemoteModelRegistry(ModelRegistry):
             f"({type(lost).__name__}); retry"
         )
 
-    async def load(self, name: str) -> None:  # type: ignore[override]  # weights load in a replica, not here
+    async def load(self, entry: ModelEntry) -> None:
         """Have a replica of the model's deployment load it (once; later requests find it loaded)."""
-        entry = self.entry(name)
         if entry.state == "loaded":
             return
         if entry.state == "unavailable":
-            raise ModelUnavailable(f"model {name!r} is unavailable: {entry.reason}", param="model")
+            raise ModelUnavailable(f"model {entry.name!r} is unavailable: {entry.reason}", param="model")
         try:
-            self.placement[name] = await self.call(name, "load")
+            await self.call(entry.name, "load")
         except (ModelUnavailable, ModelFailed) as exc:  # broken, or fails its warm-up: listed as such, as plain
             entry.mark_unavailable(exc.message)
             raise
         entry.state = "loaded"
 
-    async def warm_up(self, name: str, tasks: list[Task]) -> None:
+    async def warm_up(self, entry: ModelEntry, tasks: list[Task]) -> None:
         # A replica runs the warm-up passes of every task of the card when it loads a checkpoint
         # (ae_ray.model_group.ModelGroup._open), so loading it there is the warm-up.
-        await self.load(name)
-        self.entry(name).warmed_up = True
+        await self.load(entry)
+        entry.warmed_up = True
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, entry: ModelEntry) -> None:
         raise InvalidRequest(
             "on Ray Serve each model replica unloads checkpoints itself, least recently used first "
             "(AE_RAY_MODELS_PER_REPLICA)",
             param="name",
         )
 
-    async def run(self, name: str, task: Task, inputs: torch.Tensor) -> BatchOutput:
-        """inputs ((n, C, H, W) images or (n, D) latents, float32) -> the task's outputs, computed (and batched)
-        in a replica of the model."""
-        await self.load(name)
-        arrays = await self.call(name, "run", task.name, inputs.numpy())
+    async def run(self, entry: ModelEntry, task: Task, inputs: BatchInput) -> BatchOutput:
+        """inputs ((n, C, H, W) images or (n, D) latents, float32, or `Items` with the task's per-item extras)
+        -> the task's outputs, computed (and batched) in a replica of the model."""
+        await self.load(entry)
+        extras = {key: extra.numpy() for key, extra in inputs.extras.items()} if isinstance(inputs, Items) else {}
+        arrays = await self.call(entry.name, "run", task.name, inputs_of(inputs).numpy(), extras)
         outputs = tuple(writable_tensor(array) for array in arrays)
         return outputs if len(outputs) > 1 else outputs[0]
+
+    def describe(self, entry: ModelEntry) -> RunningModel | None:
+        return None  # /v1/models shows the gateway's device, as before: the replicas may differ
+
+    async def close(self, entries: list[ModelEntry]) -> None:
+        return None  # the replicas stop with their deployments
+
+
+def remote_registry(
+    settings: Settings, observer: BatchObserver | None, groups: dict[str, DeploymentHandle], options: RayServeOptions
+) -> ModelRegistry:
+    """The plain registry's catalogue and model choice, with the models running in the model deployments."""
+    cpu_settings = settings.model_copy(update={"device": "cpu"})
+    return ModelRegistry(cpu_settings, observer, runtime=RayRuntime(cpu_settings, groups, options))
 
 
 def replica_error(name: str, exc: RayTaskError) -> ServiceError:
@@ -161,23 +174,19 @@ def replica_error(name: str, exc: RayTaskError) -> ServiceError:
 
 
 def gateway_lifespan(groups: dict[str, DeploymentHandle], options: RayServeOptions) -> Any:
-    """app.main.lifespan with the remote registry: scan, preload and warm up through the model deployments."""
+    """The plain start-up (app.engine.startup.serving) with the remote registry: scan, preload and warm up
+    through the model deployments. No drain: Serve stops its replicas itself."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings: Settings = app.state.settings
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        registry = RemoteModelRegistry(settings, app.state.metrics, groups, options)
-        # As the plain service: scan, preload, warm up (here through the model deployments), check the rest.
-        await prepare_registry(registry, settings)
-        gc.freeze()  # as app.main.lifespan: start-up objects out of the collector's sight
-        app.state.registry = registry
-        try:
-            yield
-        finally:
-            app.state.registry = None
-            await registry.close()
+        registry = remote_registry(settings, app.state.metrics, groups, options)
+        async with serving(registry, settings):
+            app.state.registry = registry
+            try:
+                yield
+            finally:
+                app.state.registry = None
 
     return lifespan
 

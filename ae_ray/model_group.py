@@ -27,7 +27,9 @@ import torch
 from ray import serve
 
 from ae_ray.options import RayServeOptions
-from app.engine.registry import LoadedModel, ModelRegistry
+from app.engine.batch_items import queued
+from app.engine.loading import LoadedModel, batch_function
+from app.engine.registry import ModelRegistry
 from app.errors import TaskNotSupported
 from app.settings import settings_from_environment
 from models.runtime.tasks import TASKS, Task, tasks_of_card_task
@@ -42,7 +44,8 @@ class BatchItem:
 
     model: str
     task: Task
-    inputs: torch.Tensor  # as the batcher queues them: (n, C, H, W) images, latents as (n, D, 1, 1)
+    inputs: torch.Tensor  # (n, C, H, W) images or (n, D) latents
+    extras: dict[str, torch.Tensor]  # the task's per-item extras, each (n,)
 
 
 def images_in(items: list[BatchItem]) -> int:
@@ -133,8 +136,10 @@ class ModelGroup:
             await self.registry.rescan()
         self._check_member(name)
         entry = self.registry.entry(name)
-        card = entry.card or (await self.registry.load(name)).card  # ModelUnavailable for a broken checkpoint
-        tasks = [task for card_task in card.tasks for task in tasks_of_card_task(card_task)]
+        if entry.card is None:
+            await self.registry.load(name)  # ModelUnavailable for a broken checkpoint
+        assert entry.card is not None
+        tasks = [task for card_task in entry.card.tasks for task in tasks_of_card_task(card_task)]
         await self.registry.warm_up(name, tasks)  # a model that cannot run its card's tasks is unavailable
         loaded = entry.loaded
         assert loaded is not None
@@ -151,21 +156,20 @@ class ModelGroup:
         await self.model(serve.get_multiplexed_model_id())
         return sorted(name for name, entry in self.registry.entries.items() if entry.loaded is not None)
 
-    async def load(self) -> dict[str, str]:
-        """Load the request's checkpoint here (multiplexed model id); -> where it runs (device, dtype)."""
-        replica_model = await self.model(serve.get_multiplexed_model_id())
-        plan = replica_model.loaded.planned.plan
-        return {"device": str(replica_model.loaded.device), "dtype": plan.precision}
+    async def load(self) -> None:
+        """Load the request's checkpoint here (multiplexed model id)."""
+        await self.model(serve.get_multiplexed_model_id())
 
-    async def run(self, task_name: str, inputs: np.ndarray) -> Arrays:
-        """inputs ((n, C, H, W) images or (n, D) latents, float32) -> the task's outputs for them, batched with
-        other requests."""
+    async def run(self, task_name: str, inputs: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> Arrays:
+        """inputs ((n, C, H, W) images or (n, D) latents, float32) and the task's per-item extras (each (n,))
+        -> the task's outputs for them, batched with other requests."""
         name = serve.get_multiplexed_model_id()
         task = TASKS[task_name]
         await self.model(name)
+        tensors = {key: writable_tensor(extra) for key, extra in (extras or {}).items()}
         if self.options.batching == "serve":
-            return await self.batched(BatchItem(name, task, task.batch_input(writable_tensor(inputs))))
-        outputs = await self.registry.run(name, task, writable_tensor(inputs))
+            return await self.batched(BatchItem(name, task, writable_tensor(inputs), tensors))
+        outputs = await self.registry.run(name, task, queued(writable_tensor(inputs), tensors))
         return _arrays(outputs)
 
     async def _run_batch(self, items: list[BatchItem]) -> list[Arrays]:
@@ -180,8 +184,11 @@ class ModelGroup:
             loaded = (await self.model(name)).loaded
             if task.card_task not in loaded.card.tasks:
                 raise TaskNotSupported(f"model {name!r} does not do {task.card_task}", param="model")
-            batch = torch.cat([items[i].inputs for i in indices])
-            function = ModelRegistry._batch_function(loaded, task)
+            batch = queued(
+                torch.cat([items[i].inputs for i in indices]),
+                {key: torch.cat([items[i].extras[key] for i in indices]) for key in task.extras},
+            )
+            function = batch_function(loaded, task)
             outputs = _arrays(await loop.run_in_executor(loaded.executor, function, batch))
             start = 0
             for index in indices:

@@ -27,7 +27,7 @@ OPTIONAL_DEFAULTS = ("conditional_vae",)
 
 class DefaultModels(BaseModel):
     """The model each task uses when a request names none (checkpoint folder names), by the default keys
-    of the task table (models.runtime.tasks)."""
+    of app.engine.defaults."""
 
     denoise: str = "mnist-denoise"
     super_resolve: str = "mnist-sr-x2"
@@ -92,13 +92,13 @@ class Settings(BaseSettings):
     )
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
-    # Admission (app.http.admission): a request is admitted when its expected wait, from the model's measured
-    # cost per image and the images ahead of it, is within its deadline (batch_timeout_s).
-    max_loop_lag_ms: float = Field(
-        default=25.0,
-        ge=0,
-        description="while the event loop runs later than this, a model's requests beyond two full batches are "
-        "admitted with shorter expected waits (0: off)",
+    # Admission (app.http.admission): a request is admitted when its expected wait (the model's measured cost per
+    # image times the images ahead of it, plus the event loop's lag) is within the queue budget.
+    queue_budget_ms: float = Field(
+        default=250.0,
+        gt=0,
+        description="a model's requests beyond two full batches (2 x batch_max_size in flight) are admitted only "
+        "while their expected wait is within this; the rest get 503 overloaded with Retry-After at once",
     )
 
     # Connections (app.process.connections): slow or idle clients must not hold the process's file descriptors

@@ -807,9 +807,9 @@ async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None, same_nam
     single = {
         "AE_HEADER_TIMEOUT_S": str(sizes.header_timeout_s),
         "AE_SHUTDOWN_DRAIN_S": str(sizes.drain_s),
-        # Admission's loop-lag guard would refuse part of the load on a busy machine: these faults are about
-        # what is lost, not about overload (docs/benchmarks.md), so only the per-model limit (64) refuses.
-        "AE_MAX_LOOP_LAG_MS": "0",
+        # Admission.s queue budget would refuse part of the load on a busy machine: these faults are about
+        # what is lost, not about overload (docs/benchmarks.md), so the budget is the deadline (30 s).
+        "AE_QUEUE_BUDGET_MS": "30000",
     }
     if any(wanted(n) for n in ("slow-headers", "swap", "admission", "disconnect", "drain")):
         with running(setup, "single-worker", env=single) as server:
@@ -829,7 +829,7 @@ async def run_faults(setup: Setup, sizes: Sizes, only: set[str] | None, same_nam
             if wanted("drain"):
                 results["drain"] = await drain(server, setup, sizes.drain_clients, sizes.drain_warm_s, sizes.drain_s)
     if wanted("worker-kill"):
-        with running(setup, "two-workers", workers=2, env={"AE_MAX_LOOP_LAG_MS": "0"}) as server:
+        with running(setup, "two-workers", workers=2, env={"AE_QUEUE_BUDGET_MS": "30000"}) as server:
             results["worker-kill"] = await worker_kill(
                 server, setup, sizes.kill_clients, sizes.kill_warm_s, sizes.kill_after_s
             )

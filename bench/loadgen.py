@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
 
@@ -273,7 +274,30 @@ def summarise(args: argparse.Namespace, results: Results) -> dict[str, object]:
         "errors": failures,
         "due_in_window": sum(1 for o in results.outcomes if in_window(o.due)) + results.unanswered,
         "connections": results.connections if args.rate else args.concurrency,
-    }
+    } | ({"timeline": timeline(results)} if args.rate else {})
+
+
+def timeline(results: Results, step_s: float = 0.5) -> list[dict[str, Any]]:
+    """Open loop: per `step_s` of due time from the start (warm-up included), the requests due, their
+    answers and their median latency, to see where a backlog forms and whether it drains."""
+    start = results.window_start - results.window_start % 1  # any origin will do; the warm-up's start
+    buckets: dict[int, list[Outcome]] = {}
+    for outcome in results.outcomes:
+        buckets.setdefault(int((outcome.due - start) // step_s), []).append(outcome)
+    rows = []
+    for index in sorted(buckets):
+        outcomes = buckets[index]
+        latencies = [o.ended - o.due for o in outcomes]
+        rows.append(
+            {
+                "due_s": round(index * step_s, 2),
+                "requests": len(outcomes),
+                "ok": sum(1 for o in outcomes if o.status == 200),
+                "refused": sum(1 for o in outcomes if o.status == 503),
+                "p50_ms": round((percentile(latencies, 50) or 0) * 1000, 1),
+            }
+        )
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,7 +24,6 @@ import safetensors.torch
 import torch
 
 from models.architectures import Architecture, ArchitectureError, build_model
-from models.runtime.tasks import card_tasks
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +33,28 @@ MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MODEL_NAME_RULE = "1-64 lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"
 # The card's `training` key saying when the run that made the weights ended (ISO 8601, UTC).
 FINISHED_AT = "finished_at"
+# The words a card may list in `tasks` (card tasks), in the task table's order. The format owns this
+# vocabulary; the serving task table (models.runtime.tasks) registers the card tasks of the rows it adds.
+_CARD_TASKS: dict[str, None] = dict.fromkeys(
+    ("denoise", "super-resolve", "reconstruct", "embed", "vae", "conditional-vae", "classify")
+)
+_BUILT_IN_CARD_TASKS = frozenset(_CARD_TASKS)
+
+
+def card_tasks() -> tuple[str, ...]:
+    """The words a model card may list in `tasks`."""
+    return tuple(_CARD_TASKS)
+
+
+def register_card_task(word: str) -> None:
+    """Let cards list `word` in `tasks` (a task table row of a new card task)."""
+    _CARD_TASKS[word] = None
+
+
+def unregister_card_task(word: str) -> None:
+    """Take a card task added by `register_card_task` out again (the built-in ones stay)."""
+    if word not in _BUILT_IN_CARD_TASKS:
+        _CARD_TASKS.pop(word, None)
 
 
 def utc_now_iso() -> str:
@@ -62,13 +83,16 @@ class InputSpec:
 @dataclass
 class ModelCard:
     name: str  # folder name and the name clients use
-    tasks: list[str]  # what the service may do with it: card tasks of the task table (models.runtime.tasks.card_tasks)
+    tasks: list[str]  # what the service may do with it: card tasks (card_tasks(), below)
     architecture: str  # a key of models.architectures.ARCHITECTURES
     architecture_config: dict[str, Any]  # keyword arguments of that architecture's config
     input: InputSpec
     normalization: str = "pixels as float32 in [0, 1]; MNIST digits are white on black"
     scale: int | None = None  # super-resolution factor
     latent_size: int | None = None  # embedding / latent dimensions
+    # The model of the same tasks for pictures of the other colour mode (a grayscale and a colour photo
+    # denoiser name each other): the service sends each picture to the one of its mode.
+    companion: str | None = None
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # recipe, data set and licence, duration, device
     metrics: dict[str, Any] = field(default_factory=dict)  # measured by models.evaluate

@@ -4,7 +4,9 @@ A model runs a batch of 64 images several times faster than 64 passes of one ima
 gets a `Batcher`. Callers `await batcher.submit(images)`; one worker task per batcher gathers queued
 images of the same shape until it has `max_batch_size` of them or the oldest has waited
 `max_delay_ms`, runs the (synchronous) batch function once in an executor thread, and hands every
-caller back exactly its own slice of the outputs.
+caller back exactly its own slice of the outputs. Items may carry named per-item extras beside their
+tensor (`Items`: each image's noise level, say): they are sliced and joined with the items, and the
+batch function gets them the same way.
 
 Bounded by design: a full queue refuses new requests at once (`Overloaded`, 503 + Retry-After), a
 request that waits past `timeout_s` gets `RequestTimeout` (504), and a caller that goes away
@@ -21,17 +23,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
+from app.engine.batch_items import BatchInput, Shape, inputs_of, join, part_of, shape_of
 from app.errors import InvalidRequest, NotReady, Overloaded, PayloadTooLarge, RequestTimeout, ServiceError
 
 BatchOutput = torch.Tensor | tuple[torch.Tensor, ...]
-BatchFunction = Callable[[torch.Tensor], BatchOutput]
-# A synchronous function run in a worker thread: (B, C, H, W) -> tensor(s) whose first dim is B.
 
-Shape = tuple[int, ...]  # (C, H, W) of one image: only images of one shape share a forward pass
+
+BatchFunction = Callable[[Any], BatchOutput]
+# A synchronous function run in a worker thread: a batch as submitted (B, ...) tensor, or Items of B
+# -> tensor(s) whose first dim is B.
+
 FINISH_POLL_S = 0.005  # how often finish() looks whether the queue is empty
 
 
@@ -76,7 +81,7 @@ class BatchOutputError(ServiceError):
 
 @dataclass(eq=False)  # identity equality: requests are removed from queues by identity
 class _Request:
-    images: torch.Tensor  # (n, C, H, W)
+    images: BatchInput  # (n, C, H, W) images, (n, D) latents, or Items of n
     future: asyncio.Future[BatchOutput]
     enqueued_at: float
     next_index: int = 0  # images before this one have been taken into a forward pass
@@ -86,7 +91,7 @@ class _Request:
 
     @property
     def size(self) -> int:
-        return self.images.shape[0]
+        return inputs_of(self.images).shape[0]
 
     @property
     def waiting(self) -> int:
@@ -151,17 +156,17 @@ class Batcher:
         """Images waiting for a forward pass (not counting the one running)."""
         return self._queued_images
 
-    async def submit(self, images: torch.Tensor) -> BatchOutput:
-        """images (n, C, H, W) -> this request's own outputs (first dim n), in order.
+    async def submit(self, images: BatchInput) -> BatchOutput:
+        """images (n, C, H, W), latents (n, D), or `Items` of n -> this request's own outputs (first dim n), in order.
 
         Raises Overloaded when the queue is full, RequestTimeout past timeout_s, NotReady once
         closed, and re-raises any exception of the batch function to the callers of that pass only.
         """
         if self._closed or not self._accepting:
             raise NotReady(f"model {self.name!r} is shutting down")
-        if images.dim() != 4:
-            raise InvalidRequest(f"expected images shaped (n, C, H, W), got {tuple(images.shape)}")
-        count = images.shape[0]
+        if inputs_of(images).dim() < 2:
+            raise InvalidRequest(f"expected inputs shaped (n, ...), got {tuple(inputs_of(images).shape)}")
+        count = inputs_of(images).shape[0]
         if count == 0:
             raise InvalidRequest("no images in the request")
         if count > self.config.max_queue_images:
@@ -219,7 +224,7 @@ class Batcher:
         self._worker = loop.create_task(self._run(), name=f"batcher-{self.name}")
 
     def _enqueue(self, request: _Request) -> None:
-        shape: Shape = tuple(request.images.shape[1:])
+        shape = shape_of(request.images)
         queue = self._queues.setdefault(shape, _ShapeQueue())
         queue.requests.append(request)
         queue.images += request.size
@@ -231,7 +236,7 @@ class Batcher:
         """Remove a request's images that have not started; parts already running finish unseen."""
         if request.waiting == 0:
             return
-        shape: Shape = tuple(request.images.shape[1:])
+        shape = shape_of(request.images)
         queue = self._queues.get(shape)
         if queue is None or request not in queue.requests:
             return
@@ -322,22 +327,22 @@ class Batcher:
 
     async def _execute(self, parts: list[_Part]) -> None:
         self._previous_pass_callers = len(parts)
-        slices = [part.request.images[part.start : part.stop] for part in parts]
-        inputs = slices[0] if len(slices) == 1 else torch.cat(slices)  # (B, C, H, W)
+        inputs = join([part_of(part.request.images, part.start, part.stop) for part in parts])  # B items
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
-            _check_outputs(outputs, inputs.shape[0])
+            _check_outputs(outputs, inputs_of(inputs).shape[0])
         except Exception as exc:
             for part in parts:
                 part.request.fail(exc)
                 self._drop(part.request)  # the rest of a split request cannot succeed any more
             return
         seconds = time.perf_counter() - started
-        self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * seconds / inputs.shape[0]
+        batch_size = inputs_of(inputs).shape[0]
+        self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * seconds / batch_size
         if self._observer is not None:
-            self._observer.observe_batch(self.name, inputs.shape[0], seconds)
+            self._observer.observe_batch(self.name, batch_size, seconds)
         offset = 0
         for part in parts:
             count = part.stop - part.start

@@ -7,9 +7,8 @@ Routes build the inputs from HTTP (`app.http.uploads`, `app.http.routes.common`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -22,12 +21,24 @@ OptionsT = TypeVar("OptionsT", covariant=True)
 IMAGE_PART = "image"
 IMAGES_FIELD = "images"
 OPENAI_INPUT_FIELD = "input"
-# Told the chosen model and how many images a request holds, once the service knows (for the access log).
-NoteRequest = Callable[[str, int], None]
 
 
-def ignore_note(model: str, images: int) -> None:
-    """A NoteRequest for callers with no access log to feed (tests, scripts)."""
+class Accounting(Protocol):
+    """How the service reports which model serves a request and how many images it holds, once it knows.
+
+    For HTTP requests that is the request's record (app.http.request_record), which counts the request
+    against that model's admission (503 `overloaded` when that model could not serve it in time) and keeps
+    both for the access log. Callers with nothing to account to (tests, scripts) use NO_ACCOUNTING."""
+
+    def serving(self, model: str, images: int) -> None: ...
+
+
+class NoAccounting:
+    def serving(self, model: str, images: int) -> None:
+        """Nothing to count and no access log to feed."""
+
+
+NO_ACCOUNTING = NoAccounting()
 
 
 @dataclass
@@ -73,7 +84,6 @@ class ImageJob(Generic[OptionsT]):
     upload: ImageUpload
     options: OptionsT
     route: str
-    note: NoteRequest = ignore_note
 
 
 @dataclass

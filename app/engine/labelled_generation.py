@@ -10,36 +10,46 @@ seed still fixes the answer.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch.nn import functional as F
 
-from app.engine.jobs import ImageJob, ImageResult, Images, NoteRequest
+from app.engine.batch_items import Items
+from app.engine.catalogue import ModelEntry
+from app.engine.jobs import Accounting, ImageJob, ImageResult, Images, ImageUpload
 from app.engine.model_choice import ModelChoice
-from app.engine.registry import ModelEntry
+from app.engine.registry import ModelRegistry
 from app.errors import InvalidRequest, ValidationFailed
-from models.architectures.conditional_vae import with_label_plane
 from models.architectures.vae import kl_divergence
-from models.runtime.tasks import CONDITIONAL_VAE_DECODE, CONDITIONAL_VAE_ENCODE
+from models.runtime.tasks import CONDITIONAL_VAE_DECODE, CONDITIONAL_VAE_ENCODE, model_takes
 
 if TYPE_CHECKING:
-    from app.engine.service import Service
     from app.http.schemas import RestyleOptions
+    from app.imaging.model_input import PreparedImage, Preprocess
+    from models.checkpoint import ModelCard
+    from models.runtime.tasks import Task
 
 Labels = int | list[int] | None
 
 
-def label_count(card_tasks: list[str], architecture_config: dict[str, object]) -> int | None:
-    """How many labels (0..n-1) a model takes: its card's `classes`, for models that list conditional-vae."""
-    if CONDITIONAL_VAE_DECODE.card_task not in card_tasks:
-        return None
-    classes = architecture_config.get("classes", 10)
-    return int(classes) if isinstance(classes, int) else None
+class Service(Protocol):
+    """What these requests use of the service they belong to (app.engine.service.Service), named here so
+    that this module does not import the service back."""
+
+    registry: ModelRegistry
+    choice: ModelChoice
+    accounting: Accounting
+
+    async def prepare(
+        self, upload: ImageUpload, card: ModelCard, task: Task, preprocess: Preprocess, route: str
+    ) -> list[PreparedImage]: ...
+
+    async def latent_size(self, entry: ModelEntry) -> int: ...
 
 
 def takes_labels(entry: ModelEntry) -> bool:
-    return entry.card is not None and CONDITIONAL_VAE_DECODE.card_task in entry.card.tasks
+    return entry.card is not None and model_takes(entry.card).labels is not None
 
 
 def choose_conditional(choice: ModelChoice, model: str | None, param: str = "label") -> ModelEntry:
@@ -75,19 +85,14 @@ class LabelledGeneration:
 
     def classes(self, entry: ModelEntry) -> int:
         assert entry.card is not None
-        count = label_count(entry.card.tasks, entry.card.architecture_config)
+        count = model_takes(entry.card).labels
         if count is None:
             raise InvalidRequest(f"model {entry.name!r} does not state its labels", param="model")
         return count
 
     async def latent_size(self, entry: ModelEntry) -> int:
-        """From the card, else from the loaded model (a ConditionalVariationalCoder states it)."""
-        if entry.card is not None and entry.card.latent_size:
-            return entry.card.latent_size
-        size = getattr((await self.service.registry.load(entry.name)).model, "latent_size", None)
-        if not isinstance(size, int):
-            raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
-        return size
+        """From the card, else from the running model (`Service.latent_size`)."""
+        return await self.service.latent_size(entry)
 
     async def sample(
         self,
@@ -96,7 +101,6 @@ class LabelledGeneration:
         seed: int | None,
         temperature: float,
         labels: Labels,
-        note: NoteRequest,
     ) -> Images | None:
         """n images of the given labels; None when the request is not for a conditional model (no label, and a
         model that takes none), which `Service.vae_sample` then answers."""
@@ -113,15 +117,13 @@ class LabelledGeneration:
             chosen = torch.randint(0, classes, (n,), generator=generator)
         else:
             chosen = label_tensor(labels, n, classes)
-        note(entry.name, n)
+        service.accounting.serving(entry.name, n)
         return await self._decode(entry, latents, chosen, seed)
 
-    async def decode(
-        self, model: str | None, latents: torch.Tensor, labels: int | list[int], note: NoteRequest
-    ) -> Images:
+    async def decode(self, model: str | None, latents: torch.Tensor, labels: int | list[int]) -> Images:
         entry = choose_conditional(self.service.choice, model)
         chosen = label_tensor(labels, len(latents), self.classes(entry))
-        note(entry.name, len(latents))
+        self.service.accounting.serving(entry.name, len(latents))
         return await self._decode(entry, latents, chosen)
 
     async def restyle(self, job: ImageJob[RestyleOptions]) -> Images:
@@ -129,8 +131,8 @@ class LabelledGeneration:
         the same handwriting). The digit it shows is `source_label`, else the label under which the model
         explains the image best (the smallest negative ELBO at the posterior mean)."""
         options, upload = job.options, job.upload
-        if len(upload.blobs) != 1:
-            raise InvalidRequest(f"restyle takes exactly one image; got {len(upload.blobs)}", param="image")
+        if upload.count != 1:
+            raise InvalidRequest(f"restyle takes exactly one image; got {upload.count}", param="image")
         entry = choose_conditional(self.service.choice, options.model, param="model")
         classes = self.classes(entry)
         targets = (
@@ -145,8 +147,8 @@ class LabelledGeneration:
         if source is None:
             source = await self._best_label(entry, image, classes)
         new_labels = targets if targets is not None else torch.arange(classes)
-        job.note(entry.name, len(new_labels))
-        batch = with_label_plane(image.unsqueeze(0), torch.tensor([source]))
+        self.service.accounting.serving(entry.name, len(new_labels))
+        batch = _labelled(image.unsqueeze(0), torch.tensor([source]))
         mean, _ = await self.service.registry.run(entry.name, CONDITIONAL_VAE_ENCODE, batch)
         images = await self._decode(entry, mean.expand(len(new_labels), -1), new_labels)
         for result in images.results:
@@ -157,9 +159,9 @@ class LabelledGeneration:
     async def _best_label(self, entry: ModelEntry, image: torch.Tensor, classes: int) -> int:
         """The label whose posterior mean decodes closest to the image, KL included (negative ELBO at the mean)."""
         candidates = torch.arange(classes)
-        batch = with_label_plane(image.unsqueeze(0).expand(classes, *image.shape), candidates)
+        batch = _labelled(image.unsqueeze(0).expand(classes, *image.shape).contiguous(), candidates)
         mean, log_variance = await self.service.registry.run(entry.name, CONDITIONAL_VAE_ENCODE, batch)
-        decoded = await self.service.registry.run(entry.name, CONDITIONAL_VAE_DECODE, _with_labels(mean, candidates))
+        decoded = await self.service.registry.run(entry.name, CONDITIONAL_VAE_DECODE, _labelled(mean, candidates))
         assert isinstance(decoded, torch.Tensor)
         targets = image.unsqueeze(0).expand_as(decoded)
         cross_entropy = F.binary_cross_entropy(decoded.clamp(1e-6, 1 - 1e-6), targets, reduction="none")
@@ -174,7 +176,7 @@ class LabelledGeneration:
             raise ValidationFailed(
                 f"model {entry.name!r} has {size} latent dimensions; got vectors of {latents.shape[1]}", param="latents"
             )
-        outputs = await self.service.registry.run(entry.name, CONDITIONAL_VAE_DECODE, _with_labels(latents, labels))
+        outputs = await self.service.registry.run(entry.name, CONDITIONAL_VAE_DECODE, _labelled(latents, labels))
         assert isinstance(outputs, torch.Tensor)
         results = [
             ImageResult(image, extra={"label": int(label)}) for image, label in zip(outputs, labels, strict=True)
@@ -182,6 +184,7 @@ class LabelledGeneration:
         return Images(entry.name, results, seed)
 
 
-def _with_labels(latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(n, D) latents, (n,) labels -> (n, D + 1): the batch of CONDITIONAL_VAE_DECODE."""
-    return torch.cat([latents, labels.to(latents.dtype).unsqueeze(1)], dim=1)
+def _labelled(inputs: torch.Tensor, labels: torch.Tensor) -> Items:
+    """(n, ...) latents or images and their (n,) labels -> the batch items of the conditional tasks (the label
+    a per-item extra, as float like the warm-up's blank extras; the model reads it as a class index)."""
+    return Items(inputs, {"label": labels.to(torch.float32)})

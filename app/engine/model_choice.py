@@ -1,7 +1,7 @@
 """Which model a request means: the model-choice policy, apart from where models come from (app.engine.registry).
 
-A request names a model or leaves it to the task's configured default (`AE_DEFAULT_MODELS`, keyed as the
-task table says); the model must list the task's card task and be servable. Super-resolution may instead
+A request names a model or leaves it to the task's configured default (`AE_DEFAULT_MODELS`, keyed as
+`app.engine.defaults` says); the model must list the task's card task and be servable. Super-resolution may instead
 be chosen by its factor (`scale`). The same defaults decide what start-up preloads and warms up, and when
 the service is ready.
 """
@@ -9,12 +9,13 @@ the service is ready.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import takewhile
 
-from app.engine.registry import ModelEntry, ModelRegistry
+from app.engine.catalogue import ModelEntry
+from app.engine.defaults import default_keys
+from app.engine.registry import ModelRegistry
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.settings import OPTIONAL_DEFAULTS, DefaultModels, Preload
-from models.runtime.tasks import SUPER_RESOLVE, Task
+from models.runtime.tasks import SUPER_RESOLVE, Task, model_takes
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ModelChoice:
         """The entry a request means: `name`, else the default of `default_key` (the task's first by default),
         checked to do the task and to be servable."""
         if name is None:
-            key = default_key or (task.default_keys[0] if task.default_keys else None)
+            key = default_key or next(iter(default_keys(task)), None)
             if key is None:
                 raise InvalidRequest(f"{task.name} has no default model: name one with 'model'", param="model")
             name = self.default_for(key)
@@ -45,24 +46,23 @@ class ModelChoice:
         return entry
 
     def companion(self, entry: ModelEntry, channels: int) -> ModelEntry:
-        """The model of `entry`'s architecture and tasks made for pictures of `channels` channels (a grayscale
-        and a colour photo denoiser are such a pair), or `entry` itself when it is one or none is servable.
-        Among several, the one whose name shares the longest beginning with `entry`'s, then by name."""
+        """The model for pictures of `channels` channels: `entry`, or the companion its card names (a grayscale
+        and a colour photo denoiser name each other) when that one is made for them, does `entry`'s tasks and
+        is servable; else `entry` itself."""
         card = entry.card
         if card is None or card.input.channels == channels:
             return entry
-        candidates = [
-            other
-            for other in self.registry.entries.values()
-            if other.card is not None
-            and other.state != "unavailable"
-            and other.card.architecture == card.architecture
-            and other.card.input.channels == channels
-            and set(card.tasks) <= set(other.card.tasks)
-        ]
-        if not candidates:
+        name = model_takes(card).companion
+        other = self.registry.entries.get(name) if name else None
+        if (
+            other is None
+            or other.card is None
+            or other.state == "unavailable"
+            or other.card.input.channels != channels
+            or not set(card.tasks) <= set(other.card.tasks)
+        ):
             return entry
-        return min(candidates, key=lambda other: (-shared_beginning(other.name, entry.name), other.name))
+        return other
 
     def choose_super_resolution(self, name: str | None, scale: int | None) -> ModelEntry:
         """The super-resolution model a request means. With `model`, that model, whose factor must be `scale`
@@ -78,7 +78,7 @@ class ModelChoice:
                 )
             return entry
         # .get: a default missing from the checkpoints folder need not stop a request that names a scale.
-        default_name = self.default_for(SUPER_RESOLVE.default_keys[0])
+        default_name = self.default_for(default_keys(SUPER_RESOLVE)[0])
         default = self.registry.entries.get(default_name)
         domain = default.card.input.domain if default is not None and default.card is not None else None
         servable = [
@@ -124,8 +124,3 @@ class ModelChoice:
             elif not entry.warmed_up:
                 reasons.append(f"default {key} model {name!r} has not run a warm-up forward pass yet")
         return reasons
-
-
-def shared_beginning(first: str, second: str) -> int:
-    """How many characters two names share from their start ('photo-denoise-gray', 'photo-denoise-color': 14)."""
-    return sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(first, second, strict=False)))

@@ -12,11 +12,14 @@ import asyncio
 import random
 from collections import defaultdict
 
-import numpy as np
 import torch
 
+from app.engine.batch_items import queued
+from app.engine.catalogue import ModelEntry
 from app.engine.cpu_work import run_cpu_work
 from app.engine.jobs import (
+    NO_ACCOUNTING,
+    Accounting,
     Embeddings,
     Grid,
     ImageJob,
@@ -24,39 +27,38 @@ from app.engine.jobs import (
     Images,
     ImageUpload,
     LatentPoints,
-    NoteRequest,
     Posteriors,
 )
-from app.engine.labelled_generation import LabelledGeneration, label_count, takes_labels
+from app.engine.labelled_generation import LabelledGeneration, takes_labels
 from app.engine.latent_maps import served_latent_map
+from app.engine.loading import warm_up_tasks
 from app.engine.model_choice import ModelChoice
-from app.engine.registry import LoadedModel, ModelEntry, ModelRegistry, warm_up_tasks
+from app.engine.model_info import describe_model
+from app.engine.registry import ModelRegistry
+from app.engine.request_inputs import (
+    check_dimensions,
+    check_limit,
+    latents_tensor,
+    require_estimable,
+    to_levels,
+    total_pixels,
+)
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.http.schemas import (
     DenoiseOptions,
     EmbeddingOptions,
     EncodeOptions,
     ImageOptions,
-    InputSpecInfo,
     InterpolateOptions,
     ModelInfo,
     SuperResolveOptions,
 )
-from app.imaging.codecs import (
-    INLINE_PIXELS,
-    declared_pixels,
-    decode_image,
-    grid_columns,
-    image_from_pixels,
-    tile_grid,
-)
-from app.imaging.model_input import PreparedImage, Preprocess, input_channels, prepare
+from app.imaging.codecs import decode_image, grid_columns, image_from_pixels, tile_grid
+from app.imaging.model_input import PreparedImage, Preprocess, prepare
 from app.observability import Metrics
 from app.settings import Settings
-from models.architectures import ARCHITECTURES
-from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
-from models.quality.noise_estimation import PATCH, estimate_sigma
+from models.quality.noise_estimation import estimate_sigma
 from models.runtime.tasks import (
     DENOISE,
     DENOISE_AT_NOISE_LEVEL,
@@ -66,15 +68,22 @@ from models.runtime.tasks import (
     VAE_DECODE,
     VAE_ENCODE,
     Task,
-    with_noise_level,
+    model_takes,
 )
 
 
 class Service:
-    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: Metrics) -> None:
+    """The work of one request. `accounting` is told which model serves it and how many images it holds, as
+    soon as the model is chosen (for HTTP: the request's record, which counts it against that model's
+    admission and may refuse it with 503 there; app.http.request_record)."""
+
+    def __init__(
+        self, registry: ModelRegistry, settings: Settings, metrics: Metrics, accounting: Accounting = NO_ACCOUNTING
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.accounting = accounting
         self.choice = ModelChoice(registry, settings.default_models)
         self.labelled = LabelledGeneration(self)  # conditional VAEs: samples and decodes of a label, restyles
 
@@ -98,30 +107,28 @@ class Service:
     async def denoise_at_noise_level(self, job: ImageJob[DenoiseOptions], entry: ModelEntry) -> Images:
         """Each picture goes to the model of its colour mode (`ModelChoice.companion`), at the given sigma or
         the one estimated from it (`models.quality.noise_estimation`, in the decoding worker), in one pass."""
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         prepared = await self.prepare(
             job.upload, _card(entry), DENOISE_AT_NOISE_LEVEL, job.options.preprocess, job.route
         )
         given = job.options.sigma
         if given is None:
-            _require_estimable(prepared)
+            require_estimable(prepared)
 
         def levels() -> list[float]:
             with self.metrics.stage("estimate-noise", job.route):
                 return [given if given is not None else estimate_sigma(to_levels(p.tensor)) for p in prepared]
 
         sigmas = await run_cpu_work(levels, 0 if given is not None else total_pixels(job.upload))
-        inputs = [
-            with_noise_level(p.tensor[None], torch.tensor([sigma]))[0]
-            for p, sigma in zip(prepared, sigmas, strict=True)
-        ]
+        sigma_per_image = torch.tensor(sigmas, dtype=torch.float32)  # an extra: travels with its image
         models = [self.choice.companion(entry, p.tensor.shape[0]) for p in prepared]
         by_model: dict[str, list[int]] = defaultdict(list)
         for index, model in enumerate(models):
             by_model[model.name].append(index)
 
         async def run_model(name: str, indices: list[int]) -> tuple[list[int], list[tuple[torch.Tensor, ...]]]:
-            return indices, await self.run(name, DENOISE_AT_NOISE_LEVEL, [inputs[i] for i in indices])
+            images = [prepared[i].tensor for i in indices]
+            return indices, await self.run(name, DENOISE_AT_NOISE_LEVEL, images, {"sigma": sigma_per_image[indices]})
 
         outputs: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
         for indices, model_outputs in await asyncio.gather(*(run_model(n, i) for n, i in by_model.items())):
@@ -149,7 +156,7 @@ class Service:
 
     async def transform(self, job: ImageJob[ImageOptions], entry: ModelEntry, task: Task) -> Images:
         """Images in, images out through `task` on the chosen model: what the image routes share."""
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         prepared = await self.prepare(job.upload, _card(entry), task, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, task, [p.tensor for p in prepared])
         results = []
@@ -163,7 +170,7 @@ class Service:
     async def embed(self, job: ImageJob[EmbeddingOptions]) -> Embeddings:
         entry = self.choice.choose(job.options.model, EMBED)
         check_dimensions(entry.name, job.options.dimensions, _card(entry).latent_size)  # before any work
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         prepared = await self.prepare(job.upload, _card(entry), EMBED, job.options.preprocess, job.route)
         outputs = await self.run(entry.name, EMBED, [p.tensor for p in prepared])
         vectors = torch.stack([output[0] for output in outputs])  # (n, D)
@@ -174,7 +181,7 @@ class Service:
 
     async def vae_encode(self, job: ImageJob[EncodeOptions]) -> Posteriors:
         entry = self.choice.choose(job.options.model, VAE_ENCODE)
-        job.note(entry.name, job.upload.count)
+        self.accounting.serving(entry.name, job.upload.count)
         return await self._encode(entry, job.upload, job.options.preprocess, job.route)
 
     async def _encode(self, entry: ModelEntry, upload: ImageUpload, preprocess: Preprocess, route: str) -> Posteriors:
@@ -187,41 +194,35 @@ class Service:
     # -- latents in, images out --------------------------------------------------------------------
 
     async def vae_sample(
-        self,
-        model: str | None,
-        n: int,
-        seed: int | None,
-        temperature: float,
-        note: NoteRequest,
-        label: int | list[int] | None = None,
+        self, model: str | None, n: int, seed: int | None, temperature: float, label: int | list[int] | None = None
     ) -> Images:
         """n images from the prior (of the given labels, for a conditional VAE); the latents come from a CPU
         generator so a seed gives the same images whatever the device and however requests were batched."""
         check_limit(n, self.settings.max_samples, "n")
-        labelled = await self.labelled.sample(model, n, seed, temperature, label, note)
+        labelled = await self.labelled.sample(model, n, seed, temperature, label)
         if labelled is not None:
             return labelled
         entry = self.choice.choose(model, VAE_DECODE)
-        note(entry.name, n)
-        loaded = await self.registry.load(entry.name)
+        self.accounting.serving(entry.name, n)
+        size = await self.latent_size(entry)
         seed = random.SystemRandom().randrange(2**63) if seed is None else seed
         generator = torch.Generator().manual_seed(seed)
-        latents = torch.randn((n, latent_size(entry, loaded)), generator=generator) * temperature
+        latents = torch.randn((n, size), generator=generator) * temperature
         return Images(entry.name, [ImageResult(image) for image in await self._decode(entry, latents)], seed)
 
     async def vae_decode(
-        self, model: str | None, latents: list[list[float]], note: NoteRequest, label: int | list[int] | None = None
+        self, model: str | None, latents: list[list[float]], label: int | list[int] | None = None
     ) -> Images:
         """Latent vectors, each of the model's latent size -> one image each (of its label, when conditional)."""
         check_limit(len(latents), self.settings.max_images_per_request, "latents")
         if label is not None:
-            return await self.labelled.decode(model, latents_tensor(latents), label, note)
+            return await self.labelled.decode(model, latents_tensor(latents), label)
         if model is not None and takes_labels(self.registry.entry(model)):
             raise ValidationFailed(
                 f"model {model!r} is a conditional VAE: send 'label' with the latents", param="label"
             )
         entry = self.choice.choose(model, VAE_DECODE)
-        note(entry.name, len(latents))
+        self.accounting.serving(entry.name, len(latents))
         images = await self._decode(entry, latents_tensor(latents))
         return Images(entry.name, [ImageResult(image) for image in images])
 
@@ -243,21 +244,20 @@ class Service:
             if upload.count != 2:
                 raise InvalidRequest(f"interpolation needs exactly two images; got {upload.count}", param="image")
             start, end = (await self._encode(entry, upload, options.preprocess, job.route)).means
-        job.note(entry.name, options.steps)
+        self.accounting.serving(entry.name, options.steps)
         weights = torch.linspace(0.0, 1.0, options.steps).unsqueeze(1)  # (steps, 1)
         images = await self._decode(entry, (1 - weights) * start + weights * end)
         return Images(entry.name, [ImageResult(image) for image in images])
 
-    async def vae_manifold(self, model: str | None, size: int, extent: float, note: NoteRequest) -> Grid:
+    async def vae_manifold(self, model: str | None, size: int, extent: float) -> Grid:
         """A size x size grid over z1, z2 in [-extent, extent], as one picture.
 
         Columns go along z1 (left to right), rows along z2 (top is +extent), like a plot's axes.
         """
         check_limit(size, self.settings.max_manifold_size, "size")
         entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
-        note(entry.name, size * size)
-        loaded = await self.registry.load(entry.name)
-        dimensions = latent_size(entry, loaded)
+        self.accounting.serving(entry.name, size * size)
+        dimensions = await self.latent_size(entry)
         if dimensions != 2:
             raise TaskNotSupported(
                 f"the manifold needs a 2-D latent space; model {entry.name!r} has {dimensions} dimensions",
@@ -269,17 +269,17 @@ class Service:
         images = await self._decode(entry, torch.stack([z1, z2], dim=1))
         return Grid(entry.name, tile_grid(images, grid_columns(size * size)), size)
 
-    async def vae_latent_map(self, model: str | None, note: NoteRequest) -> LatentPoints:
+    async def vae_latent_map(self, model: str | None) -> LatentPoints:
         """The latent map of a 2-D VAE (the manifold's model by default): read from beside its weights, no
         forward pass. The file is read in a worker thread: it holds thousands of points."""
         entry = self.choice.choose(model, VAE_DECODE, default_key="manifold")
-        note(entry.name, 0)
+        self.accounting.serving(entry.name, 0)
         found = await asyncio.to_thread(served_latent_map, entry)
         return LatentPoints(entry.name, found.source, found.x, found.y, found.labels)
 
     async def _decode(self, entry: ModelEntry, latents: torch.Tensor) -> list[torch.Tensor]:
         """(n, D) latents -> n images (C, H, W), after checking D against the model's latent size."""
-        size = latent_size(entry, await self.registry.load(entry.name))
+        size = await self.latent_size(entry)
         if latents.shape[1] != size:
             raise ValidationFailed(
                 f"model {entry.name!r} has {size} latent dimensions; got vectors of {latents.shape[1]}", param="latents"
@@ -290,6 +290,17 @@ class Service:
 
     # -- the steps every image task takes ----------------------------------------------------------
 
+    async def latent_size(self, entry: ModelEntry) -> int:
+        """The model's latent dimensions: from its card, else from the loaded model."""
+        await self.registry.load(entry.name)
+        card = _card(entry)
+        if card.latent_size:
+            return card.latent_size
+        running = self.registry.describe(entry)
+        if running is None or running.latent_size is None:
+            raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
+        return running.latent_size
+
     async def prepare(
         self, upload: ImageUpload, card: ModelCard, task: Task, preprocess: Preprocess, route: str
     ) -> list[PreparedImage]:
@@ -298,7 +309,7 @@ class Service:
         # The pixel cap bounds what the service holds and sends back: for super-resolution that is the answer,
         # scale^2 larger than the image sent (checked from the header, before anything is decoded).
         output_scale = task.output_scale(card)
-        channels = input_channels(card)
+        channels, max_pixels = model_takes(card).picture_channels, self.settings.max_pixels
 
         def work() -> list[PreparedImage]:
             with self.metrics.stage("decode", route):
@@ -312,11 +323,13 @@ class Service:
                     prepared.append(prepare(image, card, task, preprocess, param=param))
                 return prepared
 
-        max_pixels = self.settings.max_pixels
         return await run_cpu_work(work, total_pixels(upload))
 
-    async def run(self, name: str, task: Task, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
-        """Run every (C, H, W) input through the model; -> per input, the task's outputs without batch dim.
+    async def run(
+        self, name: str, task: Task, tensors: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Run every (C, H, W) input (and its per-item extras: each extra holds one value per input) through
+        the model; -> per input, the task's outputs without batch dim.
 
         Inputs of one shape go as one submission; different shapes (any-size models) go side by side.
         """
@@ -325,7 +338,9 @@ class Service:
             groups[tuple(tensor.shape)].append(index)
 
         async def run_group(indices: list[int]) -> tuple[list[int], tuple[torch.Tensor, ...]]:
-            outputs = await self.registry.run(name, task, torch.stack([tensors[i] for i in indices]))
+            group_extras = {key: extra[indices] for key, extra in extras.items()} if extras else None
+            inputs = queued(torch.stack([tensors[i] for i in indices]), group_extras)
+            outputs = await self.registry.run(name, task, inputs)
             return indices, outputs if isinstance(outputs, tuple) else (outputs,)
 
         results: list[tuple[torch.Tensor, ...]] = [()] * len(tensors)
@@ -350,8 +365,9 @@ class Service:
     async def load_model(self, name: str) -> ModelInfo:
         """Load a model and run one forward pass per task its card lists."""
         entry = self.registry.entry(name)
-        card = entry.card or (await self.registry.load(name)).card
-        await self.registry.warm_up(name, warm_up_tasks(card))
+        if entry.card is None:
+            await self.registry.load(name)
+        await self.registry.warm_up(name, warm_up_tasks(_card(entry)))
         return self.model_info(entry)
 
     async def replace_model(self, name: str) -> ModelInfo:
@@ -369,111 +385,12 @@ class Service:
         return await self.registry.rescan()
 
     def model_info(self, entry: ModelEntry) -> ModelInfo:
-        """What /v1/models says of one checkpoint: its state and its card (the one place a ModelInfo is made)."""
-        card, loaded = entry.card, entry.loaded
-        spec = card.input if card else None
-        trained_at = card.trained_at() if card else None
-        return ModelInfo(
-            # OpenAI's model object, so that OpenAI clients can list the models (`created`: 0 when the card
-            # does not say when its weights were trained)
-            id=entry.name,
-            created=int(trained_at.timestamp()) if trained_at else 0,
-            owned_by=self.settings.owned_by,
-            name=entry.name,
-            state=entry.state,
-            reason=entry.reason,
-            tasks=card.tasks if card else [],
-            architecture=card.architecture if card else None,
-            input=InputSpecInfo(channels=spec.channels, height=spec.height, width=spec.width, domain=spec.domain)
-            if spec
-            else None,
-            latent_size=card.latent_size if card else None,
-            labels=list(range(count))
-            if card and (count := label_count(card.tasks, card.architecture_config))
-            else None,
-            scale=card.scale if card else None,
-            device=str(loaded.device if loaded else self.registry.device),
-            dtype=loaded.planned.plan.precision if loaded else None,
-            execution=loaded.planned.plan.describe() if loaded else None,
-            description=card.description if card else "",
-            sha256=card.weights_sha256 if card else None,
-            metrics=card.metrics if card else {},
-            training=card.training if card else {},
-        )
-
-
-def check_limit(value: int, limit: int, param: str) -> None:
-    """Limits from settings are checked before any work (a 422 naming the field)."""
-    if value > limit:
-        raise ValidationFailed(f"{param} is {value}; the limit is {limit}", param=param)
-
-
-def check_dimensions(model: str, dimensions: int | None, size: int | None) -> None:
-    """OpenAI's `dimensions` asks for shorter vectors; an autoencoder's code has no order of importance to
-    cut by, so only the model's own size is accepted (`size` None: not known yet, nothing to check)."""
-    if dimensions is not None and size is not None and dimensions != size:
-        raise ValidationFailed(
-            f"model {model!r} makes vectors of {size} dimensions; 'dimensions' must be {size} or left out "
-            "(its vectors are not truncated)",
-            param="dimensions",
-        )
-
-
-def latents_tensor(latents: list[list[float]]) -> torch.Tensor:
-    """JSON vectors -> (n, D); they must all have the same length."""
-    lengths = {len(vector) for vector in latents}
-    if len(lengths) != 1:
-        raise ValidationFailed(f"latent vectors differ in length: {sorted(lengths)}", param="latents")
-    return torch.tensor(latents, dtype=torch.float32)
-
-
-def total_pixels(upload: ImageUpload) -> int | None:
-    """The pixels all images declare in their headers; None (offload) when more than inline work or unreadable."""
-    if upload.pixels is not None:
-        count = sum(pixels.shape[0] * pixels.shape[1] for pixels in upload.pixels)
-        return count if count <= INLINE_PIXELS else None
-    total = 0
-    for blob in upload.blobs:
-        pixels = declared_pixels(blob)
-        if pixels is None:
-            return None
-        total += pixels
-        if total > INLINE_PIXELS:  # no need to read the other headers
-            return None
-    return total
-
-
-def latent_size(entry: ModelEntry, loaded: LoadedModel) -> int:
-    """The model's latent dimensions: from its card, else from the loaded model."""
-    card = _card(entry)
-    if card.latent_size:
-        return card.latent_size
-    size = getattr(loaded.model, "latent_size", None)
-    if not isinstance(size, int):
-        raise InvalidRequest(f"model {entry.name!r} does not state its latent size", param="model")
-    return size
-
-
-def to_levels(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] -> (H, W, C) on the 0..255 scale, what the noise estimator reads."""
-    return (image.float() * 255.0).permute(1, 2, 0).numpy()
-
-
-def _require_estimable(prepared: list[PreparedImage]) -> None:
-    """The estimator reads 7x7 patches: a smaller picture without `sigma` is the client's to fix (a 400)."""
-    for index, item in enumerate(prepared):
-        height, width = item.tensor.shape[-2:]
-        if min(height, width) < PATCH:
-            raise InvalidRequest(
-                f"image {index} is {width}x{height} pixels: estimating its noise level needs at least "
-                f"{PATCH}x{PATCH}; send a larger picture or give the noise level in `sigma` (0 to 75)",
-                param="sigma",
-            )
+        """What /v1/models says of one checkpoint (app.engine.model_info, the one place a ModelInfo is made)."""
+        return describe_model(entry, self.registry, self.settings.owned_by)
 
 
 def _takes_noise_level(entry: ModelEntry) -> bool:
-    architecture = ARCHITECTURES.get(entry.card.architecture) if entry.card is not None else None
-    return architecture is not None and issubclass(architecture, NoiseLevelDenoiser)
+    return entry.card is not None and model_takes(entry.card).noise_level
 
 
 def _card(entry: ModelEntry) -> ModelCard:

@@ -1,45 +1,48 @@
-"""Admission control for the inference routes: a request is admitted when it can be served in time.
+"""Admission control for the inference routes: a request is admitted when it can be served within a budget.
 
 The batcher's queue is bounded, but a request only reaches it after its body has been read, parsed
 and decoded. Under overload that is too late: requests pile up in the server and the event loop
-ahead of the batcher, and every one of them ends up waiting seconds. So this plain ASGI middleware
-decides before the body is read, per model, from what it measures:
+ahead of the batcher, and every one of them ends up waiting seconds. So admission decides before the
+body is read, per model, from what it measures:
 - the **cost per image**: while a model has requests in flight, the busy seconds per image answered
-  (a moving average over windows of at least `WINDOW_S`): how fast its queue drains, HTTP, codecs
-  and the model step together;
+  (a moving average over windows of at least `WINDOW_S`, so it follows a change of load within tens of
+  milliseconds): how fast its queue drains, HTTP, codecs and the model step together;
 - the **images ahead**: requests in flight times the images a request of this model carries (a moving
-  average; the routes tell the middleware a request's image count);
-- the **expected wait** of one more request, their product, against the request's **deadline**: the
-  batch timeout (`AE_BATCH_TIMEOUT_S`), past which it would get 504 anyway.
-A request whose expected wait exceeds the deadline, or that would put more images in flight than the
-batcher's queue holds, gets 503 `overloaded` with `Retry-After` the expected wait, rounded up. A
-refusal costs the app a few microseconds of arithmetic (they are logged as one summary line a second,
-see app.http.middleware.RefusalSummary), far less than serving a request, so the model keeps its share of
-the CPU while a flood is refused. Well-behaved clients, however many, whose requests drain within the
-deadline are all served. Only the routes that run models are counted; listing models, management and
-the probes pass.
+  average; the service tells the request's record the image count);
+- the **event loop's lag**: how late a 10 ms timer fires (`LAG_CHECK_S`). Requests the server has not
+  even read yet wait in its socket buffers, where no count sees them; the lag is how long they wait, so
+  it counts as queue. It rises at once and decays by half per check once the loop keeps time.
+The **expected wait** of one more request is the cost per image times the images ahead, plus the lag.
+A request is refused with 503 `overloaded`, and `Retry-After` the expected wait (the time the queue
+takes to drain) rounded up to whole seconds, when
+- its expected wait is over the **budget** (`AE_QUEUE_BUDGET_MS`) and the model already has
+  `min_requests` in flight (two full batches by default: so many keep the model busy, one batch running
+  while the next gathers, and a closed group of well-behaved clients no larger than that is never
+  refused because the machine is slow); or
+- the service is **under pressure** (it refused a request within the last `PRESSURE_S`: a flood, since a
+  group of polite clients within `min_requests` is never refused) and its expected wait is over the
+  budget however few are in flight, or the loop's lag alone is over a quarter of the budget (then the
+  loop is the queue: requests arrive faster than it can even read them, and each one served takes time
+  from reading and refusing the others; a burst of answers when a batch completes stays under it); or
+- the model's cost is not measured yet (no window of work answered since start-up) and `min_requests`
+  are in flight: a flood at start-up is not admitted on an estimate of zero; or
+- its expected wait is over its **deadline** (`AE_BATCH_TIMEOUT_S`, past which it would get 504), or it
+  would put more images in flight than the batcher's queue holds (`AE_BATCH_MAX_QUEUE_IMAGES`).
+Admitted requests therefore wait about the budget at most, and the rest learn at once that they should
+back off. A refusal costs far less than serving a request: under `ae-serve` the HTTP protocol asks
+`refusal` as soon as a request's headers are parsed and writes the 503 itself, before any ASGI or
+FastAPI work (app.process.connections); elsewhere the request pipeline refuses before the body is read
+(app.http.middleware). Refusals are logged as one summary line a second (app.http.middleware.RefusalSummary).
+Only the routes that run models are counted; listing models, management and the probes pass.
 
 A request is counted against the model that serves it, which a client cannot steer. Before the body
 is read, that is the model the query string names (`?model=...`) when it is one the registry knows,
 else the route's default (a body may name another model, and an unknown name is only a 404 to come).
-Once the route has resolved the model (its body read), `count_against` moves the request to that
-model's count, and refuses it with the same 503 when that model's queue could not serve it in time
-(the deadline and the image bound; the lag-based allowance below applies at the gate, where refusing
-is cheap). So a stream of made-up names in the query shares one count per route and cannot add
-allowance to a real model, and the bookkeeping stays bounded: there is one load per known model and
-per route, whatever the clients write.
-
-The estimate alone cannot stop one kind of overload: when requests arrive faster than the event loop
-can even read and refuse them, they wait in the server's socket buffers, where no estimate sees them,
-and every answer, 503s included, comes late. So with `max_loop_lag_ms` set, a timer measures every
-10 ms how late the event loop runs; while it is later than that, the expected wait a request is
-admitted with (the allowance, at first the deadline) shrinks once three checks in a row found it late
-(one late check is a burst of answers when a batch completes, not a backlog): by a fifth per check, or
-by the ratio of the allowed lag to the lag when that cuts deeper. It grows back by a quarter per check
-once the loop keeps time. Admitting shorter queues leaves the loop the time to refuse the rest
-promptly. The allowance only refuses a model's requests beyond `min_requests` in flight (two full
-batches by default): so many keep the model busy, one batch running while the next gathers, and a
-closed group of well-behaved clients no larger than that is never refused because the machine is slow.
+Once the service has chosen the model (its body read), the request's record (app.http.request_record) moves
+it to that model's count, refused with the same 503 when that model's queue could not serve it in time
+(the deadline and the image bound; the budget applies at the gate, where refusing is cheap). So a stream
+of made-up names in the query shares one count per route and cannot add allowance to a real model, and
+the bookkeeping stays bounded: there is one load per known model and per route, whatever clients write.
 
 It also stops work for clients that have gone away: once the body has been read, it watches for the
 client disconnecting and then cancels the request's handler, which takes the request's images that
@@ -59,12 +62,16 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Overloaded
-from app.http.error_handlers import error_json
+from app.http.error_handlers import send_error
+from app.http.request_record import RequestRecord
 
 LAG_CHECK_S = 0.01  # how often the event loop's lateness is measured
-SHRINK, GROW = 0.8, 1.25  # per check: the allowance shrinks by 20% or more while the loop is late, else grows 25%
-MIN_ALLOWANCE_S = 0.001  # the allowance shrinks no further (it grows back from here within half a second)
-LATE_CHECKS = 3  # checks in a row that must find the loop late before the allowance shrinks
+LAG_DECAY = 0.5  # per check on time, the lag counted as queue halves (it rises at once)
+# Under pressure, a loop later than this share of the budget refuses: it is saturated, and the requests it
+# has not read yet wait at least that long; a burst of answers when a batch completes stays under it.
+LAG_SHARE_OF_BUDGET = 0.25
+PRESSURE_S = 1.0  # after a refusal, this long under pressure (see AdmissionControl.over)
+LAG_FLOOR_S = 0.0005  # below this the loop keeps time: the lag counts as none and the timer stops when idle
 WINDOW_S = 0.05  # busy seconds over which one cost-per-image sample is taken
 COST_WEIGHT = 0.3  # weight of a new cost sample in the moving average
 IMAGES_WEIGHT = 0.1  # weight of a new request's image count in its moving average
@@ -86,8 +93,8 @@ class ModelLoad:
         return self.in_flight * self.images_per_request
 
     @property
-    def expected_wait_s(self) -> float:
-        """How long one more request would wait for those ahead of it to be answered."""
+    def drain_s(self) -> float:
+        """How long the requests in flight take to be answered: what one more would wait for."""
         return self.images_ahead * self.seconds_per_image
 
     def admit(self, now: float) -> None:
@@ -118,82 +125,55 @@ class ModelLoad:
 
 
 class AdmissionControl:
+    """The counts and the decision (see the module's docstring); the request pipeline runs `serve`, the
+    HTTP protocol asks `refusal` before it builds a request at all."""
+
     def __init__(
         self,
-        app: ASGIApp,
+        budget_s: float,
         deadline_s: float,
         max_images: int,
         paths: Iterable[str],
-        max_loop_lag_ms: float = 0.0,
         min_requests: int = 128,
         known_models: Callable[[], Container[str]] | None = None,
         path_model: Callable[[str], PathModel | None] | None = None,
-        created: Callable[[AdmissionControl], None] | None = None,
     ) -> None:
-        self.app = app
-        self.deadline_s = deadline_s  # the longest expected wait a request is admitted with
+        self.budget_s = budget_s  # the longest expected wait a request is admitted with (beyond min_requests)
+        self.deadline_s = deadline_s  # past this a request would time out: never admitted
         self.max_images = max_images  # images in flight per model (the batcher's queue bound)
-        self.min_requests = min_requests  # requests per model in flight the allowance never refuses
+        self.min_requests = min_requests  # requests per model in flight the budget never refuses
         self.paths = frozenset(paths)  # the routes that run models; any other request passes untouched
-        self.max_loop_lag_s = max_loop_lag_ms / 1000  # 0: the allowance never shrinks
-        self.allowance_s = deadline_s  # the expected wait admitted now: the deadline, less while the loop is late
         # The names a query may count a request against before its body is read (the registry's models).
         self.known_models = known_models or (lambda: ())
         self.loads: defaultdict[str, ModelLoad] = defaultdict(ModelLoad)
-        self._lag_timer: asyncio.TimerHandle | None = None
-        self._late_checks = 0  # consecutive checks that found the loop late
         # Routes outside `paths` that name their model in the path (the Open Inference Protocol's
         # /v2/models/{name}/infer, app.oip): the model and the route's template, else None (not a model route).
         self.path_model = path_model or (lambda path: None)
-        if created is not None:  # the app keeps this instance: its gRPC server is admitted here too (app.oip)
-            created(self)
+        self.loop_lag_s = 0.0  # how late the event loop runs: the wait of requests not read yet
+        self.pressure_until = 0.0  # until when the last refusal puts every request under the budget
+        self._lag_timer: asyncio.TimerHandle | None = None
 
     @property
     def in_flight(self) -> dict[str, int]:
         """Requests being served, per model key."""
         return {key: load.in_flight for key, load in self.loads.items()}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["path"] in self.paths:
-            key = self.key_before_body(scope)
-        else:
-            named = self.path_model(scope["path"])
-            if named is None:
-                await self.app(scope, receive, send)
-                return
-            scope.setdefault("state", {})["route_template"] = named.route  # the metrics' label if refused
-            key = self.key_of(named.model, named.route)
-        try:
-            ticket = self.admit(key)
-        except Overloaded as error:
-            await self.refuse(scope, send, error)
-            return
-        scope.setdefault("state", {})["admission"] = ticket
-        finished = False
+    def guards(self, path: str) -> bool:
+        return path in self.paths or self.path_model(path) is not None
 
-        def finish() -> None:
-            nonlocal finished
-            if not finished:
-                finished = True
-                images = scope.get("state", {}).get("images")
-                ticket.finish(images if isinstance(images, int) else 0)
+    def route_of(self, path: str) -> str:
+        """A guarded path's route template, bounded for metric labels (a protocol path names its model)."""
+        named = None if path in self.paths else self.path_model(path)
+        return path if named is None else named.route
 
-        async def send_and_count(message: Message) -> None:
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                finish()  # answered: no longer ahead of anyone, though the handler may still be winding up
+    # -- the decision --------------------------------------------------------------------------------
 
-        try:
-            await run_until_disconnect(self.app, scope, receive, send_and_count)
-        finally:
-            finish()
-
-    def key_before_body(self, scope: Scope) -> str:
-        """The model the query names if the registry knows it, else the route's default."""
-        return self.key_of(query_model(scope), scope["path"])
+    def key_for(self, path: str, query: bytes) -> str:
+        """The model the query (or the protocol's path) names if the registry knows it, else the route's default."""
+        named = None if path in self.paths else self.path_model(path)
+        if named is not None:
+            return self.key_of(named.model, named.route)
+        return self.key_of(query_model(query), path)
 
     def key_of(self, name: str | None, route: str) -> str:
         """The count of model `name` if the registry knows it, else the one of `route` (its default model, or
@@ -204,30 +184,99 @@ class AdmissionControl:
 
     def admit(self, key: str) -> Ticket:
         """Admit one request counted under `key`, or raise Overloaded; the caller finishes the ticket when it
-        has answered. The HTTP routes pass here in `__call__`; the gRPC server calls it itself (app.oip)."""
-        if self.max_loop_lag_s and (self._lag_timer is None or self._lag_timer.cancelled()):
-            self._schedule_lag_check(asyncio.get_running_loop())
+        has answered. HTTP requests pass here through `serve`; the gRPC server calls it itself (app.oip)."""
+        self.watch_loop()
         load = self.loads[key]
-        if load.in_flight and self.over(load):
+        if self.over(load):
             raise self.overloaded(key, load)
         load.admit(time.perf_counter())
         return Ticket(self, key)
 
+    def expected_wait_s(self, load: ModelLoad) -> float:
+        return load.drain_s + self.loop_lag_s
+
     def over(self, load: ModelLoad, at_gate: bool = True) -> bool:
-        """Whether one more request for this model would be refused (at the gate: also by the allowance)."""
-        wait = load.expected_wait_s
-        if wait > self.deadline_s or load.images_ahead + load.images_per_request > self.max_images:
+        """Whether one more request for this model would be refused (at the gate: also by the budget)."""
+        if not load.in_flight:
+            return False
+        if load.drain_s > self.deadline_s or load.images_ahead + load.images_per_request > self.max_images:
             return True
-        return at_gate and load.in_flight >= self.min_requests and wait > self.allowance_s
+        if not at_gate:
+            return False
+        if load.seconds_per_image == 0.0:  # no cost measured yet: two full batches, no more
+            return load.in_flight >= self.min_requests
+        wait = self.expected_wait_s(load)
+        if time.perf_counter() < self.pressure_until:
+            # Refusing already: a flood, not a group of polite clients. Every request is held to the budget,
+            # and a loop later than a quarter of it refuses too: it is the queue then, and every request
+            # served takes time from reading and refusing the others.
+            return wait > self.budget_s or self.loop_lag_s > self.budget_s * LAG_SHARE_OF_BUDGET
+        return load.in_flight >= self.min_requests and wait > self.budget_s
+
+    def refusal(self, path: str, query: bytes) -> Overloaded | None:
+        """The 503 a request for `path?query` gets now, or None when it would be admitted (or is not guarded).
+        Creates no bookkeeping: what a flood of refused requests costs is this arithmetic."""
+        if not self.guards(path):
+            return None
+        self.watch_loop()
+        key = self.key_for(path, query)
+        load = self.loads.get(key)
+        if load is None or not self.over(load):
+            return None
+        return self.overloaded(key, load)
+
+    def overloaded(self, key: str, load: ModelLoad) -> Overloaded:
+        self.pressure_until = time.perf_counter() + PRESSURE_S
+        # By the time the requests ahead have been answered, there is room again: that is when to come back.
+        wait = self.expected_wait_s(load)
+        return Overloaded(
+            f"{key} is busy: {load.in_flight} requests ahead, an expected wait of {wait:.2f} s "
+            f"(budget {self.budget_s:.2f} s, at most {self.max_images} images in flight); retry later",
+            retry_after=max(1.0, wait + 0.5),  # rounded up, at least a second
+        )
+
+    # -- serving -------------------------------------------------------------------------------------
+
+    async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+        """Run the app for a guarded request if it is admitted, else answer 503 without reading its body."""
+        self.watch_loop()
+        key = self.key_for(scope["path"], scope.get("query_string", b""))
+        load = self.loads[key]
+        if self.over(load):
+            error = self.overloaded(key, load)
+            record.refused_at_admission = True  # logged in a summary line per second (app.http.middleware)
+            record.error_type = error.type
+            await send_error(send, error, scope["path"])
+            return
+        ticket = record.ticket = Ticket(self, key)
+        load.admit(time.perf_counter())
+        finished = False
+
+        def finish() -> None:
+            nonlocal finished
+            if not finished:
+                finished = True
+                images = record.images
+                self.loads[ticket.key].finish(time.perf_counter(), images if images and images > 0 else 1)
+
+        async def send_and_count(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()  # answered: no longer ahead of anyone, though the handler may still be winding up
+
+        try:
+            await run_until_disconnect(app, scope, receive, send_and_count, record)
+        finally:
+            finish()
 
     def move(self, ticket: Ticket, model: str) -> None:
         """Count the ticket's request against `model` from now on; Overloaded if that model cannot serve it
-        in time (the deadline and image bound, not the allowance: see the module's docstring)."""
+        in time (the deadline and image bound, not the budget: see the module's docstring)."""
         key = f"model {model!r}"
         if key == ticket.key:
             return
         target = self.loads[key]
-        if target.in_flight and self.over(target, at_gate=False):
+        if self.over(target, at_gate=False):
             raise self.overloaded(key, target)
         now = time.perf_counter()
         self.loads[ticket.key].leave(now)
@@ -237,49 +286,33 @@ class AdmissionControl:
     # -- the event loop's lateness -------------------------------------------------------------------
 
     def observe_loop_lag(self, seconds: float) -> None:
-        """Shrink the allowance while the loop runs late, and let it grow back to the deadline once it is not."""
-        if seconds <= self.max_loop_lag_s:
-            self._late_checks = 0
-            self.allowance_s = min(self.deadline_s, self.allowance_s * GROW)
-            return
-        self._late_checks += 1
-        if self._late_checks >= LATE_CHECKS:  # late for a while, not one burst of answers: a backlog
-            # The later the loop, the deeper the cut, so that a sudden flood is met within a few checks.
-            self.allowance_s = max(MIN_ALLOWANCE_S, self.allowance_s * min(SHRINK, self.max_loop_lag_s / seconds))
+        """Count a measured lateness as queue: at once when it grows, halving per check when it shrinks."""
+        if seconds >= self.loop_lag_s:
+            self.loop_lag_s = seconds
+        else:
+            lag = LAG_DECAY * self.loop_lag_s + (1 - LAG_DECAY) * seconds
+            self.loop_lag_s = 0.0 if lag < LAG_FLOOR_S else lag
+
+    def watch_loop(self) -> None:
+        """Measure the loop's lateness while requests are guarded (the timer stops when all is quiet)."""
+        if self._lag_timer is None:
+            self._schedule_lag_check(asyncio.get_running_loop())
 
     def _schedule_lag_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        due = loop.time() + LAG_CHECK_S
-        self._lag_timer = loop.call_at(due, self._check_lag, loop, due)
+        # The clock is read here rather than with loop.time(): uvloop's is the time the current iteration
+        # began, which would hide how long the iteration itself has run.
+        self._lag_timer = loop.call_later(LAG_CHECK_S, self._check_lag, loop, time.perf_counter() + LAG_CHECK_S)
 
     def _check_lag(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
-        self.observe_loop_lag(loop.time() - due)
-        if self.allowance_s < self.deadline_s or any(load.in_flight for load in self.loads.values()):
+        self.observe_loop_lag(max(0.0, time.perf_counter() - due))
+        if self.loop_lag_s or any(load.in_flight for load in self.loads.values()):
             self._schedule_lag_check(loop)
-        else:  # idle and at the limit: no timer until the next request
+        else:  # idle and on time: no timer until the next request
             self._lag_timer = None
-
-    def overloaded(self, key: str, load: ModelLoad) -> Overloaded:
-        # By the time the requests ahead have been answered, there is room again: that is when to come back.
-        wait = load.expected_wait_s
-        return Overloaded(
-            f"{key} is busy: {load.in_flight} requests ahead, an expected wait of {wait:.2f} s "
-            f"(admitted now: {self.allowance_s:.2f} s, at most {self.max_images} images in flight); retry later",
-            retry_after=max(1.0, wait + 0.5),  # rounded up, at least a second
-        )
-
-    async def refuse(self, scope: Scope, send: Send, error: Overloaded) -> None:
-        state = scope.setdefault("state", {})
-        state["error_type"] = error.type
-        state["refused_at_admission"] = True  # logged in a summary line per second (app.http.middleware)
-        body = error_json(error, scope["path"])
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
-        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 class Ticket:
-    """One admitted request: the key it is counted under, which `count_against` may move once."""
+    """One admitted request: the key it is counted under, which the service's accounting may move once."""
 
     def __init__(self, control: AdmissionControl, key: str) -> None:
         self.control = control
@@ -302,19 +335,8 @@ class PathModel:
     route: str
 
 
-def count_against(scope: Scope, model: str) -> None:
-    """Count the request against `model`, the one that serves it (known once the route has read the body).
-
-    Raises Overloaded (503) when that model's queue could not serve it in time. Requests that did not pass
-    admission control (other routes, tests of a route alone) are not counted."""
-    ticket = scope.get("state", {}).get("admission")
-    if isinstance(ticket, Ticket):
-        ticket.move_to(model)
-
-
-def query_model(scope: Scope) -> str:
-    """The `model` the query string names ('' when none); the last one wins, as in the route's own parsing."""
-    query: bytes = scope.get("query_string", b"")
+def query_model(query: bytes) -> str:
+    """The `model` a query string names ('' when none); the last one wins, as in the route's own parsing."""
     name = ""
     for pair in query.split(b"&") if b"model=" in query else ():
         if pair.startswith(b"model="):
@@ -322,7 +344,7 @@ def query_model(scope: Scope) -> str:
     return name
 
 
-async def run_until_disconnect(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+async def run_until_disconnect(app: ASGIApp, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
     """Run the app for one request; cancel it if the client disconnects before its answer is sent."""
     body_read = asyncio.Event()
     answered = False
@@ -346,14 +368,14 @@ async def run_until_disconnect(app: ASGIApp, scope: Scope, receive: Receive, sen
         disconnected = watcher.done() and not watcher.cancelled() and watcher.exception() is None
         gone = disconnected and not handler.done() and not answered
         if gone:  # the client went away while its request was being served: drop the work
-            scope.setdefault("state", {})["client_disconnected"] = True
+            record.client_disconnected = True
             handler.cancel()
         try:
             await handler
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if not gone or (current is not None and current.cancelling()):
-                raise  # not our cancellation: this middleware itself is being cancelled
+                raise  # not our cancellation: this request itself is being cancelled
     finally:
         watcher.cancel()
         if not handler.done():

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from app.engine.registry import ModelRegistry
 from app.engine.service import Service
 from app.errors import NotReady, UnsupportedMediaType
+from app.http.request_record import record_of
 from app.observability import Metrics
 from app.settings import Settings
 
@@ -40,8 +41,9 @@ async def get_metrics(request: Request) -> Metrics:
 
 async def get_service(request: Request, registry: Annotated[ModelRegistry, Depends(get_registry)]) -> Service:
     # Settings and metrics straight from the app: each sub-dependency FastAPI resolves costs as much
-    # as a small route's own work. The registry stays a dependency, so tests can swap it.
-    return Service(registry, app_settings(request), request.app.state.metrics)
+    # as a small route's own work. The registry stays a dependency, so tests can swap it. The service
+    # accounts the request (its model and image count) to the request's record.
+    return Service(registry, app_settings(request), request.app.state.metrics, record_of(request.scope))
 
 
 async def get_started_service(request: Request) -> Service | None:

@@ -1,8 +1,9 @@
 """The one place where errors become HTTP responses: `{"error": {"type", "message", "param"}}`.
 
 - `ServiceError` subclasses (the route handlers' and the service's) through the handlers installed here;
-  the plain ASGI middlewares, which answer before FastAPI is reached (app.http.middleware, app.http.admission),
-  write the same body with `error_json`.
+  what answers before FastAPI is reached (the request pipeline, app.http.middleware, and admission control,
+  app.http.admission) sends the same answer with `send_error`, and the HTTP protocol (app.process.connections) writes
+  its bytes from `error_json` and `error_headers`.
 - `ServiceError` subclasses (app.errors) carry their status, type and headers.
 - FastAPI's request validation -> 422 `validation_error` (400 `invalid_request` for a body that is not JSON).
 - Starlette's HTTP errors (unknown path 404, wrong method 405, malformed multipart 400) keep their status.
@@ -16,18 +17,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Send
 
 from app.errors import CLIENT_CLOSED_REQUEST, Overloaded, ServiceError
+from app.http.request_record import record_of
 
 logger = logging.getLogger("app.errors")
 OIP_PREFIX = "/v2"  # the Open Inference Protocol's REST paths (app.oip.rest)
@@ -49,16 +52,29 @@ def error_envelope(type_: str, message: str, param: str | None, path: str = "") 
 
 
 def error_json(error: ServiceError, path: str = "") -> bytes:
-    """The body of an error answered outside FastAPI (by an ASGI middleware), for a request to `path`."""
-    return json.dumps(error_envelope(error.type, error.message, error.param, path)).encode()
+    """The body of an error answered outside FastAPI (the pipeline, admission control, the protocol)."""
+    return orjson.dumps(error_envelope(error.type, error.message, error.param, path))
+
+
+def error_headers(error: ServiceError, body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of an error answered outside FastAPI: JSON, its length, and the error's own (Retry-After)."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
+    return headers
+
+
+async def send_error(send: Send, error: ServiceError, path: str = "") -> None:
+    """Answer `error` from plain ASGI code, before FastAPI is reached: the same answer its handlers give."""
+    body = error_json(error, path)  # under /v2 in the Open Inference Protocol's shape
+    await send({"type": "http.response.start", "status": error.status_code, "headers": error_headers(error, body)})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(
     request: Request, status: int, type_: str, message: str, param: str | None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    request.state.error_type = type_  # for the access log line
-    body = error_envelope(type_, message, param, request.url.path)
-    return JSONResponse(body, status_code=status, headers=headers)
+    record_of(request.scope).error_type = type_  # for the access log line
+    return JSONResponse(error_envelope(type_, message, param, request.url.path), status_code=status, headers=headers)
 
 
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -83,8 +99,9 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
-    request.state.client_disconnected = True
-    request.state.error_type = "client_closed_request"
+    record = record_of(request.scope)
+    record.client_disconnected = True
+    record.error_type = "client_closed_request"
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # the server drops it: the connection is gone
 
 

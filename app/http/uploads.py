@@ -5,7 +5,7 @@
 - `application/json`: `{"images": ["<base64>", ...], ...options}`; /v1/embeddings also takes OpenAI's
   `{"input": "<base64>" or ["<base64>", ...], ...}` so that OpenAI clients work unchanged.
 Query parameters are options in every shape; a field in the body wins over the same query parameter.
-The body size itself is capped while it is read (`app.http.middleware.BodySizeLimit`).
+The body size itself is capped while it is read (`app.http.middleware.RequestPipeline`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@
   picture down to 7x7 would throw away what the model is meant to restore, so other sizes get a 400.
 - Other fixed-size models take exactly their size; any-size models take the picture as it is. Models of
   photographs (domain "natural") are never framed: they take any size up to the pixel cap.
-- Channels: what the card says (a grayscale picture is repeated into RGB for a 3-channel model), except for
-  architectures that read 1 or 3 channels alike (`reads_grayscale_and_colour`: DnCNN denoises colour
-  channel by channel, FSRCNN upscales the luminance): they get the picture's own channels, so a grayscale
-  picture costs a third of the work and comes back grayscale.
+- Channels (`models.runtime.tasks.model_takes`): what the card says (a grayscale picture is repeated into RGB
+  for a 3-channel model), except for architectures that read 1 or 3 channels alike
+  (`reads_grayscale_and_colour`: DnCNN denoises colour channel by channel, FSRCNN upscales the luminance):
+  they get the picture's own channels, so a grayscale picture costs a third of the work and comes back
+  grayscale.
 """
 
 from __future__ import annotations
@@ -24,20 +25,11 @@ from PIL import Image
 from app.errors import InvalidRequest
 from app.imaging.codecs import array_to_tensor, image_to_array
 from app.imaging.mnist_frame import FRAME_SIZE, to_mnist_frame
-from models.architectures import ARCHITECTURES
 from models.checkpoint import ModelCard
 from models.runtime.tasks import Task, expected_input_size
 
 Preprocess = Literal["auto", "none"]
 Preprocessing = Literal["none", "mnist-frame"]
-
-
-def input_channels(card: ModelCard) -> int | None:
-    """The channels to decode pictures into for this model; None: the picture's own (L stays L, else RGB)."""
-    architecture = ARCHITECTURES.get(card.architecture)
-    if architecture is not None and architecture.reads_grayscale_and_colour:
-        return None
-    return card.input.channels
 
 
 @dataclass

@@ -20,8 +20,10 @@ from typing import Any, TypeVar
 
 import grpc
 
+from app.engine.jobs import NO_ACCOUNTING, Accounting
 from app.engine.service import Service
 from app.errors import InvalidRequest, NotReady, Unauthorized
+from app.http.admission import Ticket
 from app.http.security import key_matches
 from app.oip.grpc_errors import grpc_status
 from app.oip.inference import infer
@@ -105,19 +107,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         async def work(record: CallRecord) -> pb.ModelInferResponse:
-            service = self.service()
-            model = find(service.registry, request.model_name, request.model_version)
+            model = find(self.service().registry, request.model_name, request.model_version)
             admission = self.state.admission
             ticket = admission.admit(admission.key_of(model.model, SERVICE_PATH + "ModelInfer"))
-
-            def note(name: str, images: int) -> None:  # the service's chosen model: counted against it
-                ticket.move_to(name)
-                record.model, record.images = name, images
-
             try:
                 wanted = [output.name for output in request.outputs] or None
                 job = InferRequest(read_inputs(request), wanted, request_id=request.id)
-                outputs = await infer(service, model, job, note, SERVICE_PATH + "ModelInfer")
+                service = self.service(CallAccounting(ticket, record))
+                outputs = await infer(service, model, job, SERVICE_PATH + "ModelInfer")
             finally:
                 ticket.finish(record.images or 0)
             return write_response(model.name, request.id, outputs)
@@ -136,11 +133,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         reasons, _ = self.service().readiness()
         return pb.ServerReadyResponse(ready=not reasons)
 
-    def service(self) -> Service:
+    def service(self, accounting: Accounting = NO_ACCOUNTING) -> Service:
         registry = self.state.registry
         if registry is None:
             raise NotReady("the model registry is not loaded yet")
-        return Service(registry, self.state.settings, self.state.metrics)
+        return Service(registry, self.state.settings, self.state.metrics, accounting)
 
     def check_key(self, context: grpc.aio.ServicerContext) -> None:
         """The REST routes' rule (app.http.security) on the `authorization` metadata."""
@@ -246,3 +243,15 @@ async def start_grpc_server(state: Any, host: str, port: int) -> grpc.aio.Server
     await server.start()
     logger.info("gRPC (Open Inference Protocol) on %s", address)
     return server
+
+
+class CallAccounting:
+    """The service's accounting for one call: the model that serves it is counted against its admission
+    (as an HTTP request's record does, app.http.request_record) and kept, with the images, for the metrics."""
+
+    def __init__(self, ticket: Ticket, record: CallRecord) -> None:
+        self.ticket, self.record = ticket, record
+
+    def serving(self, model: str, images: int) -> None:
+        self.ticket.move_to(model)
+        self.record.model, self.record.images = model, images

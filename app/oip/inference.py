@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from app.engine.jobs import ImageJob, ImageResult, Images, ImageUpload, NoteRequest
+from app.engine.jobs import ImageJob, ImageResult, Images, ImageUpload
 from app.engine.service import Service
 from app.errors import InvalidRequest, PayloadTooLarge, ValidationFailed
 from app.http.schemas import (
@@ -31,13 +31,11 @@ from app.oip.model_map import ANY, ProtocolModel, TensorSpec
 from app.oip.tensors import InferRequest, Tensor
 
 
-async def infer(
-    service: Service, model: ProtocolModel, request: InferRequest, note: NoteRequest, route: str
-) -> list[Tensor]:
+async def infer(service: Service, model: ProtocolModel, request: InferRequest, route: str) -> list[Tensor]:
     """The outputs `request` asks for (all of the model's when it names none), in the metadata's order."""
     inputs = checked_inputs(model, request.inputs)
     wanted = requested_outputs(model, request.requested)
-    outputs = await run(service, model, inputs, note, route)
+    outputs = await run(service, model, inputs, route)
     chosen = [tensor for tensor in outputs if tensor.name in wanted]
     for tensor in chosen:
         tensor.binary = tensor.name in request.binary_outputs or "*" in request.binary_outputs
@@ -92,17 +90,15 @@ def requested_outputs(model: ProtocolModel, requested: list[str] | None) -> set[
     return set(requested)
 
 
-async def run(
-    service: Service, model: ProtocolModel, inputs: dict[str, Tensor], note: NoteRequest, route: str
-) -> list[Tensor]:
+async def run(service: Service, model: ProtocolModel, inputs: dict[str, Tensor], route: str) -> list[Tensor]:
     name = model.model
     if model.task == "sample":
-        return await sample(service, model, inputs, note)
+        return await sample(service, model, inputs)
     if model.task == "decode":
         latents = inputs["LATENT"].data.astype(np.float32)
         check_finite(latents, "LATENT")
         label = labels_of(inputs.get("LABEL"))
-        decoded = await service.vae_decode(name, latents.tolist(), note, label)
+        decoded = await service.vae_decode(name, latents.tolist(), label)
         return [image_tensor(decoded), *label_tensor(model, decoded)]
     upload = ImageUpload.of_pixels(list(inputs["IMAGE"].data), "IMAGE")
     if upload.count == 0:
@@ -112,31 +108,29 @@ async def run(
         raise PayloadTooLarge(f"{upload.count} images in one request; the limit is {limit}", param="IMAGE")
     if model.task == "embed":
         embedded = await service.embed(
-            ImageJob(upload, EmbeddingOptions.model_validate({"model": name, "preprocess": "none"}), route, note)
+            ImageJob(upload, EmbeddingOptions.model_validate({"model": name, "preprocess": "none"}), route)
         )
         return [Tensor("EMBEDDING", "FP32", embedded.vectors.numpy().astype(np.float32))]
     if model.task == "encode":
-        posteriors = await service.vae_encode(
-            ImageJob(upload, EncodeOptions(model=name, preprocess="none"), route, note)
-        )
+        posteriors = await service.vae_encode(ImageJob(upload, EncodeOptions(model=name, preprocess="none"), route))
         return [
             Tensor("MEAN", "FP32", posteriors.means.numpy().astype(np.float32)),
             Tensor("LOG_VARIANCE", "FP32", posteriors.log_variances.numpy().astype(np.float32)),
         ]
     if model.task == "reconstruct":
-        images = await service.reconstruct(ImageJob(upload, ImageOptions(model=name, preprocess="none"), route, note))
+        images = await service.reconstruct(ImageJob(upload, ImageOptions(model=name, preprocess="none"), route))
         errors = [result.extra["reconstruction_error"] for result in images.results]
         return [image_tensor(images), Tensor("RECONSTRUCTION_ERROR", "FP32", np.asarray(errors, dtype=np.float32))]
     if model.task == "super-resolve":
         options = SuperResolveOptions.model_validate({"model": name, "preprocess": "none"})
-        return [image_tensor(await service.super_resolve(ImageJob(upload, options, route, note)))]
+        return [image_tensor(await service.super_resolve(ImageJob(upload, options, route)))]
     if model.task == "denoise":
-        return await denoise(service, model, upload, inputs.get("SIGMA"), note, route)
+        return await denoise(service, model, upload, inputs.get("SIGMA"), route)
     raise InvalidRequest(f"model {model.name!r} cannot be run here", param="model_name")  # not reached: model_map
 
 
 async def denoise(
-    service: Service, model: ProtocolModel, upload: ImageUpload, sigma: Tensor | None, note: NoteRequest, route: str
+    service: Service, model: ProtocolModel, upload: ImageUpload, sigma: Tensor | None, route: str
 ) -> list[Tensor]:
     """SIGMA holds one level for every image or one per image; images of the same level share a service call
     (the service takes one level per request), and come back in request order."""
@@ -159,7 +153,7 @@ async def denoise(
     async def run_group(level: float | None, indices: list[int]) -> tuple[list[int], Images]:
         part = ImageUpload.of_pixels([pixels[i] for i in indices], "IMAGE") if len(groups) > 1 else upload
         options = DenoiseOptions(model=model.model, preprocess="none", sigma=level)
-        return indices, await service.denoise(ImageJob(part, options, route, note))
+        return indices, await service.denoise(ImageJob(part, options, route))
 
     results = await asyncio.gather(*(run_group(level, indices) for level, indices in groups.items()))
     ordered: list[ImageResult | None] = [None] * count
@@ -174,7 +168,7 @@ async def denoise(
     return outputs
 
 
-async def sample(service: Service, model: ProtocolModel, inputs: dict[str, Tensor], note: NoteRequest) -> list[Tensor]:
+async def sample(service: Service, model: ProtocolModel, inputs: dict[str, Tensor]) -> list[Tensor]:
     values = {"n": int(inputs["N"].data.reshape(-1)[0])}
     if "SEED" in inputs:
         values["seed"] = int(inputs["SEED"].data.reshape(-1)[0])
@@ -188,7 +182,7 @@ async def sample(service: Service, model: ProtocolModel, inputs: dict[str, Tenso
         error = exc.errors(include_url=False, include_input=False)[0]
         tensor = str(error["loc"][0]).upper() if error["loc"] else "N"
         raise ValidationFailed(f"{tensor}: {error['msg']}", param=tensor) from None
-    images = await service.vae_sample(model.model, options.n, options.seed, options.temperature, note, options.label)
+    images = await service.vae_sample(model.model, options.n, options.seed, options.temperature, options.label)
     seed = Tensor("SEED", "INT64", np.asarray([images.seed], dtype=np.int64))
     return [image_tensor(images), seed, *label_tensor(model, images)]
 

@@ -26,9 +26,6 @@ from dataclasses import dataclass
 
 from app.engine.registry import ModelEntry, ModelRegistry
 from app.errors import ModelNotFound
-from app.imaging.model_input import input_channels
-from models.architectures import ARCHITECTURES
-from models.architectures.protocols import NoiseLevelDenoiser
 from models.checkpoint import ModelCard
 from models.runtime.tasks import (
     CONDITIONAL_VAE_DECODE,
@@ -40,6 +37,7 @@ from models.runtime.tasks import (
     VAE_ENCODE,
     Task,
     expected_input_size,
+    model_takes,
 )
 
 ANY = -1  # a dimension of any size, as the protocol writes it
@@ -112,8 +110,7 @@ def models_of(entry: ModelEntry) -> list[ProtocolModel]:
 
 
 def takes_noise_level(card: ModelCard) -> bool:
-    architecture = ARCHITECTURES.get(card.architecture)
-    return architecture is not None and issubclass(architecture, NoiseLevelDenoiser)
+    return model_takes(card).noise_level
 
 
 def image_spec(card: ModelCard, task: Task, name: str = "IMAGE", scale: int = 1) -> TensorSpec:
@@ -122,7 +119,7 @@ def image_spec(card: ModelCard, task: Task, name: str = "IMAGE", scale: int = 1)
     height, width = (size[0] * scale, size[1] * scale) if size else (ANY, ANY)
     # Models that read both, and the photo denoisers (a grayscale picture goes to the grayscale one of the pair),
     # take the picture's own channels.
-    own_channels = input_channels(card) is None or takes_noise_level(card)
+    own_channels = model_takes(card).picture_channels is None or takes_noise_level(card)
     return TensorSpec(name, "UINT8", (ANY, height, width, ANY if own_channels else card.input.channels))
 
 

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 
 from app.http.admission import PathModel
 from app.http.dependencies import ServiceDep, StartedServiceDep
-from app.http.routes.common import note_request
 from app.oip.grpc_server import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from app.oip.inference import infer
 from app.oip.model_map import PLATFORM, VERSION, ProtocolModel, find, is_ready
@@ -86,11 +85,7 @@ async def model_infer(
 ) -> Response:
     model = find(service.registry, model_name, model_version)
     job = read_rest_request(await request.body(), header_length)
-
-    def note(name: str, images: int) -> None:
-        note_request(request, name, images)
-
-    outputs = await infer(service, model, job, note, INFER_ROUTE)
+    outputs = await infer(service, model, job, INFER_ROUTE)  # the service accounts to the request's record
     body, headers = write_rest_response(model.name, VERSION, job.request_id, outputs)
     return Response(body, headers=headers)
 

@@ -10,8 +10,8 @@ little memory) for as long as the client likes, and a few thousand of them exhau
   408 `request_timeout` and closes the connection. (Idle time between requests is bounded by the
   keep-alive timeout, `AE_KEEP_ALIVE_S`.)
 - **Body deadline** (`AE_BODY_TIMEOUT_S`): the body must be complete within this after the headers.
-  Where the app is reading it, `BodyDeadline` raises `BodyTimeout` inside the route, which answers
-  408 like any other error (logged and counted). If the app is not reading it (it answered without
+  Where the app is reading it, the request pipeline (app.http.middleware) raises `BodyTimeout` inside the
+  route, which answers 408 like any other error (logged and counted). If the app is not reading it (it answered without
   the body, or is stuck), the protocol closes the connection a moment later, with a 408 when no
   answer has started.
 - **Connection cap** (`AE_MAX_CONNECTIONS`): at the cap, a new connection first makes room by
@@ -42,18 +42,19 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.errors import BodyTimeout, HeaderTimeout, ServiceError, TooManyConnections
 from app.http.error_handlers import error_json
+from app.process.front_door import FrontDoor, front_door_of
 from app.settings import settings_from_environment
 
 # After a refusal, what the client still sends is dropped for this long before the socket is closed.
 LINGER_S = 1.0
-# The protocol's own body deadline comes this much after the app's (BodyDeadline), so that where the app
+# The protocol's own body deadline comes this much after the app's (app.http.middleware), so that where the app
 # reads the body, the app answers the 408 (and logs and counts it).
 BODY_GRACE_S = 1.0
 # At the connection cap, a connection that has waited this long for its headers may be evicted.
@@ -70,6 +71,7 @@ class ConnectionBook:
     def __init__(self) -> None:
         self.waiting: dict[GuardedHttpToolsProtocol, float] = {}  # -> loop time since when it waits
         self.lingering: set[GuardedHttpToolsProtocol] = set()
+        self.front_door: FrontDoor | None = None  # the app's early refusals (app.process.front_door), once found
 
     def oldest_waiting(self) -> GuardedHttpToolsProtocol | None:
         return next(iter(self.waiting), None)
@@ -133,6 +135,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.book = book_of(server_state)
         self.deadline: asyncio.TimerHandle | None = None
         self.refused = False  # an answer that closes the connection was written here; the rest is dropped
+        self.skipping: bool | None = None  # a request refused at the front door: its body is dropped (value:
+        # whether the connection stays open after it)
         self.closing = False  # the server is shutting down: the request now arriving is the last one
 
     # -- the connection ------------------------------------------------------------------------------
@@ -177,15 +181,67 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.await_headers()
 
     def on_headers_complete(self) -> None:
+        if self.refused_at_front_door():
+            return
         super().on_headers_complete()
         self.book.waiting.pop(self, None)
         if self.closing and self.cycle is not None:  # the server is shutting down: this is the last request
             self.cycle.keep_alive = False
         self.set_deadline(self.limits.body_timeout_s + BODY_GRACE_S, self.body_overdue)
 
+    def on_body(self, body: bytes) -> None:
+        if self.skipping is None:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self.skipping is not None:
+            self.front_door_request_done(keep_alive=self.skipping)
+            return
         super().on_message_complete()
         self.clear_deadline()
+
+    # -- refusals at the front door (app.process.front_door) -------------------------------------------------
+
+    def refused_at_front_door(self) -> bool:
+        """Answer a request admission control refuses now with its 503 before building it; False: the normal
+        path (also for a request pipelined behind an answer still being written, or at shutdown)."""
+        door = self.book.front_door
+        if door is None:
+            door = self.book.front_door = front_door_of(self.app)
+            if door is None:
+                return False
+        if self.closing or self.expect_100_continue or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        parsed = httptools.parse_url(self.url)
+        if b"%" in parsed.path or self.root_path:
+            return False
+        method = self.parser.get_method().decode("ascii")
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        default_headers = self.server_state.default_headers
+        path = parsed.path.decode("ascii")
+        refusal = door.refusal(method, path, parsed.query or b"", self.headers, keep_alive, default_headers)
+        if refusal is None:
+            return False
+        answer, keep_alive = refusal
+        self.book.waiting.pop(self, None)
+        self.skipping = keep_alive
+        self.transport.write(answer)
+        # The body is read past (on_body drops it) within the body deadline; then the connection is idle.
+        self.set_deadline(self.limits.body_timeout_s + BODY_GRACE_S, self.transport.close)
+        return True
+
+    def front_door_request_done(self, keep_alive: bool) -> None:
+        """The refused request's body has been read past: close, or wait for the next request as uvicorn does."""
+        self.skipping = None
+        self.clear_deadline()
+        self.server_state.total_requests += 1
+        if not keep_alive:
+            self.transport.close()
+            return
+        if self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     # -- shutdown ------------------------------------------------------------------------------------
 
@@ -257,34 +313,3 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.flow.resume_reading()
         self.deadline = self.loop.call_later(LINGER_S, self.transport.close)
-
-
-class BodyDeadline:
-    """The body of a request must have arrived `seconds` after the app was handed the request (its headers
-    were complete); past that the route reading it gets `BodyTimeout`, answered 408 with Connection: close."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        body_complete = False
-
-        async def receive_in_time() -> Message:
-            nonlocal body_complete
-            if body_complete:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout(f"the request's body did not arrive within {self.seconds:g} s") from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_complete = True
-            return message
-
-        await self.app(scope, receive_in_time, send)

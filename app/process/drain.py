@@ -8,8 +8,9 @@ first signal:
 
 1. `/readyz` answers 503 at once, so load balancers and Kubernetes stop sending new requests;
 2. for `AE_SHUTDOWN_DRAIN_S` seconds the server goes on accepting and serving as before, except that
-   every answer carries `Connection: close`: each connection ends right after an answer, when its
-   client knows not to send on it any more, never while a request may be on the wire;
+   every answer carries `Connection: close` (the request pipeline, app.http.middleware, adds it): each
+   connection ends right after an answer, when its client knows not to send on it any more, never while
+   a request may be on the wire;
 3. the listening socket stops queueing new connections (its backlog set to 0: the kernel then leaves
    new handshakes unanswered, the clients retry and are refused once the socket closes) and the server
    accepts what was already queued; only then does it stop accepting. Closing a listening socket resets
@@ -46,7 +47,6 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("app.lifecycle")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -157,25 +157,3 @@ def accept_queue_length(sock: Any) -> int:
 
 TCP_INFO_SIZE = 104
 TCPI_UNACKED_OFFSET = 24  # after 8 one-byte fields and 4 u32s (rto, ato, snd_mss, rcv_mss): struct tcp_info
-
-
-class CloseConnectionsWhenDraining:
-    """While draining, every answer says `Connection: close` (uvicorn then closes the connection once the
-    answer is sent), so a client never sends its next request on a connection that is about to close."""
-
-    def __init__(self, app: ASGIApp, drain: Drain) -> None:
-        self.app = app
-        self.drain = drain
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and self.drain.draining:
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, receive, send_closing)

@@ -11,6 +11,7 @@ from models.architectures.conv_autoencoder import ConvAutoencoder, ConvAutoencod
 from models.architectures.dncnn import DnCNN, DnCNNConfig
 from models.architectures.ffdnet import FFDNet, FFDNetConfig
 from models.architectures.fsrcnn import FSRCNN, FSRCNNConfig
+from models.architectures.residual_sr import ResidualSR, ResidualSRConfig
 from models.architectures.super_resolution import SuperResolutionAE, SuperResolutionAEConfig
 from models.architectures.vae import ConvVAE, ConvVAEConfig
 
@@ -23,6 +24,7 @@ ARCHITECTURES: dict[str, type[Architecture]] = {
         DnCNN,
         FSRCNN,
         FFDNet,
+        ResidualSR,
         ConditionalConvVAE,
         DigitClassifier,
     )
@@ -64,6 +66,8 @@ __all__ = [
     "FFDNet",
     "FFDNetConfig",
     "FSRCNNConfig",
+    "ResidualSR",
+    "ResidualSRConfig",
     "SuperResolutionAE",
     "SuperResolutionAEConfig",
     "build_model",

@@ -50,12 +50,11 @@ from models.runtime.execution import (
     TOLERANCES,
     ExecutionPlan,
     PlannedModel,
-    Precision,
     apply_memory_format,
     fold_batch_norm,
     guard_verdict,
-    native_precisions,
 )
+from models.runtime.machine import Precision, native_precisions
 
 
 @dataclass(frozen=True)

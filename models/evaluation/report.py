@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from models.checkpoint import ModelCard
-from models.evaluation.photo_denoise import render_photo_denoise
+from models.evaluation.learning_curve_report import render_learning_curve
+from models.evaluation.photo_denoise_report import render_photo_denoise
 
 Lines = list[str]
 
@@ -223,8 +224,12 @@ def render_card(card: ModelCard, report_dir: Path) -> Lines:
     lines: Lines = [f"## {card.name}", "", card.description, "", f"Tasks: {', '.join(card.tasks)}.", ""]
     if card.training:
         lines += ["Training:", ""]
-        lines += [f"- {key}: {_value(value)}" for key, value in card.training.items()]
+        for key, value in card.training.items():
+            if key == "continued_training":  # its validation curve gets a table and a figure of its own
+                value = {k: v for k, v in value.items() if k != "validation_curve"}
+            lines.append(f"- {key}: {_value(value)}")
         lines.append("")
+        lines += render_learning_curve(card, report_dir)
     evaluation = card.metrics.get("evaluation")
     if evaluation is None:
         return [*lines, "Not evaluated yet: run the command at the top of this report.", ""]
@@ -313,6 +318,9 @@ CONVENTIONS: Lines = [
     "and BM3D 11.9 dB at sigma 0.5 (500 test digits); bicubic 20.0 dB at x2 and 14.7 dB at x4; 5-NN accuracy "
     "0.93 for PCA-16 and 0.95 for PCA-32 (20,000-image index); VAE literature 86.8 nats (standard) and about 85 "
     "nats (strong).",
+    "- The photo models' training accumulates over sessions: their learning curves (validation PSNR against "
+    "cumulative patch passes), what each lever gave and the plan are in [photo-training.md](photo-training.md); "
+    "a continued model's own curve is drawn in its section below.",
     "",
 ]
 

@@ -15,7 +15,7 @@ per model and per machine:
   project's CPU it is off under `auto`: inductor took from 16 s to minutes per model and batch shape
   to compile on 2 cores, for about 13% over channels-last in float32 and less than bfloat16 gives
   (docs/benchmarks.md), so start-up would grow by minutes for a small gain;
-- the **threads** torch uses (the process's share of the cores, see `available_cpus`).
+- the **threads** torch uses (the process's share of the cores, see `models.runtime.machine.available_cpus`).
 
 Only the model step changes: inputs arrive as float32 and outputs leave as contiguous float32, so the
 decoding, preprocessing and encoding around it stay exact. `tests/models/test_execution.py` compares
@@ -28,20 +28,19 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from models.runtime.machine import Precision, describe_hardware, native_precisions
+
 logger = logging.getLogger("models.execution")
 
-Precision = Literal["float32", "bfloat16", "float16"]
 PrecisionSetting = Literal["auto", "float32", "bfloat16", "float16"]
 CompileSetting = Literal["auto", "on", "off"]
 MemoryFormat = Literal["channels_last", "contiguous"]
@@ -74,75 +73,6 @@ PROBE_REPEATS = 5
 
 class ExecutionError(ValueError):
     """A setting this machine cannot honour; the message names the setting."""
-
-
-# -- the machine -----------------------------------------------------------------------------------
-
-
-def available_cpus(affinity: Callable[[], set[int]] | None = None, cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (containers).
-
-    `os.cpu_count()` counts the machine's cores, which a pinned process (`taskset`) or a container with
-    a CPU limit does not get; threads beyond its share only fight each other.
-    """
-    if affinity is None and hasattr(os, "sched_getaffinity"):
-        affinity = lambda: os.sched_getaffinity(0)  # noqa: E731
-    cores = len(affinity()) if affinity is not None else (os.cpu_count() or 1)
-    quota = _cgroup_cpu_quota(cgroup_root)
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
-
-
-def _cgroup_cpu_quota(root: Path) -> float | None:
-    """CPUs allowed by the cgroup (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`); None: no limit."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo does not exist)."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def native_precisions(device: torch.device, flags: frozenset[str] | None = None) -> tuple[Precision, ...]:
-    """The precisions the device computes natively (not emulated at a loss of speed)."""
-    if device.type == "cuda":
-        native: list[Precision] = ["float32", "float16"]
-        if torch.cuda.is_bf16_supported():
-            native.append("bfloat16")
-        return tuple(native)
-    flags = cpu_flags() if flags is None else flags
-    native = ["float32"]
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        native.append("bfloat16")
-    if "amx_fp16" in flags:
-        native.append("float16")
-    return tuple(native)
-
-
-def describe_hardware(device: torch.device, flags: frozenset[str] | None = None) -> str:
-    """E.g. 'cpu (avx512_bf16)', for messages about what the hardware runs natively."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    flags = cpu_flags() if flags is None else flags
-    relevant = sorted(flags & {"avx512f", "avx512_bf16", "amx_bf16", "amx_fp16", "amx_tile"})
-    return f"cpu ({', '.join(relevant) or 'no AVX-512 or AMX'})"
 
 
 # -- BatchNorm folding -----------------------------------------------------------------------------

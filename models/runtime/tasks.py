@@ -3,15 +3,14 @@
 A task is one thing a model can be asked to do, run through one batcher per model. Its row says:
 
 - `name`: what the service, its batchers and its metrics call it (`"vae-decode"`);
-- `card_task`: the word a model card lists in `tasks` to allow it (`"vae"`; see `models.checkpoint`);
-- `default_keys`: the keys of the service's default models (`app.settings.DefaultModels`) whose model
-  runs it when a request names none; start-up warms each default model up on the tasks of its key;
+- `card_task`: the word a model card lists in `tasks` to allow it (`"vae"`; the vocabulary is
+  `models.checkpoint.card_tasks`, which `register` extends);
 - `protocol`: the typed protocol (`models.architectures.protocols`) an architecture implements for it,
-  and `call`, which runs that method on a batch;
-- `input_kind`: what a batch holds (`images`, `low-resolution images` that come back `scale` times
-  larger, `latents`, or `images with a noise-level plane`: each image with one more channel holding its
-  noise level, so that a per-request setting travels with its images through the shared batches), from
-  which the warm-up input and the expected image size follow.
+  and `call`, which runs that method on a batch (and its `extras`, by name);
+- `input_kind`: what a batch holds (`images` (n, C, H, W), `low-resolution images` that come back `scale`
+  times larger, or `latents` (n, D)), from which the warm-up input and the expected image size follow;
+- `extras`: the names of per-item inputs that travel with the items through the shared batches, each
+  (n,) (`sigma`: each image's noise level, a per-request setting), given to `call` by name.
 
 Adding a task: add a row here (`register`), implement its protocol on an architecture, and add the route
 that calls the service with it (docs/architecture.md walks through it).
@@ -19,14 +18,14 @@ that calls the service with it (docs/architecture.md walks through it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Literal, cast
 
 import torch
 
+from models.architectures import ARCHITECTURES
 from models.architectures.base import MNIST_IMAGE_SIZE
-from models.architectures.conditional_vae import split_label_plane
 from models.architectures.protocols import (
     Classifier,
     ConditionalVariationalCoder,
@@ -37,19 +36,9 @@ from models.architectures.protocols import (
     SuperResolver,
     VariationalCoder,
 )
+from models.checkpoint import ModelCard, register_card_task, unregister_card_task
 
-if TYPE_CHECKING:
-    from models.checkpoint import ModelCard
-
-InputKind = Literal[
-    "images",
-    "low-resolution images",
-    "latents",
-    "images with a noise-level plane",
-    "latents with a label",
-    "images with a label plane",
-]
-LATENT_KINDS = ("latents", "latents with a label")
+InputKind = Literal["images", "low-resolution images", "latents"]
 TaskOutput = torch.Tensor | tuple[torch.Tensor, ...]
 # Input size of a warm-up pass for models that take any size.
 ANY_SIZE_WARM_UP = (32, 32)
@@ -59,32 +48,28 @@ ANY_SIZE_WARM_UP = (32, 32)
 class Task:
     name: str
     card_task: str
-    default_keys: tuple[str, ...]
     protocol: type
-    call: Callable[[Any, torch.Tensor], TaskOutput]  # (model implementing `protocol`, batch) -> outputs
+    call: Callable[..., TaskOutput]  # (model implementing `protocol`, batch, **extras) -> outputs
     input_kind: InputKind = "images"
     # A capability some models of the card task have (denoising told the noise level), not a promise of
     # every model that lists the card task: warm-ups run it only on the models that implement it.
     optional: bool = False
+    extras: tuple[str, ...] = ()
 
-    def supported_by(self, model: object) -> bool:
-        return isinstance(model, self.protocol)
+    def run(self, model: object, batch: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> TaskOutput:
+        """Run the model's method for this task on a batch and its per-item extras (each (B,))."""
+        return self.call(model, batch, **(extras or {}))
 
-    def batch_input(self, inputs: torch.Tensor) -> torch.Tensor:
-        """What the batcher queues: (n, C, H, W) tensors, so latents (n, D) travel as (n, D, 1, 1)."""
-        return inputs.reshape(*inputs.shape, 1, 1) if self.input_kind in LATENT_KINDS else inputs
-
-    def run(self, model: object, batch: torch.Tensor) -> TaskOutput:
-        """Run the model's method for this task on a batch as the batcher queued it."""
-        return self.call(model, batch.flatten(1) if self.input_kind in LATENT_KINDS else batch)
+    def warm_up_extras(self, items: int) -> dict[str, torch.Tensor]:
+        """Blank per-item extras for `items` warm-up items (a noise level of 0)."""
+        return {name: torch.zeros(items) for name in self.extras}
 
     def warm_up_input(self, card: ModelCard) -> torch.Tensor:
         """A blank input of one item, of the size the model reads: (1, C, H, W) images or (1, D) latents."""
-        if self.input_kind in LATENT_KINDS:
-            return torch.zeros((1, (card.latent_size or 2) + (self.input_kind == "latents with a label")))
+        if self.input_kind == "latents":
+            return torch.zeros((1, card.latent_size or 2))
         height, width = expected_input_size(card, self) or ANY_SIZE_WARM_UP
-        planes = 1 if self.input_kind in ("images with a noise-level plane", "images with a label plane") else 0
-        return torch.zeros((1, card.input.channels + planes, height, width))
+        return torch.zeros((1, card.input.channels, height, width))
 
     def output_scale(self, card: ModelCard) -> int:
         """How many times larger (per side) than its input an output image is."""
@@ -116,85 +101,53 @@ def _reconstruct_with_error(model: Reconstructor, images: torch.Tensor) -> tuple
     return reconstructions, errors
 
 
-def with_noise_level(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """(n, C, H, W) images and (n,) noise levels (0..255) -> (n, C + 1, H, W): the batch of
-    DENOISE_AT_NOISE_LEVEL, each image with a constant plane of its level."""
-    planes = sigma.to(images.dtype).view(-1, 1, 1, 1).expand(images.shape[0], 1, *images.shape[2:])
-    return torch.cat([images, planes], dim=1)
-
-
-def _denoise_at_noise_level(model: NoiseLevelDenoiser, batch: torch.Tensor) -> torch.Tensor:
-    """Split the noise-level plane off a batch of `with_noise_level` and denoise at those levels."""
-    return model.denoise_at(batch[:, :-1], batch[:, -1].flatten(1).mean(dim=1))
-
-
-DENOISE = Task("denoise", "denoise", ("denoise",), Denoiser, lambda model, x: cast(Denoiser, model).denoise(x))
+DENOISE = Task("denoise", "denoise", Denoiser, lambda model, x: cast(Denoiser, model).denoise(x))
 # Denoising told the noise level (given by the client or estimated by the service): for the models of
 # every noise level (FFDNet). Not a default's task of its own: /v1/denoise uses it when its model has it.
 DENOISE_AT_NOISE_LEVEL = Task(
     "denoise-at-noise-level",
     "denoise",
-    (),
     NoiseLevelDenoiser,
-    lambda model, x: _denoise_at_noise_level(cast(NoiseLevelDenoiser, model), x),
-    input_kind="images with a noise-level plane",
+    lambda model, x, sigma: cast(NoiseLevelDenoiser, model).denoise_at(x, sigma),  # sigma (B,), 0..255
     optional=True,
+    extras=("sigma",),
 )
 SUPER_RESOLVE = Task(
     "super-resolve",
     "super-resolve",
-    ("super_resolve",),
     SuperResolver,
     lambda model, x: cast(SuperResolver, model).super_resolve(x),
     input_kind="low-resolution images",
 )
-RECONSTRUCT = Task(
-    "reconstruct", "reconstruct", ("reconstruct",), Reconstructor, lambda model, x: _reconstruct_with_error(model, x)
-)
-EMBED = Task("embed", "embed", ("embed",), Embedder, lambda model, x: cast(Embedder, model).embed(x))
-VAE_ENCODE = Task(
-    "vae-encode", "vae", ("vae",), VariationalCoder, lambda model, x: cast(VariationalCoder, model).encode(x)
-)
+RECONSTRUCT = Task("reconstruct", "reconstruct", Reconstructor, lambda model, x: _reconstruct_with_error(model, x))
+EMBED = Task("embed", "embed", Embedder, lambda model, x: cast(Embedder, model).embed(x))
+VAE_ENCODE = Task("vae-encode", "vae", VariationalCoder, lambda model, x: cast(VariationalCoder, model).encode(x))
 VAE_DECODE = Task(
     "vae-decode",
     "vae",
-    ("vae", "manifold"),  # the manifold is drawn by decoding, with its own default (a 2-D latent space)
     VariationalCoder,
     lambda model, x: cast(VariationalCoder, model).decode(x),
     input_kind="latents",
 )
 
 
-def _decode_given_label(model: ConditionalVariationalCoder, batch: torch.Tensor) -> torch.Tensor:
-    """(n, D + 1) latents with their label as the last coordinate -> images of those labels."""
-    return model.decode_given(batch[:, :-1], batch[:, -1].round().long())
-
-
-def _encode_given_label(model: ConditionalVariationalCoder, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images with a label plane (models.architectures.conditional_vae.with_label_plane) -> the posteriors."""
-    return model.encode_given(*split_label_plane(batch))
-
-
-# The class-conditional VAE: the label travels with each latent (its last coordinate) or image (a plane).
+# The class-conditional VAE: each latent or image travels with its label, a per-item extra (B,).
 CONDITIONAL_VAE_DECODE = Task(
     "conditional-vae-decode",
     "conditional-vae",
-    ("conditional_vae",),
     ConditionalVariationalCoder,
-    lambda model, x: _decode_given_label(cast(ConditionalVariationalCoder, model), x),
-    input_kind="latents with a label",
+    lambda model, x, label: cast(ConditionalVariationalCoder, model).decode_given(x, label),
+    input_kind="latents",
+    extras=("label",),
 )
 CONDITIONAL_VAE_ENCODE = Task(
     "conditional-vae-encode",
     "conditional-vae",
-    ("conditional_vae",),
     ConditionalVariationalCoder,
-    lambda model, x: _encode_given_label(cast(ConditionalVariationalCoder, model), x),
-    input_kind="images with a label plane",
+    lambda model, x, label: cast(ConditionalVariationalCoder, model).encode_given(x, label),
+    extras=("label",),
 )
-# Class probabilities of a digit classifier (the judge of models.evaluation.sample_quality); no default
-# key: no route asks for it by default.
-CLASSIFY = Task("classify", "classify", (), Classifier, lambda model, x: cast(Classifier, model).classify(x))
+CLASSIFY = Task("classify", "classify", Classifier, lambda model, x: cast(Classifier, model).classify(x))
 
 TASKS: dict[str, Task] = {
     task.name: task
@@ -218,17 +171,15 @@ def register(task: Task) -> Task:
     if task.name in TASKS and TASKS[task.name] != task:
         raise ValueError(f"task {task.name!r} is already in the table")
     TASKS[task.name] = task
+    register_card_task(task.card_task)
     return task
 
 
 def unregister(name: str) -> None:
     """Take a task out of the table again (tests that register a toy task)."""
-    TASKS.pop(name, None)
-
-
-def card_tasks() -> tuple[str, ...]:
-    """The words a model card may list in `tasks`, in table order."""
-    return tuple(dict.fromkeys(task.card_task for task in TASKS.values()))
+    task = TASKS.pop(name, None)
+    if task is not None and all(other.card_task != task.card_task for other in TASKS.values()):
+        unregister_card_task(task.card_task)
 
 
 def tasks_of_card_task(card_task: str) -> list[Task]:
@@ -236,6 +187,36 @@ def tasks_of_card_task(card_task: str) -> list[Task]:
     return [task for task in TASKS.values() if task.card_task == card_task]
 
 
-def tasks_of_default(key: str) -> list[Task]:
-    """The tasks the default model of `key` runs (what start-up warms it up on)."""
-    return [task for task in TASKS.values() if key in task.default_keys]
+@dataclass(frozen=True)
+class ModelTakes:
+    """What a model takes, from its card and the protocols its architecture implements."""
+
+    tasks: tuple[Task, ...]  # those of its card's card tasks that its architecture implements
+    picture_channels: int | None  # the channels pictures are decoded into; None: the picture's own (L or RGB)
+    companion: str | None  # the model of the same tasks for pictures of the other colour mode (card field)
+    labels: int | None = None  # a conditional model's classes (labels 0..labels-1), from its card's config
+
+    @property
+    def noise_level(self) -> bool:
+        """It denoises at a noise level given with each image (DENOISE_AT_NOISE_LEVEL)."""
+        return DENOISE_AT_NOISE_LEVEL in self.tasks
+
+
+def model_takes(card: ModelCard) -> ModelTakes:
+    """What the model of `card` takes: the one place this is decided.
+
+    Its tasks are those its card allows whose protocol its architecture names among its bases (as
+    docs/architecture.md asks; an unknown architecture: none). Pictures are decoded into the card's
+    channels, except for architectures that read 1 or 3 channels alike (`reads_grayscale_and_colour`):
+    those get the picture's own."""
+    architecture = ARCHITECTURES.get(card.architecture)
+    tasks = tuple(
+        task
+        for card_task in card.tasks
+        for task in tasks_of_card_task(card_task)
+        if architecture is not None and task.protocol in architecture.__mro__
+    )
+    own_channels = architecture is not None and architecture.reads_grayscale_and_colour
+    classes = card.architecture_config.get("classes", 10)
+    labels = int(classes) if CONDITIONAL_VAE_DECODE in tasks and isinstance(classes, int) else None
+    return ModelTakes(tasks, None if own_channels else card.input.channels, card.companion, labels)

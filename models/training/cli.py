@@ -4,6 +4,7 @@
     python -m models.train mnist-denoise --data-dir /work/shared/datasets/mnist [--out checkpoints]
                                          [--device cpu|cuda] [--epochs N] [--seed S] [--threads 2]
     python -m models.train t91-sr-x2 --data-dir /work/shared/datasets          # Train400/ and T91/ under it
+    python -m models.train photo-sr-x2 --data-dir /work/shared/datasets --minutes 20   # residual SR, resumable
 
 Or train a task on a folder of your own images (see models.training.own_images and models.data.image_folder):
 
@@ -11,10 +12,12 @@ Or train a task on a folder of your own images (see models.training.own_images a
                            [--size 32 | --size 64x48] [--channels 1|3] [--held-out 0.1] [--scale 2|4]
                            [--latent-size D] [--epochs N] [--seed S] [--out checkpoints]
 
-The photo denoisers of every noise level train on a time budget (or a number of steps), resumably:
+The photo denoisers of every noise level train on a time budget (or a number of steps), resumably, from
+their state in `training-state/<name>/` (or, where none exists, continuing the served checkpoint):
 
-    python -m models.train photo-denoise-gray --data-dir /work/shared/datasets --minutes 100 [--threads 1]
-                                              [--steps N] [--precision bfloat16|float32]
+    python -m models.train photo-denoise-gray --data-dir /work/shared/datasets --minutes 20 [--threads 1]
+                                              [--steps N] [--precision bfloat16|float32] [--device cuda]
+                                              [--state-dir training-state] [--publish if-better|always|never]
 
 It parses and checks the arguments, then hands them to one pipeline: MNIST (`models.training.mnist`),
 photographs (`models.training.natural`), the photo denoisers (`models.training.photo_denoise`) or your
@@ -40,8 +43,10 @@ from models.training.loop import TrainOptions
 from models.training.mnist import TrainingData, run
 from models.training.natural import run_natural
 from models.training.own_images import FolderRun, default_epochs, train_folder
-from models.training.photo_denoise import PHOTO_DENOISE_RECIPES
+from models.training.photo_denoise import PHOTO_DENOISE_RECIPES, PUBLISH_POLICIES, install_stop_handlers
 from models.training.photo_denoise import run as run_photo_denoise
+from models.training.photo_sr import PHOTO_SR_RECIPES
+from models.training.photo_sr import run as run_photo_sr
 from models.training.recipes import IMAGE_FOLDER_TASKS, RECIPES, image_folder_recipe
 
 DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /work/shared/datasets/mnist"
@@ -53,7 +58,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def describe_recipes() -> str:
-    width = max(len(name) for name in (*RECIPES, *PHOTO_DENOISE_RECIPES))
+    width = max(len(name) for name in (*RECIPES, *PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES))
     lines = [
         f"{name:<{width}}  {recipe.epochs:>3} epochs  {', '.join(recipe.tasks):<28} {recipe.description}"
         for name, recipe in RECIPES.items()
@@ -61,6 +66,10 @@ def describe_recipes() -> str:
     lines += [
         f"{name:<{width}}  --minutes   {'denoise':<28} {recipe.description}"
         for name, recipe in PHOTO_DENOISE_RECIPES.items()
+    ]
+    lines += [
+        f"{name:<{width}}  --minutes   {'super-resolve':<28} {recipe.description}"
+        for name, recipe in PHOTO_SR_RECIPES.items()
     ]
     return "\n".join(lines)
 
@@ -82,7 +91,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "recipe", nargs="?", choices=sorted([*RECIPES, *PHOTO_DENOISE_RECIPES]), help="recipe name (see --list)"
+        "recipe",
+        nargs="?",
+        choices=sorted([*RECIPES, *PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES]),
+        help="recipe name (see --list)",
     )
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.add_argument(
@@ -113,6 +125,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     budget.add_argument("--steps", type=int, help="optimiser steps (a reproducible budget)")
     photo.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16", help="autocast")
     photo.add_argument("--limit-images", type=int, help="train on the first N images only (smoke tests)")
+    photo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("training-state"),
+        help="parent folder of the resumable state, <state-dir>/<name>/ (default: training-state)",
+    )
+    photo.add_argument(
+        "--publish",
+        choices=PUBLISH_POLICIES,
+        default="if-better",
+        help="write the served checkpoint at the end: if its validation PSNR improved (default), always, never",
+    )
     own = parser.add_argument_group("your own images (instead of a recipe)")
     own.add_argument(
         "--images-dir", type=Path, metavar="PATH", help="folder of images, searched recursively (PNG, JPEG, ...)"
@@ -158,7 +182,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("a recipe name is required (see --list), or --images-dir with --task and --name")
     if arguments.data_dir is None:
         parser.error(f"--data-dir is required: {DATA_DIR_HINT}")
-    if arguments.recipe in PHOTO_DENOISE_RECIPES and arguments.minutes is None and arguments.steps is None:
+    budgeted = (*PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES)
+    if arguments.recipe in budgeted and arguments.minutes is None and arguments.steps is None:
         parser.error(f"{arguments.recipe} trains on a budget: pass --minutes M or --steps N")
     return arguments
 
@@ -174,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_own_images(arguments, command)
     if arguments.recipe in PHOTO_DENOISE_RECIPES:
         return train_photo_denoiser(arguments, command)
+    if arguments.recipe in PHOTO_SR_RECIPES:
+        return train_photo_super_resolution(arguments, command)
     recipe = RECIPES[arguments.recipe]
     options = TrainOptions(
         device=arguments.device,
@@ -201,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
-    """`photo-denoise-*`: train (or resume) on the budget, then say what was written and the hold-out's PSNR."""
+    """`photo-denoise-*`: train (or resume) on the budget, then say what was written and the hold-out's PSNR.
+    SIGTERM or SIGINT stops the run after the current step, with its state saved."""
+    install_stop_handlers()
     try:
         card = run_photo_denoise(
             PHOTO_DENOISE_RECIPES[arguments.recipe],
@@ -213,13 +242,44 @@ def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
             arguments.threads,
             command,
             arguments.limit_images,
+            state_root=arguments.state_dir,
+            device=arguments.device,
+            publish=arguments.publish,
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if card is None:
+        print(f"state in {arguments.state_dir / arguments.recipe}; served checkpoint unchanged", file=sys.stderr)
+        return 0
     print(f"wrote {arguments.out / card.name} ({card.training['minutes']} min)", file=sys.stderr)
     for key, value in card.training["held_out_validation_upload_protocol"].items():
         print(f"  held-out {key}: {value}", file=sys.stderr)
+    return 0
+
+
+def train_photo_super_resolution(arguments: argparse.Namespace, command: str) -> int:
+    """`photo-sr-x*`: train (or resume) for the budget more; SIGTERM or SIGINT stops it with its state saved."""
+    install_stop_handlers()
+    try:
+        card = run_photo_sr(
+            PHOTO_SR_RECIPES[arguments.recipe],
+            arguments.data_dir,
+            arguments.out,
+            arguments.minutes,
+            arguments.steps,
+            arguments.threads,
+            command,
+            state_root=arguments.state_dir,
+            device=arguments.device,
+            publish=arguments.publish,
+            limit_images=arguments.limit_images,
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    written = f"wrote {arguments.out / card.name}" if card else "served checkpoint unchanged"
+    print(f"{written}; state in {arguments.state_dir / arguments.recipe}", file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The photo-denoiser pipeline: FFDNet, one network for sigma 0..75, grayscale (Train400) or colour (CBSD432).
 
-    python -m models.train photo-denoise-gray --data-dir ../shared/datasets --minutes 100 [--threads 1]
-    python -m models.train photo-denoise-color --data-dir ../shared/datasets --minutes 100 [--precision float32]
+    python -m models.train photo-denoise-gray --data-dir ../shared/datasets --minutes 20 [--threads 1]
+        [--state-dir training-state] [--device cpu|cuda] [--precision bfloat16|float32] [--publish if-better]
 
 What each step sees: random `patch` x `patch` crops of the training images (a fresh position, flip and
 rotation every time, so no patch is seen twice), each with its own noise level drawn uniformly from
@@ -9,104 +9,57 @@ rotation every time, so no patch is seen twice), each with its own noise level d
 rounded to 8 bits, as a served denoiser sees them; the other half keep the literature's float noise.
 The network is told the true sigma; at serving time the caller gives it or the service estimates it.
 
-The run is budgeted in steps, and `--minutes` turns a time budget into steps from the throughput of
-the first steps, so the cosine learning-rate schedule reaches its end when the time does. The run is
-resumable: every few minutes the weights, the optimiser and the random generators are written to
-`<out>/<name>/.training-state/`; the same command continues from there after an interruption. The last
-images of the folder in name order are held out and scored (PSNR at sigma 15/25/50, upload protocol)
-when the run ends; the card records patch passes, minutes, device and precision.
+Training accumulates over sessions. The resumable state lives in `<state-dir>/<name>/` (a tracked
+folder, models.training.photo_state), saved every few minutes and when SIGTERM or SIGINT arrives; the
+same command continues from there. Where no state exists:
+- and a served checkpoint `<out>/<name>/` does, the run *continues* from its weights: a fresh Adam, a
+  short linear warm-up, then a constant learning rate (`continue_learning_rate`), and the exponential
+  moving average of the weights is what is validated and published; every invocation trains `--minutes`
+  (or `--steps`) more;
+- otherwise it starts from scratch, and `--minutes`/`--steps` is the whole budget of a cosine schedule.
+Every few training minutes the validation PSNR (models.training.photo_validation: 12 BSD68 or CBSD68
+crops at sigma 15/25/50) is logged against cumulative patch passes into run.json: the learning curve.
+
+At the end of the budget the served checkpoint is written (`--publish always`), written only when the
+validation PSNR beats the served weights' on the same images (`if-better`, the default), or left alone
+(`never`: the background rotation, models.training.rotation). Paused time (SIGSTOP) does not count as
+training time: a step longer than `MAX_STEP_S` counts as that long.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import math
+import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
+from torch import nn
 
-from models.architectures.ffdnet import SIGMA_RANGE, FFDNet, FFDNetConfig
-from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, save_checkpoint, utc_now_iso
+from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
+from models.checkpoint import CheckpointError, ModelCard, load_checkpoint, read_card, save_checkpoint
 from models.data.natural_images import psnr_255, quantise, read_pictures
-from models.runtime.machine import cpu_description
-from models.training.plots import image_grid, loss_curve
-
-BSD_LICENCE = (
-    "BSD-derived images offered by UC Berkeley for non-commercial research and educational purposes; used here to "
-    "train the weights, not redistributed (no image is in this repository)"
+from models.training.photo_card import continued_training_record, finish_card, fresh_training_record, write_figures
+from models.training.photo_recipes import PHOTO_DENOISE_RECIPES, PatchSampler, PhotoDenoiseRecipe
+from models.training.photo_state import RunState, load_state, save_state
+from models.training.photo_validation import (
+    VALIDATION_SIGMAS,
+    ValidationSet,
+    load_validation_set,
+    validation_point,
+    validation_psnr,
 )
-STATE_DIR = ".training-state"
-SAVE_EVERY_S = 300.0
-VALIDATION_SIGMAS = (15.0, 25.0, 50.0)
 
-
-@dataclass(frozen=True)
-class PhotoDenoiseRecipe:
-    name: str  # the checkpoint folder
-    description: str
-    folder: str  # training images, under --data-dir
-    dataset_title: str
-    config: FFDNetConfig
-    patch: int = 50  # side of the training crops (even)
-    batch_size: int = 32
-    learning_rate: float = 1e-3  # Adam, peak; cosine decay to 1% of it
-    upload_fraction: float = 0.5  # patches clipped to [0, 255] and rounded to 8 bits
-    held_out_images: int = 12  # the last images in name order: scored at the end, never trained on
-    seed: int = 0
-
-
-PHOTO_DENOISE_RECIPES: dict[str, PhotoDenoiseRecipe] = {
-    recipe.name: recipe
-    for recipe in (
-        PhotoDenoiseRecipe(
-            name="photo-denoise-gray",
-            description="FFDNet denoiser for grayscale photographs, one network for Gaussian noise of sigma 0..75 "
-            "(0..255 scale), given or estimated; float and 8-bit (clipped, rounded) noisy inputs; any size.",
-            folder="Train400",
-            dataset_title="Train400: 400 grayscale 180x180 BSD images (the DnCNN training set, as published with "
-            "cszn/DnCNN)",
-            config=FFDNetConfig(channels=1, depth=15, width=64),
-        ),
-        PhotoDenoiseRecipe(
-            name="photo-denoise-color",
-            description="FFDNet denoiser for colour photographs, one network for Gaussian noise of sigma 0..75 "
-            "(0..255 scale, the same on R, G and B), given or estimated; float and 8-bit noisy inputs; any size; "
-            "all three channels in one pass.",
-            folder="CBSD432",
-            dataset_title="CBSD432: the 432 colour BSD images outside CBSD68 (as published in Magauiya/Extended_SURE)",
-            config=FFDNetConfig(channels=3, depth=12, width=96),
-        ),
-    )
-}
-
-
-class PatchSampler:
-    """Random crops with a random flip/rotation, drawn from uint8 images held in memory."""
-
-    def __init__(self, images: list[np.ndarray], patch: int, generator: torch.Generator) -> None:
-        self.images = [torch.from_numpy(np.array(image if image.ndim == 3 else image[..., None])) for image in images]
-        self.patch = patch
-        self.generator = generator
-
-    def draw(self, count: int) -> torch.Tensor:
-        """-> (count, C, patch, patch) float32 in [0, 1]."""
-        picks = torch.randint(0, len(self.images), (count,), generator=self.generator).tolist()
-        turns = torch.randint(0, 8, (count,), generator=self.generator).tolist()
-        patches = []
-        for index, turn in zip(picks, turns, strict=True):
-            image = self.images[index]  # (H, W, C) uint8
-            top = int(torch.randint(0, image.shape[0] - self.patch + 1, (1,), generator=self.generator))
-            left = int(torch.randint(0, image.shape[1] - self.patch + 1, (1,), generator=self.generator))
-            crop = image[top : top + self.patch, left : left + self.patch].permute(2, 0, 1)
-            crop = torch.rot90(crop, turn % 4, dims=(1, 2))
-            patches.append(crop.flip(2) if turn >= 4 else crop)
-        return torch.stack(patches).float() / 255.0
+SAVE_EVERY_S = 300.0  # wall seconds between state saves
+VALIDATE_EVERY_S = 300.0  # training seconds between validation points
+MAX_STEP_S = 60.0  # a step that took longer was paused (SIGSTOP): it counts as this long
+PUBLISH_POLICIES = ("if-better", "always", "never")
 
 
 def corrupt(
@@ -126,52 +79,28 @@ def cosine_rate(progress: float, peak: float, warmup: float = 0.01) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decayed)))
 
 
-@dataclass
-class RunState:
-    step: int = 0
-    total_steps: int = 0  # 0: the run is budgeted in time instead (budget_s)
-    budget_s: float = 0.0
-    seconds: float = 0.0  # training time summed over every (resumed) part of the run
-    curve: list[tuple[float, float]] | None = None  # (patch passes in thousands, mean loss since the last point)
+class StopRequest:
+    """Set by SIGTERM or SIGINT once `install_stop_handlers` ran: the loop saves its state and returns."""
+
+    requested: bool = False
 
 
-def save_state(
-    directory: Path,
-    model: FFDNet,
-    optimiser: torch.optim.Optimizer,
-    state: RunState,
-    generators: dict[str, torch.Generator],
-) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    optimiser_state = optimiser.state_dict()
-    for index, values in optimiser_state["state"].items():
-        for key, value in values.items():
-            tensors[f"optimiser.{index}.{key}"] = torch.as_tensor(value).detach().contiguous()
-    for name, generator in generators.items():
-        tensors[f"generator.{name}"] = generator.get_state()
-    safetensors.torch.save_file(tensors, str(directory / "state.safetensors.tmp"))
-    (directory / "state.safetensors.tmp").replace(directory / "state.safetensors")
-    (directory / "run.json").write_text(json.dumps(state.__dict__))
+STOP = StopRequest()
 
 
-def load_state(
-    directory: Path, model: FFDNet, optimiser: torch.optim.Optimizer, generators: dict[str, torch.Generator]
-) -> RunState | None:
-    if not (directory / "run.json").is_file():
-        return None
-    tensors = safetensors.torch.load_file(str(directory / "state.safetensors"))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
-    optimiser_state = optimiser.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("optimiser."):
-            _, index, name = key.split(".", 2)
-            optimiser_state["state"].setdefault(int(index), {})[name] = value
-    optimiser.load_state_dict(optimiser_state)
-    for name, generator in generators.items():
-        generator.set_state(tensors[f"generator.{name}"])
-    values = json.loads((directory / "run.json").read_text())
-    return RunState(**values)
+def install_stop_handlers() -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        STOP.requested = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def continued_rate(step: int, recipe: PhotoDenoiseRecipe) -> float:
+    """Continued training: a linear warm-up from 1% over `continue_warmup_steps`, then constant. Constant,
+    because the run has no end: the served weights are taken wherever the validation curve stands highest."""
+    warmup = recipe.continue_warmup_steps
+    return recipe.continue_learning_rate * (max((step + 1) / warmup, 0.01) if step < warmup else 1.0)
 
 
 @torch.no_grad()
@@ -191,6 +120,42 @@ def held_out_psnr(model: FFDNet, images: list[np.ndarray], sigma: float, seed: i
     return {"noisy_psnr_db": round(noisy_total / len(images), 3), "psnr_db": round(model_total / len(images), 3)}
 
 
+@torch.no_grad()
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, on every float tensor (batch-norm statistics too)."""
+    for kept, current in zip(average.state_dict().values(), model.state_dict().values(), strict=True):
+        if kept.is_floating_point():
+            kept.lerp_(current, 1.0 - decay)
+        else:
+            kept.copy_(current)
+
+
+def start_state(
+    recipe: PhotoDenoiseRecipe,
+    model: FFDNet,
+    average: FFDNet,
+    served_dir: Path,
+    minutes: float | None,
+    steps: int | None,
+) -> RunState:
+    """No saved state: continue from the served checkpoint's weights if there is one, else start afresh."""
+    state = RunState(batch_size=recipe.batch_size)
+    if not (served_dir / "model.safetensors").is_file():
+        state.total_steps, state.budget_s = steps or 0, (minutes or 0.0) * 60.0
+        return state
+    served = load_checkpoint(served_dir)
+    if served.model.config_dict() != model.config_dict():
+        raise CheckpointError(
+            f"{served_dir}: the served {served.model.config_dict()} differs from the recipe's {model.config_dict()}"
+        )
+    model.load_state_dict(served.model.state_dict())
+    average.load_state_dict(served.model.state_dict())
+    state.continued = True
+    state.origin_patch_passes = int(served.card.training.get("patch_passes", 0))
+    state.origin_seconds = float(served.card.training.get("duration_s", 0.0))
+    return state
+
+
 def run(
     recipe: PhotoDenoiseRecipe,
     data_dir: Path,
@@ -202,23 +167,36 @@ def run(
     command: str,
     limit_images: int | None = None,
     stream: Any = sys.stderr,
-) -> ModelCard:
+    *,
+    state_root: Path,
+    device: str = "cpu",
+    publish: str = "if-better",
+    validate_every_s: float = VALIDATE_EVERY_S,
+) -> ModelCard | None:
+    """Train (or resume) for the budget; -> the card written into `<out>/<name>/`, or None when the served
+    checkpoint was left as it was (a stop request, `publish` never, or no validation gain)."""
     torch.set_num_threads(threads)
+    target = torch.device(device)
     images = read_pictures(Path(data_dir) / recipe.folder, recipe.config.channels)[:limit_images]
     held = min(recipe.held_out_images, max(1, len(images) // 5))
     train_images, held_out = images[:-held], images[-held:]
+    validation_set = load_validation_set(Path(data_dir), recipe.validation_folder, recipe.config.channels)
 
     torch.manual_seed(recipe.seed)
-    model = FFDNet(recipe.config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = FFDNet(recipe.config).to(target, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     generators = {
         "data": torch.Generator().manual_seed(recipe.seed + 1),
         "noise": torch.Generator().manual_seed(recipe.seed + 2),
     }
     directory = Path(out) / recipe.name
-    state_dir = directory / STATE_DIR
-    state = load_state(state_dir, model, optimiser, generators) or RunState(curve=[])
-    assert state.curve is not None
+    state_dir = Path(state_root) / recipe.name
+    average = copy.deepcopy(model)  # continued training: the weights' moving average, validated and published
+    state = load_state(state_dir, model, optimiser, generators, average) or start_state(
+        recipe, model, average, directory, minutes, steps
+    )
+    kept = average if state.continued else model  # what is validated and published
+    state.batch_size = recipe.batch_size
     sampler = PatchSampler(train_images, recipe.patch, generators["data"])
     autocast = precision == "bfloat16"
 
@@ -227,119 +205,122 @@ def run(
         clean = sampler.draw(recipe.batch_size)
         sigmas = torch.rand(recipe.batch_size, generator=generators["noise"]) * SIGMA_RANGE[1]
         upload = torch.rand(recipe.batch_size, generator=generators["noise"]) < recipe.upload_fraction
-        noisy = corrupt(clean, sigmas, upload, generators["noise"]).contiguous(memory_format=torch.channels_last)
+        noisy = corrupt(clean, sigmas, upload, generators["noise"])
+        noisy = noisy.to(target).contiguous(memory_format=torch.channels_last)
         for group in optimiser.param_groups:
             group["lr"] = rate
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            output = model(noisy, sigmas)
-        loss = (output.float() - clean).pow(2).mean()
+        with torch.autocast(target.type, dtype=torch.bfloat16, enabled=autocast):
+            output = model(noisy, sigmas.to(target))
+        loss = (output.float() - clean.to(target)).pow(2).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         return float(loss.detach())
 
-    if state.step == 0:
-        state.total_steps = steps or 0
-        state.budget_s = (minutes or 0.0) * 60.0
+    session = {"steps": 0, "seconds": 0.0}
 
-    def progress() -> float:
-        """How far the schedule has come, 0..1: by steps, or by training time (a shared, busy machine
-        then trains fewer steps, but the schedule still ends when the time does)."""
-        if state.total_steps:
-            return state.step / state.total_steps
-        return (base_seconds + time.perf_counter() - started) / state.budget_s
+    def budget_left() -> bool:
+        if state.continued:  # every invocation trains its own budget more
+            return session["steps"] < steps if steps else session["seconds"] < (minutes or 0.0) * 60.0
+        return state.step < state.total_steps if state.total_steps else state.seconds < state.budget_s
 
-    started, last_save, curve_total, curve_count = time.perf_counter(), time.perf_counter(), 0.0, 0
-    base_seconds = state.seconds
-    last_point = time.perf_counter()
-    while progress() < 1.0:
-        curve_total += train_step(cosine_rate(progress(), recipe.learning_rate))
+    def rate() -> float:
+        if state.continued:
+            return continued_rate(state.step, recipe)
+        progress = state.step / state.total_steps if state.total_steps else state.seconds / state.budget_s
+        return cosine_rate(progress, recipe.learning_rate)
+
+    def validate() -> None:
+        figures = validation_psnr(kept, validation_set, target)
+        state.validation.append(validation_point(state.patch_passes, state.minutes, figures))
+        print(f"{recipe.name}: validation at {state.patch_passes:,} patch passes: {figures}", file=stream, flush=True)
+
+    if not state.validation:
+        validate()  # where the curve starts: the served weights, or the untrained network
+    last_save = last_point = time.perf_counter()
+    last_validation = state.seconds
+    curve_total, curve_count = 0.0, 0
+    while budget_left() and not STOP.requested:
+        began = time.perf_counter()
+        curve_total += train_step(rate())
+        if state.continued:
+            update_average(average, model, recipe.average_decay)
+        took = time.perf_counter() - began
+        counted = min(took, MAX_STEP_S)
         curve_count += 1
         state.step += 1
-        if time.perf_counter() - last_point > 30 or progress() >= 1.0:
+        state.seconds += counted
+        state.paused_s += took - counted
+        session["steps"] += 1
+        session["seconds"] += counted
+        if time.perf_counter() - last_point > 30 or not budget_left():
             last_point = time.perf_counter()
-            state.curve.append((state.step * recipe.batch_size / 1000, curve_total / curve_count))
+            state.curve.append([state.patch_passes, curve_total / curve_count])
             print(
-                f"{recipe.name}: step {state.step} ({progress():.1%}) loss {curve_total / curve_count:.6f} "
-                f"({(time.perf_counter() - started + base_seconds) / 60:.1f} min)",
+                f"{recipe.name}: step {state.step} lr {rate():.2g} loss {curve_total / curve_count:.6f} "
+                f"({state.patch_passes:,} patch passes, {state.minutes:.1f} min cumulative)",
                 file=stream,
                 flush=True,
             )
             curve_total, curve_count = 0.0, 0
+        if state.seconds - last_validation >= validate_every_s:
+            validate()
+            last_validation = state.seconds
         if time.perf_counter() - last_save > SAVE_EVERY_S:
-            state.seconds = base_seconds + time.perf_counter() - started
-            save_state(state_dir, model, optimiser, state, generators)
+            save_state(state_dir, model, optimiser, state, generators, average if state.continued else None)
             last_save = time.perf_counter()
-    state.seconds = base_seconds + time.perf_counter() - started
-    save_state(state_dir, model, optimiser, state, generators)
+    if STOP.requested or budget_left():
+        save_state(state_dir, model, optimiser, state, generators, average if state.continued else None)
+        print(f"{recipe.name}: stopped; state saved in {state_dir}", file=stream, flush=True)
+        return None
+    if state.validation[-1]["patch_passes"] != state.patch_passes:
+        validate()
+    save_state(state_dir, model, optimiser, state, generators, average if state.continued else None)
+    model = kept.to("cpu", memory_format=torch.contiguous_format).eval()
 
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    validation = {f"sigma_{int(s)}": held_out_psnr(model, held_out, s) for s in VALIDATION_SIGMAS}
-    patch_passes = state.step * recipe.batch_size
-    training: dict[str, Any] = {
-        "recipe": recipe.name,
-        "command": command,
-        "dataset": recipe.dataset_title,
-        "licence": BSD_LICENCE,
-        "train_images": len(train_images),
-        "held_out_images": f"the last {len(held_out)} images in name order (scored below, never trained on)",
-        "patches": f"random {recipe.patch}x{recipe.patch} crops, one of the 8 flips/rotations each, drawn afresh "
-        "every step",
-        "noise": f"white Gaussian, sigma uniform in [0, {SIGMA_RANGE[1]:g}] per patch (0..255 scale); "
-        f"{recipe.upload_fraction:.0%} of patches clipped to [0, 255] and rounded to 8 bits (uploads), the rest float",
-        "loss": "mean squared error per pixel (pixels in [0, 1])",
-        "steps": state.step,
-        "batch_size": recipe.batch_size,
-        "patch_passes": patch_passes,
-        "optimiser": "Adam",
-        "learning_rate": recipe.learning_rate,
-        "learning_rate_schedule": "1% linear warm-up, cosine decay to 1% of the peak, over "
-        + (f"{state.total_steps} steps" if state.total_steps else f"{state.budget_s / 60:g} minutes of training time"),
-        "precision": "bfloat16 autocast (float32 weights)" if autocast else "float32",
-        "memory_format": "channels_last",
-        "seed": recipe.seed,
-        "device": "cpu",
-        "torch_version": torch.__version__,
-        "torch_threads": threads,
-        "cpu": cpu_description(),
-        "duration_s": round(state.seconds, 1),
-        FINISHED_AT: utc_now_iso(),  # `created` of /v1/models
-        "minutes": round(state.seconds / 60, 1),
-        "patches_per_second": round(patch_passes / max(state.seconds, 1e-9), 1),
-        "held_out_validation_upload_protocol": validation,
-    }
-    card = ModelCard(
-        name=recipe.name,
-        tasks=["denoise"],
-        architecture=FFDNet.name,
-        architecture_config=model.config_dict(),
-        input=InputSpec(channels=recipe.config.channels, height=None, width=None, domain="natural"),
-        normalization="pixels as float32 in [0, 1], any size (tiled inference); the noise level sigma (0..255 "
-        "scale) is an input: given by the caller or estimated from the image",
-        description=recipe.description,
-        training=training,
-    )
-    card = save_checkpoint(model, card, directory)
-    write_figures(recipe, model, held_out, state, directory)
+    def make_card(served: dict[str, Any] | None) -> ModelCard:
+        """The card of these weights, carrying the served card's history forward when continuing it."""
+        if state.continued and served is not None:
+            training = continued_training_record(served, recipe, state, command, str(state_dir))
+        else:
+            training = fresh_training_record(recipe, state, command, len(train_images), len(held_out))
+        scores = {f"sigma_{int(s)}": held_out_psnr(model, held_out, s) for s in VALIDATION_SIGMAS}
+        companion = next(name for name in PHOTO_DENOISE_RECIPES if name != recipe.name)  # the other colour mode
+        return finish_card(recipe, model, training, state, scores, precision, device, threads, companion)
+
+    card = publish_checkpoint(model, state, directory, validation_set, publish, stream, make_card)
+    if card is not None:
+        write_figures(recipe, model, held_out, state, directory)
     return card
 
 
-def write_figures(
-    recipe: PhotoDenoiseRecipe, model: FFDNet, held_out: list[np.ndarray], state: RunState, directory: Path
-) -> None:
-    """samples.png (noisy at sigma 25 / denoised / clean crops of held-out images) and loss.png."""
-    generator = torch.Generator().manual_seed(4)
-    side = min(96, *(min(image.shape[:2]) for image in held_out))
-    crops = [PatchSampler(held_out, side, generator).draw(1)[0] for _ in range(8)]
-    clean = torch.stack(crops)
-    noisy = quantise(clean + 25 / 255 * torch.randn(clean.shape, generator=generator))
-    with torch.no_grad():
-        denoised = model.denoise_at(noisy, 25.0)
-    image_grid([("noisy 25", noisy), ("denoised", denoised), ("clean", clean)], directory / "samples.png")
-    assert state.curve is not None
-    loss_curve(
-        [("train", [(x, y) for x, y in state.curve])],
-        directory / "loss.png",
-        title=f"{recipe.name}: mean squared error (x: thousands of patch passes)",
-        log_scale=True,
-    )
+def publish_checkpoint(
+    model: FFDNet,
+    state: RunState,
+    directory: Path,
+    validation_set: ValidationSet,
+    policy: str,
+    stream: Any,
+    make_card: Callable[[dict[str, Any] | None], ModelCard],
+) -> ModelCard | None:
+    """Write the served checkpoint as `policy` says: always, never, or if-better (the validation mean PSNR
+    of these weights above the served weights' on the same images)."""
+    if policy not in PUBLISH_POLICIES:
+        raise ValueError(f"publish must be one of {PUBLISH_POLICIES}, got {policy!r}")
+    if policy == "never":
+        return None
+    served_training: dict[str, Any] | None = None
+    if (directory / "config.json").is_file():
+        served_training = read_card(directory).training
+        if policy == "if-better":
+            served = validation_psnr(load_checkpoint(directory).model, validation_set)
+            current = state.validation[-1]
+            if current["mean"] <= served["mean"]:
+                print(
+                    f"{directory.name}: served checkpoint kept (validation mean {served['mean']} dB "
+                    f">= {current['mean']})",
+                    file=stream,
+                    flush=True,
+                )
+                return None
+    return save_checkpoint(model, make_card(served_training), directory)

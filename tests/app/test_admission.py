@@ -1,7 +1,8 @@
-"""Admission control (app.http.admission): inference requests admitted by their expected wait, refusals
-before the body is read, and handlers cancelled when their client disconnects.
+"""Admission control (app.http.admission): inference requests admitted by their expected wait against the queue
+budget and the deadline, refusals before the body is read (and at the front door, app.process.front_door), and
+handlers cancelled when their client disconnects.
 
-The middleware is driven with plain ASGI messages around a stand-in app that holds each request
+Admission is driven with plain ASGI messages around a stand-in app that holds each request
 until the test releases it; the measured cost per image is set by the test where an assertion depends
 on it, so every assertion is about which requests got in, never about timing.
 """
@@ -11,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import Overloaded
-from app.http.admission import AdmissionControl, ModelLoad, count_against
-from app.http.middleware import RequestContext
+from app.http.admission import AdmissionControl, ModelLoad
+from app.http.middleware import RefusalSummary, RequestPipeline
+from app.http.request_record import record_of
 from app.main import create_app
 from app.observability import Metrics
+from app.process.drain import Drain
 from app.settings import Settings
 
 PATHS = {"/v1/denoise", "/v1/vae/sample"}
@@ -86,12 +90,42 @@ class Client:
         return dict(json.loads(b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")))
 
 
-def gate_with(app: Any, deadline_s: float = 1.0, max_images: int = 1000, **options: Any) -> AdmissionControl:
+class Gate:
+    """Admission control around `app` as the request pipeline runs it (without the rest of the pipeline)."""
+
+    def __init__(self, app: Any, control: AdmissionControl) -> None:
+        self.app = app
+        self.control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.control.guards(scope["path"]):
+            await self.control.serve(self.app, scope, receive, send, record_of(scope))
+        else:
+            await self.app(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.control, name)
+
+
+def control_with(
+    deadline_s: float = 1.0, max_images: int = 1000, budget_s: float = 100.0, **options: Any
+) -> AdmissionControl:
+    """By default the budget is far off, so that only the deadline and the image bound refuse."""
     options.setdefault("known_models", lambda: {"a", "b"})  # the models the registry knows
-    return AdmissionControl(app, deadline_s=deadline_s, max_images=max_images, paths=PATHS, **options)
+    return AdmissionControl(budget_s=budget_s, deadline_s=deadline_s, max_images=max_images, paths=PATHS, **options)
 
 
-def measured(gate: AdmissionControl, key: str, seconds_per_image: float) -> ModelLoad:
+def gate_with(app: Any, **options: Any) -> Any:
+    return Gate(app, control_with(**options))
+
+
+def pipeline(app: Any, control: AdmissionControl, metrics: Metrics) -> RequestPipeline:
+    """The whole request pipeline (the access log, metrics, refusal summary) around `app`."""
+    refusals = RefusalSummary(metrics)
+    return RequestPipeline(app, metrics, control, refusals, Drain(0), max_body_bytes=10**6, body_timeout_s=60)
+
+
+def measured(gate: Any, key: str, seconds_per_image: float) -> ModelLoad:
     """Give a model key a measured cost per image, as if it had served requests before."""
     load = gate.loads[key]
     load.seconds_per_image = seconds_per_image
@@ -160,7 +194,7 @@ async def test_requests_of_many_images_count_as_many_images_ahead() -> None:
     assert load.images_per_request == pytest.approx(64, rel=0.05)
     load.admit(0.0)
     load.admit(0.0)
-    assert load.expected_wait_s == pytest.approx(2 * load.images_per_request * load.seconds_per_image)
+    assert load.drain_s == pytest.approx(2 * load.images_per_request * load.seconds_per_image)
 
 
 def test_the_cost_per_image_is_busy_time_not_idle_time() -> None:
@@ -216,8 +250,8 @@ async def test_listing_and_management_routes_are_never_refused() -> None:
 async def test_a_client_that_disconnects_has_its_handler_cancelled_and_is_logged_as_499() -> None:
     app = HeldApp()
     metrics = Metrics()
-    gate = gate_with(app)
-    stack = RequestContext(gate, metrics)
+    gate = control_with()
+    stack = pipeline(app, gate, metrics)
     client = Client()
     task = start(stack, client)
     await settle()
@@ -245,15 +279,16 @@ async def test_a_request_answered_normally_is_not_cancelled_by_the_disconnect_th
     assert gate.loads["the default model of /v1/denoise"].in_flight == 0
 
 
-def test_the_service_installs_admission_control_with_its_deadline_and_queue_bound_on_the_model_routes(
+def test_the_service_installs_admission_control_with_its_budget_deadline_and_queue_bound_on_the_model_routes(
     settings: Settings,
 ) -> None:
-    app = create_app(settings.model_copy(update={"batch_timeout_s": 7.0, "batch_max_queue_images": 99}))
-    [admission] = [m.kwargs for m in app.user_middleware if m.cls is AdmissionControl]
-    assert admission["deadline_s"] == 7.0 and admission["max_images"] == 99
-    assert admission["max_loop_lag_ms"] == settings.max_loop_lag_ms
-    assert admission["min_requests"] == 2 * settings.batch_max_size
-    assert set(admission["paths"]) == {
+    update = {"batch_timeout_s": 7.0, "batch_max_queue_images": 99, "queue_budget_ms": 250.0}
+    app = create_app(settings.model_copy(update=update))
+    admission = app.state.admission
+    assert admission.deadline_s == 7.0 and admission.max_images == 99 and admission.budget_s == 0.25
+    assert admission.min_requests == 2 * settings.batch_max_size
+    assert app.state.front_door.admission is admission  # the protocol's early refusals ask the same counts
+    assert set(admission.paths) == {
         "/v1/denoise",
         "/v1/super-resolve",
         "/v1/reconstruct",
@@ -280,7 +315,7 @@ class RecordList(logging.Handler):
 async def test_refusals_are_logged_as_one_summary_line_with_their_count() -> None:
     app = HeldApp()
     metrics = Metrics()
-    stack = RequestContext(gate_with(app, max_images=1), metrics)
+    stack = pipeline(app, control_with(max_images=1), metrics)
     stack.refusals.interval_s = 0.01
     access = logging.getLogger("app.access")
     captured = RecordList()
@@ -307,48 +342,124 @@ async def test_refusals_are_logged_as_one_summary_line_with_their_count() -> Non
         access.setLevel(level)
 
 
-async def test_a_loop_that_stays_late_shrinks_the_admitted_wait_and_one_that_keeps_time_restores_it() -> None:
+# -- the queue budget -----------------------------------------------------------------------------------
+
+
+async def test_beyond_min_requests_a_request_is_admitted_only_within_the_budget() -> None:
     app = HeldApp()
-    gate = gate_with(app, deadline_s=8.0, max_loop_lag_ms=25, min_requests=3)
-    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.1)
-    gate.observe_loop_lag(0.5)  # one late check is a burst of answers, not a backlog
-    gate.observe_loop_lag(0.001)
-    gate.observe_loop_lag(0.5)
-    assert gate.allowance_s == 8.0
+    gate = gate_with(app, deadline_s=30.0, budget_s=0.25, min_requests=2)
+    measured(gate, "model 'a'", seconds_per_image=0.1)
+    admitted = []
+    for _ in range(3):  # expected waits 0, 0.1 (within min_requests) and 0.2 s (within the budget)
+        admitted.append(start(gate, Client(query="model=a")))
+        await settle()
+    refused = Client(query="model=a")  # 0.3 s: over the budget, far within the deadline
 
-    gate.observe_loop_lag(0.0)
-    for _ in range(3):  # late three times in a row: a backlog
-        gate.observe_loop_lag(0.5)
-    assert gate.allowance_s == pytest.approx(0.4)  # cut by 25 ms / 500 ms
-    admitted = [start(gate, Client()) for _ in range(5)]  # expected waits 0, 0.1, 0.2, 0.3, 0.4 s
-    await settle()
-    refused = Client()  # 0.5 s: over what is admitted while the loop is late
     await gate(refused.scope, refused.receive, refused.send)
-    assert refused.status == 503 and len(app.entered) == 5
 
-    for _ in range(10):
-        gate.observe_loop_lag(0.5)
-    assert gate.allowance_s == 0.001  # the floor
-    gate.loads["the default model of /v1/denoise"].in_flight = 2  # as if three of the five had been answered
-    kept = Client()  # within min_requests: admitted however late the loop runs
-    kept_task = start(gate, kept)
-    await settle()
-    assert len(app.entered) == 6
-    refused_again = Client()  # the fourth in flight: over min_requests and over the allowance
-    await gate(refused_again.scope, refused_again.receive, refused_again.send)
-    assert refused_again.status == 503
-    gate.loads["the default model of /v1/denoise"].in_flight = 6
-
-    for _ in range(60):
-        gate.observe_loop_lag(0.0)
-    assert gate.allowance_s == 8.0  # back to the deadline, a quarter more per check on time
+    assert refused.status == 503 and len(app.entered) == 3 and refused.body_reads == 0
+    assert refused.body()["error"]["type"] == "overloaded"
+    assert "expected wait of 0.30 s (budget 0.25 s" in refused.body()["error"]["message"]
+    assert refused.header("retry-after") == "1"  # the drain time rounded up, at least a second
     app.release.set()
-    await asyncio.gather(*admitted, kept_task)
+    await asyncio.gather(*admitted)
 
 
-def test_without_a_lag_limit_the_allowance_is_the_deadline() -> None:
-    gate = gate_with(HeldApp(), deadline_s=8.0, max_loop_lag_ms=0)
-    assert gate.max_loop_lag_s == 0 and gate.allowance_s == 8.0
+async def test_the_budget_never_refuses_the_first_min_requests() -> None:
+    """So many keep the model busy (two full batches); a closed group of polite clients no larger than that is
+    never refused because the machine is slow."""
+    app = HeldApp()
+    gate = gate_with(app, deadline_s=30.0, budget_s=0.001, min_requests=4)
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=1.0)  # 3 ahead: 3 s, far over
+    gate.observe_loop_lag(5.0)  # however late the loop runs
+    admitted = [start(gate, Client()) for _ in range(4)]
+    await settle()
+    refused = Client()
+    await gate(refused.scope, refused.receive, refused.send)
+    assert len(app.entered) == 4 and refused.status == 503
+    app.release.set()
+    await asyncio.gather(*admitted)
+
+
+async def test_the_event_loops_lag_counts_as_queue_and_fades_once_it_keeps_time() -> None:
+    app = HeldApp()
+    gate = gate_with(app, deadline_s=30.0, budget_s=0.25, min_requests=1)
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.1)
+    held = start(gate, Client())  # one ahead: 0.1 s
+    await settle()
+    gate.observe_loop_lag(0.2)  # requests unread in the socket buffers wait this long before anything
+    assert gate.refusal("/v1/denoise", b"") is not None  # 0.1 s ahead + 0.2 s lag: over the budget
+    refused = Client()
+    await gate(refused.scope, refused.receive, refused.send)
+    assert refused.status == 503 and "expected wait of 0.30 s" in refused.body()["error"]["message"]
+
+    for _ in range(20):  # the loop keeps time again: the lag halves per check, then counts as none
+        gate.observe_loop_lag(0.0)
+    assert gate.loop_lag_s == 0.0
+    admitted = start(gate, Client())
+    await settle()
+    assert len(app.entered) == 2
+    app.release.set()
+    await asyncio.gather(held, admitted)
+
+
+async def test_under_pressure_every_request_is_held_to_the_budget_and_a_late_loop_refuses() -> None:
+    """Once a request has been refused (a flood: polite clients within min_requests never are), the floor of
+    min_requests no longer holds: a saturated loop sheds served work so that refusals stay prompt."""
+    app = HeldApp()
+    gate = gate_with(app, deadline_s=30.0, budget_s=0.25, min_requests=100)
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.001)
+    gate.observe_loop_lag(0.07)  # over 0.25 s / 4, far under the budget
+    held = start(gate, Client())
+    await settle()
+    assert gate.refusal("/v1/denoise", b"") is None  # not under pressure: one in flight is far below the floor
+
+    gate.control.pressure_until = time.perf_counter() + 60  # as if a request had just been refused
+    assert gate.refusal("/v1/denoise", b"") is not None  # the late loop refuses below min_requests now
+    gate.observe_loop_lag(0.05)  # decays to 0.06 s: under a quarter of the budget again
+    assert gate.refusal("/v1/denoise", b"") is None
+    measured(gate, "the default model of /v1/denoise", seconds_per_image=0.3)  # one ahead: 0.36 s with the lag
+    assert gate.refusal("/v1/denoise", b"") is not None  # over the budget, though far below min_requests
+    app.release.set()
+    await held
+
+
+async def test_without_a_measured_cost_two_full_batches_are_admitted_and_no_more() -> None:
+    """A flood at start-up is not admitted on an estimate of zero."""
+    app = HeldApp()
+    gate = gate_with(app, min_requests=3)
+    admitted = [start(gate, Client()) for _ in range(3)]
+    await settle()
+    refused = Client()
+    await gate(refused.scope, refused.receive, refused.send)
+    assert refused.status == 503 and len(app.entered) == 3
+    app.release.set()
+    await asyncio.gather(*admitted)
+
+
+async def test_a_refusal_puts_the_service_under_pressure_for_a_while() -> None:
+    gate = control_with(max_images=1)
+    gate.loads["model 'a'"].in_flight = 1
+    assert gate.pressure_until == 0.0
+    assert gate.refusal("/v1/denoise", b"model=a") is not None
+    assert gate.pressure_until > time.perf_counter()
+
+
+async def test_the_front_door_question_refuses_what_serve_would_and_creates_no_bookkeeping() -> None:
+    app = HeldApp()
+    gate = gate_with(app, max_images=1)
+    assert gate.refusal("/v1/denoise", b"model=a") is None  # nothing in flight
+    assert gate.refusal("/v1/models", b"") is None  # not a model route
+    assert dict(gate.loads) == {}
+    held = start(gate, Client(query="model=a"))
+    await settle()
+    error = gate.refusal("/v1/denoise", b"model=a")
+    assert isinstance(error, Overloaded) and error.headers["Retry-After"] == "1"
+    assert gate.refusal("/v1/denoise", b"model=b") is None  # another model's count
+    assert gate.refusal("/v1/denoise", b"model=made-up") is None  # the route's default: nothing in flight
+    assert set(gate.loads) == {"model 'a'"}
+    app.release.set()
+    await held
 
 
 # -- counted against the model that serves: what clients write cannot steer it ------------------------
@@ -382,7 +493,7 @@ class ResolvingApp(HeldApp):
         while (await receive()).get("more_body", False):
             pass
         try:
-            count_against(scope, self.model)
+            record_of(scope).serving(self.model, 1)  # what the service's accounting does
         except Overloaded as exc:
             await send({"type": "http.response.start", "status": exc.status_code, "headers": []})
             await send({"type": "http.response.body", "body": exc.message.encode()})

@@ -39,6 +39,7 @@ def ffdnet_card(name: str, channels: int) -> ModelCard:
         architecture_config={},
         input=InputSpec(channels=channels, height=None, width=None, domain="natural"),
         description="tiny untrained FFDNet for tests",
+        companion=next(other for other in PAIR if other != name),
     )
 
 

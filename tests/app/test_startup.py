@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-import app.engine.registry as registry_module
-import app.main as main_module
+import app.engine.loading as loading_module
+import app.engine.startup as startup_module
 from app.engine.registry import ModelRegistry
-from app.main import torch_threads
+from app.engine.startup import torch_threads
 from app.settings import Settings
 from models.runtime.execution import ExecutionError
 
@@ -33,7 +33,7 @@ def test_start_up_freezes_what_it_built_out_of_the_garbage_collectors_sight(
 def test_a_precision_the_hardware_cannot_run_stops_start_up_naming_the_setting(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_module, "native_precisions", lambda device: ("float32",))
+    monkeypatch.setattr(loading_module, "native_precisions", lambda device: ("float32",))
     with pytest.raises(ExecutionError, match=r"AE_PRECISION=bfloat16.*use AE_PRECISION=auto or float32"):
         ModelRegistry(settings.model_copy(update={"precision": "bfloat16"}))
     ModelRegistry(settings.model_copy(update={"precision": "float32"}))  # always runs
@@ -42,7 +42,7 @@ def test_a_precision_the_hardware_cannot_run_stops_start_up_naming_the_setting(
 def test_torch_threads_default_to_the_cores_this_process_may_use_shared_among_workers(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(main_module, "available_cpus", lambda: 8)
+    monkeypatch.setattr(startup_module, "available_cpus", lambda: 8)
     assert torch_threads(settings.model_copy(update={"torch_threads": None})) == 8
     assert torch_threads(settings.model_copy(update={"torch_threads": None, "workers": 3})) == 2
     assert torch_threads(settings.model_copy(update={"torch_threads": 5, "workers": 3})) == 5

@@ -21,8 +21,9 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import app.engine.registry
+import app.engine.catalogue
 import models.checkpoint
+from app.engine.defaults import default_keys
 from app.engine.jobs import ImageJob
 from app.http.dependencies import ServiceDep
 from app.http.responses import images_response
@@ -31,8 +32,8 @@ from app.http.schemas import ImageOptions
 from app.main import create_app
 from models.architectures import ARCHITECTURES, Architecture, register
 from models.architectures.protocols import Denoiser
-from models.checkpoint import WEIGHTS_FILE, InputSpec, ModelCard, save_checkpoint
-from models.runtime.tasks import TASKS, Task, card_tasks
+from models.checkpoint import WEIGHTS_FILE, InputSpec, ModelCard, card_tasks, save_checkpoint
+from models.runtime.tasks import TASKS, Task
 from models.runtime.tasks import register as register_task
 from models.runtime.tasks import unregister as unregister_task
 
@@ -69,7 +70,7 @@ class ToyNegative(Architecture, Denoiser, Inverter):
         return 1.0 - images
 
 
-INVERT = Task("invert", "invert", (), Inverter, lambda model, images: model.invert(images))
+INVERT = Task("invert", "invert", Inverter, lambda model, images: model.invert(images))
 InvertRequest = Annotated[ImageJob[ImageOptions], Depends(image_job(ImageOptions))]
 
 
@@ -176,7 +177,7 @@ def test_start_up_hashes_each_weights_file_once(
         verify(weights, card, data)
 
     monkeypatch.setattr(models.checkpoint, "verify_weights", counting)  # what load_checkpoint calls
-    monkeypatch.setattr(app.engine.registry, "verify_weights", counting)  # what the registry's scan check calls
+    monkeypatch.setattr(app.engine.catalogue, "verify_weights", counting)  # what the registry's scan check calls
     with TestClient(create_app(make_settings(checkpoints_dir, preload=preload))) as client:
         registry = client.app.state.registry  # type: ignore[attr-defined]
         with_weights = {
@@ -231,6 +232,23 @@ def test_the_architecture_page_shows_the_task_table_as_it_is() -> None:
         if len(cells) > 3 and cells[0].startswith("`"):
             keys = tuple(key.strip(" `") for key in cells[2].split(",") if key.strip(" `-"))
             rows[cells[0].strip("`")] = (cells[1].strip("`"), keys)
-    assert rows == {name: (task.card_task, task.default_keys) for name, task in TASKS.items()}
+    assert rows == {name: (task.card_task, default_keys(task)) for name, task in TASKS.items()}
     for task in TASKS.values():
         assert f"`{task.protocol.__name__}." in section, task.name
+
+
+def test_a_registered_task_lets_cards_list_its_card_task_until_it_is_taken_out() -> None:
+    register_task(INVERT)
+    try:
+        assert "invert" in card_tasks()
+    finally:
+        unregister_task(INVERT.name)
+    assert "invert" not in card_tasks() and "denoise" in card_tasks()
+
+
+def test_every_default_key_is_a_setting_and_every_setting_a_default_key() -> None:
+    from app.engine.defaults import DEFAULT_KEYS
+    from app.settings import DefaultModels
+
+    assert set(DEFAULT_KEYS) <= set(TASKS)
+    assert {key for keys in DEFAULT_KEYS.values() for key in keys} == set(DefaultModels.model_fields)

@@ -15,6 +15,7 @@ from models.architectures import (
     ConvVAEConfig,
     DnCNN,
     FFDNet,
+    ResidualSR,
     SuperResolutionAE,
     SuperResolutionAEConfig,
     build_model,
@@ -33,6 +34,7 @@ def test_registry_names_every_architecture() -> None:
         "dncnn": DnCNN,
         "fsrcnn": FSRCNN,
         "ffdnet": FFDNet,
+        "residual-sr": ResidualSR,
     }
     assert expected == ARCHITECTURES
 

@@ -34,18 +34,20 @@ def test_the_conditional_vae_decodes_the_label_it_is_given() -> None:
         model.decode_given(latents, torch.tensor([3, 10]))
 
 
-def test_the_task_rows_carry_the_label_with_the_latent_and_the_image() -> None:
+def test_the_task_rows_carry_the_label_as_a_per_item_extra() -> None:
     torch.manual_seed(0)
     model = ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=4, widths=(8, 16), hidden_size=32)).eval()
     latents = torch.randn(3, 4)
     labels = torch.tensor([2, 5, 7])
-    batch = CONDITIONAL_VAE_DECODE.batch_input(torch.cat([latents, labels.float().unsqueeze(1)], dim=1))
+    assert CONDITIONAL_VAE_DECODE.extras == ("label",) and CONDITIONAL_VAE_ENCODE.extras == ("label",)
     with torch.no_grad():
-        decoded = CONDITIONAL_VAE_DECODE.run(model, batch)
+        # as the batcher passes it: the label a float extra, one per item
+        decoded = CONDITIONAL_VAE_DECODE.run(model, latents, {"label": labels.float()})
         assert isinstance(decoded, torch.Tensor)
         assert torch.equal(decoded, model.decode_given(latents, labels))
+        assert not torch.equal(decoded, model.decode_given(latents, (labels + 1) % 10))
         images = torch.rand(3, 1, 28, 28)
-        mean, _ = CONDITIONAL_VAE_ENCODE.run(model, with_label_plane(images, labels))
+        mean, _ = CONDITIONAL_VAE_ENCODE.run(model, images, {"label": labels.float()})
         assert torch.equal(mean, model.encode_given(images, labels)[0])
     assert TASKS["classify"].card_task == "classify"
 

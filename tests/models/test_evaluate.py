@@ -24,15 +24,15 @@ from models.architectures import (
     SuperResolutionAE,
     SuperResolutionAEConfig,
 )
-from models.checkpoint import InputSpec, ModelCard, load_checkpoint, read_card, save_checkpoint, sha256_of
+from models.checkpoint import InputSpec, ModelCard, card_tasks, load_checkpoint, read_card, save_checkpoint, sha256_of
 from models.data.mnist import MNIST_FILES
 from models.evaluate import main
 from models.evaluation import TASK_EVALUATIONS, EvaluationContext, EvaluationSettings, evaluate_checkpoints
 from models.evaluation.embedding import knn_accuracy, linear_probe_accuracy
 from models.evaluation.precision import GuardSubset, measure_precision
 from models.evaluation.vae import importance_sampled_bounds
-from models.runtime.execution import TOLERANCES, native_precisions
-from models.runtime.tasks import card_tasks
+from models.runtime.execution import TOLERANCES
+from models.runtime.machine import native_precisions
 from models.training.validation import importance_sampled_nll
 
 SMALL = EvaluationSettings(

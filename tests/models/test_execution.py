@@ -34,6 +34,8 @@ from models.architectures import (
     FFDNet,
     FFDNetConfig,
     FSRCNNConfig,
+    ResidualSR,
+    ResidualSRConfig,
     SuperResolutionAE,
     SuperResolutionAEConfig,
 )
@@ -44,13 +46,12 @@ from models.runtime.execution import (
     PlannedModel,
     Probe,
     apply_memory_format,
-    available_cpus,
     compile_blocks,
     fold_batch_norm,
     guard_verdict,
-    native_precisions,
     plan_execution,
 )
+from models.runtime.machine import available_cpus, native_precisions
 
 FLOAT32_TOLERANCE = 1e-5
 BFLOAT16_IMAGE_TOLERANCE = 0.05
@@ -87,6 +88,8 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
     dncnn = DnCNN(DnCNNConfig(depth=5, width=8))
     fsrcnn = FSRCNN(FSRCNNConfig(scale=3, features=8, shrink=4, mapping_layers=1))
     ffdnet = FFDNet(FFDNetConfig(channels=3, depth=5, width=8))
+    residual_sr = ResidualSR(ResidualSRConfig(scale=2, features=8, blocks=1))
+    nn.init.normal_(residual_sr.upsample[0].weight, std=0.1)  # type: ignore[arg-type]  # not bicubic alone
     digits = [("full batch", _images(16, 1, 28, 28)), ("batch of 1", _images(1, 1, 28, 28))]
     photos = [
         ("full batch", _images(4, 1, 32, 32)),
@@ -132,6 +135,7 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
         ("dncnn", dncnn, each(lambda m, x: m.denoise(x, tile=24), photos)),
         ("fsrcnn", fsrcnn, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
         ("ffdnet", ffdnet, each(lambda m, x: m.denoise_at(x, 25.0, tile=32), colour_photos)),
+        ("residual-sr", residual_sr, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
     ]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from photo_fixtures import scene, small_recipe, write_photo_data
 
 from models.architectures import FFDNet, FFDNetConfig, build_model
 from models.checkpoint import load_checkpoint, read_card
@@ -16,6 +16,7 @@ from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_ch
 from models.quality.noise_estimation import estimate_plane_sigma, estimate_sigma
 from models.train import main as train_main
 from models.training import photo_denoise as ffdnet_training
+from models.training import photo_state
 
 
 def tiny_ffdnet(channels: int = 1, seed: int = 0) -> FFDNet:
@@ -27,17 +28,6 @@ def tiny_ffdnet(channels: int = 1, seed: int = 0) -> FFDNet:
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
     return model.eval()
-
-
-def scene(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A smooth 0..255 picture with a few edges: gradients, a disc and a bar."""
-    rows, columns = np.mgrid[0:height, 0:width].astype(np.float64)
-    picture = 60 + 100 * columns / width + 40 * np.sin(rows / 9.0)
-    picture[(rows - height / 2) ** 2 + (columns - width / 3) ** 2 < (min(height, width) / 5) ** 2] = 200
-    picture[height // 5 : height // 5 + 6, :] = 30
-    planes = [np.roll(picture, 7 * channel, axis=1) for channel in range(channels)]
-    image = np.stack(planes, axis=-1) if channels == 3 else planes[0]
-    return image
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -132,37 +122,21 @@ def test_model_estimate_noise_reads_its_tensor_images() -> None:
 
 @pytest.fixture(scope="module")
 def photo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Generated pictures in the folders the recipes and the evaluation read."""
-    root = tmp_path_factory.mktemp("photos")
-    layout = {
-        "Train400": (1, 6, 64),
-        "CBSD432": (3, 6, 64),
-        "BSD68": (1, 2, 40),
-        "Set12": (1, 1, 36),
-        "CBSD68": (3, 2, 40),
-        "Kodak24": (3, 1, 36),
-        "McMaster": (3, 1, 36),
-        "RNI15": (3, 2, 48),
-    }
-    for folder, (channels, count, side) in layout.items():
-        (root / folder).mkdir()
-        for index in range(count):
-            pixels = scene(side, side + 4 * index, channels, seed=index).clip(0, 255).astype(np.uint8)
-            suffix = "jpg" if folder == "CBSD432" else "png"
-            Image.fromarray(pixels).save(root / folder / f"{index:02d}.{suffix}")
-    return root
-
-
-def small_recipe(name: str) -> ffdnet_training.PhotoDenoiseRecipe:
-    recipe = ffdnet_training.PHOTO_DENOISE_RECIPES[name]
-    config = FFDNetConfig(channels=recipe.config.channels, depth=3, width=8)
-    return ffdnet_training.PhotoDenoiseRecipe(**{**recipe.__dict__, "config": config, "patch": 16, "batch_size": 4})
+    return write_photo_data(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.mark.parametrize("name", ["photo-denoise-gray", "photo-denoise-color"])
 def test_training_writes_a_loadable_checkpoint(name: str, photo_data: Path, tmp_path: Path) -> None:
     card = ffdnet_training.run(
-        small_recipe(name), photo_data, tmp_path, minutes=None, steps=3, precision="float32", threads=1, command="test"
+        small_recipe(name),
+        photo_data,
+        tmp_path,
+        minutes=None,
+        steps=3,
+        precision="float32",
+        threads=1,
+        command="test",
+        state_root=tmp_path / "state",
     )
     loaded = load_checkpoint(tmp_path / name)
     assert isinstance(loaded.model, FFDNet) and loaded.card.weights_sha256 == card.weights_sha256
@@ -177,9 +151,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
 ) -> None:
     recipe = small_recipe("photo-denoise-gray")
     arguments = {"minutes": None, "steps": 6, "precision": "float32", "threads": 1, "command": "test"}
-    ffdnet_training.run(recipe, photo_data, tmp_path / "straight", **arguments)
+    ffdnet_training.run(recipe, photo_data, tmp_path / "straight", **arguments, state_root=tmp_path / "state1")
 
     monkeypatch.setattr(ffdnet_training, "SAVE_EVERY_S", 0.0)  # state written after every step
+    monkeypatch.setattr(photo_state, "FULL_MOMENTS", True)  # exact: the compact form drops Adam's first moments
     draw = ffdnet_training.PatchSampler.draw
     calls = {"count": 0}
 
@@ -191,11 +166,11 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
 
     monkeypatch.setattr(ffdnet_training.PatchSampler, "draw", failing_draw)
     with pytest.raises(KeyboardInterrupt):
-        ffdnet_training.run(recipe, photo_data, tmp_path / "resumed", **arguments)
-    state = json.loads((tmp_path / "resumed" / recipe.name / ffdnet_training.STATE_DIR / "run.json").read_text())
+        ffdnet_training.run(recipe, photo_data, tmp_path / "resumed", **arguments, state_root=tmp_path / "state2")
+    state = json.loads((tmp_path / "state2" / recipe.name / "run.json").read_text())
     assert state["step"] == 3
     monkeypatch.setattr(ffdnet_training.PatchSampler, "draw", draw)
-    ffdnet_training.run(recipe, photo_data, tmp_path / "resumed", **arguments)
+    ffdnet_training.run(recipe, photo_data, tmp_path / "resumed", **arguments, state_root=tmp_path / "state2")
 
     straight = load_checkpoint(tmp_path / "straight" / recipe.name).model.state_dict()
     resumed = load_checkpoint(tmp_path / "resumed" / recipe.name).model.state_dict()
@@ -217,6 +192,8 @@ def test_command_line_smoke(photo_data: Path, tmp_path: Path, capsys: pytest.Cap
             "bfloat16",
             "--limit-images",
             "5",
+            "--state-dir",
+            str(tmp_path / "state"),
         ]
     )
     assert code == 0
@@ -243,6 +220,7 @@ def test_evaluation_end_to_end(name: str, photo_data: Path, tmp_path: Path) -> N
         precision="float32",
         threads=1,
         command="test",
+        state_root=tmp_path / "state",
     )
     settings = EvaluationSettings(
         photo_sigmas_gray=(25,),

@@ -108,6 +108,7 @@ def ray_checkpoints(checkpoints_dir: Path, tmp_path_factory: pytest.TempPathFact
             architecture_config={},
             input=InputSpec(channels=channels, height=None, width=None, domain="natural"),
             description="tiny untrained FFDNet for tests",
+            companion=PHOTO_PAIR[1 - seed][0],  # the pair, as the photo cards name it
         )
         save_checkpoint(FFDNet(FFDNetConfig(channels=channels, depth=3, width=8)), card, root / name)
     return root

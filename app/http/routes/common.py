@@ -5,7 +5,6 @@ No `from __future__ import annotations` here: `image_job` builds its dependency'
 type it is given, and FastAPI reads that signature at run time.
 """
 
-import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -15,7 +14,6 @@ from pydantic import BaseModel, ValidationError
 
 from app.engine.jobs import ImageJob
 from app.errors import InvalidRequest
-from app.http.admission import count_against
 from app.http.dependencies import app_settings, require_json
 from app.http.schemas import ErrorResponse
 from app.http.uploads import merge_options, read_upload, require_images, validation_failed
@@ -72,19 +70,6 @@ def image_request_body(json_body: type[BaseModel], options: type[BaseModel]) -> 
     }
 
 
-def note_request(request: Request, model: str, images: int) -> None:
-    """Count the request against the model that serves it (app.http.admission: 503 when that model is at its
-    limit) and record the model and image count for the access log line (app.http.middleware.RequestContext)."""
-    count_against(request.scope, model)
-    request.state.model = model
-    request.state.images = images
-
-
-def noter(request: Request) -> Callable[[str, int], None]:
-    """note_request for this request, for the service to call once it has chosen the model."""
-    return functools.partial(note_request, request)
-
-
 def image_job(
     options_type: type[OptionsT], *, images_required: bool = True, openai_input: bool = False
 ) -> Callable[..., Awaitable[ImageJob[OptionsT]]]:
@@ -99,7 +84,7 @@ def image_job(
         options = merge_options(options_type, query, upload.fields)
         if images_required:
             require_images(upload, json_fields)
-        return ImageJob(upload, options, request.url.path, noter(request))
+        return ImageJob(upload, options, request.url.path)
 
     return open_image_request
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.http.dependencies import ServiceDep
-from app.http.routes.common import ERROR_RESPONSES, noter
+from app.http.routes.common import ERROR_RESPONSES
 from app.http.schemas import LatentMapResponse, ModelName
 
 router = APIRouter(prefix="/v1/vae", tags=["vae"])
@@ -25,7 +25,7 @@ async def latent_map(
     service: ServiceDep,
     model: Annotated[ModelName, Query(description="a VAE with a 2-D latent space")] = None,
 ) -> LatentMapResponse:
-    points = await service.vae_latent_map(model, noter(request))
+    points = await service.vae_latent_map(model)
     return LatentMapResponse(
         model=points.model, source=points.source, count=len(points.labels), x=points.x, y=points.y, labels=points.labels
     )

@@ -10,7 +10,7 @@ from app.engine.cpu_work import run_cpu_work
 from app.engine.jobs import ImageJob
 from app.http.dependencies import ServiceDep
 from app.http.responses import IMAGE_RESPONSES, images_response
-from app.http.routes.common import ERROR_RESPONSES, image_job, image_request_body, json_body, json_request_body, noter
+from app.http.routes.common import ERROR_RESPONSES, image_job, image_request_body, json_body, json_request_body
 from app.http.schemas import (
     DecodeRequest,
     EncodeBody,
@@ -48,9 +48,7 @@ InterpolateRequest = Annotated[
     response_class=Response,
 )
 async def sample(request: Request, body: SampleBody, service: ServiceDep, model: QueryModel = None) -> Response:
-    images = await service.vae_sample(
-        body.model or model, body.n, body.seed, body.temperature, noter(request), body.label
-    )
+    images = await service.vae_sample(body.model or model, body.n, body.seed, body.temperature, body.label)
     return await images_response(images, body.response_format, "json", service.metrics, request.url.path)
 
 
@@ -62,7 +60,7 @@ async def sample(request: Request, body: SampleBody, service: ServiceDep, model:
     response_class=Response,
 )
 async def decode(request: Request, body: DecodeBody, service: ServiceDep, model: QueryModel = None) -> Response:
-    images = await service.vae_decode(body.model or model, body.latents, noter(request), body.label)
+    images = await service.vae_decode(body.model or model, body.latents, body.label)
     return await images_response(images, body.response_format, "json", service.metrics, request.url.path)
 
 
@@ -129,7 +127,7 @@ async def manifold(
         float, Query(alias="range", gt=0, le=10, allow_inf_nan=False, description="z from -range to +range")
     ] = 2.0,
 ) -> Response:
-    grid = await service.vae_manifold(model, size, extent, noter(request))
+    grid = await service.vae_manifold(model, size, extent)
     with service.metrics.stage("encode", request.url.path):
         png = await run_cpu_work(lambda: encode_png(tensor_to_image(grid.image)), grid.image[0].numel())
     return Response(png, media_type="image/png", headers={"X-Model": grid.model, "X-Grid": f"{size}x{size}"})

@@ -298,7 +298,10 @@ def test_the_service_installs_admission_control_with_its_budget_deadline_and_que
         "/v1/vae/sample",
         "/v1/vae/interpolate",
         "/v1/vae/manifold",
+        "/v1/vae/restyle",
     }
+    assert admission.guards("/v2/models/mnist-ae.embed/infer")  # the protocol's infer path names its model
+    assert admission.route_of("/v2/models/anything.embed/infer") == "/v2/models/{model_name}/infer"
 
 
 class RecordList(logging.Handler):

@@ -9,10 +9,12 @@ from models.architectures import (
     ARCHITECTURES,
     FSRCNN,
     ArchitectureError,
+    ConditionalConvVAE,
     ConvAutoencoder,
     ConvAutoencoderConfig,
     ConvVAE,
     ConvVAEConfig,
+    DigitClassifier,
     DnCNN,
     FFDNet,
     ResidualSR,
@@ -35,6 +37,8 @@ def test_registry_names_every_architecture() -> None:
         "fsrcnn": FSRCNN,
         "ffdnet": FFDNet,
         "residual-sr": ResidualSR,
+        "conditional-conv-vae": ConditionalConvVAE,
+        "digit-classifier": DigitClassifier,
     }
     assert expected == ARCHITECTURES
 

@@ -25,10 +25,14 @@ from models.architectures import (
     ARCHITECTURES,
     FSRCNN,
     Architecture,
+    ConditionalConvVAE,
+    ConditionalConvVAEConfig,
     ConvAutoencoder,
     ConvAutoencoderConfig,
     ConvVAE,
     ConvVAEConfig,
+    DigitClassifier,
+    DigitClassifierConfig,
     DnCNN,
     DnCNNConfig,
     FFDNet,
@@ -89,6 +93,9 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
     fsrcnn = FSRCNN(FSRCNNConfig(scale=3, features=8, shrink=4, mapping_layers=1))
     ffdnet = FFDNet(FFDNetConfig(channels=3, depth=5, width=8))
     residual_sr = ResidualSR(ResidualSRConfig(scale=2, features=8, blocks=1))
+    conditional_vae = ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=4, widths=(4, 8), hidden_size=16))
+    classifier = DigitClassifier(DigitClassifierConfig(widths=(4, 8), feature_size=16))
+    labels = torch.arange(16) % 10  # one per digit of the full batch
     nn.init.normal_(residual_sr.upsample[0].weight, std=0.1)  # type: ignore[arg-type]  # not bicubic alone
     digits = [("full batch", _images(16, 1, 28, 28)), ("batch of 1", _images(1, 1, 28, 28))]
     photos = [
@@ -136,6 +143,19 @@ def cases() -> list[tuple[str, Architecture, list[tuple[str, Call, torch.Tensor]
         ("fsrcnn", fsrcnn, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
         ("ffdnet", ffdnet, each(lambda m, x: m.denoise_at(x, 25.0, tile=32), colour_photos)),
         ("residual-sr", residual_sr, each(lambda m, x: m.super_resolve(x, tile=24), photos)),
+        (
+            "conditional-conv-vae",
+            conditional_vae,
+            [
+                *each(lambda m, x: m.encode_given(x, labels[: len(x)]), digits),
+                ("decode", lambda m, z: m.decode_given(z, labels), torch.randn(16, 4)),
+            ],
+        ),
+        (
+            "digit-classifier",
+            classifier,
+            [*each(lambda m, x: m.classify(x), digits), *each(lambda m, x: m.features(x), digits)],
+        ),
     ]
 
 

@@ -185,6 +185,7 @@ class BernoulliElbo(Objective):
 
     name: ClassVar[str] = "bernoulli-elbo"
     loss_name: ClassVar[str] = "negative ELBO in nats per image (KL weighted by the warm-up)"
+    trains: ClassVar[type[ConvVAE] | type[ConditionalConvVAE]] = ConvVAE  # the architecture this objective fits
     kl_warmup_epochs: float = 0.0
 
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,8 +205,8 @@ class BernoulliElbo(Objective):
         epochs_done: float,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if not isinstance(model, ConvVAE):
-            raise TypeError(f"{self.name} trains a ConvVAE, got {type(model).__name__}")
+        if not isinstance(model, self.trains):
+            raise TypeError(f"{self.name} trains a {self.trains.__name__}, got {type(model).__name__}")
         _, reconstruction, kl = model.loss(inputs, targets, generator=generator)  # (B,), (B,)
         return (reconstruction + self.kl_weight(epochs_done) * kl).mean()
 
@@ -217,24 +218,12 @@ class LabelledElbo(BernoulliElbo):
     name: ClassVar[str] = "labelled-bernoulli-elbo"
     loss_name: ClassVar[str] = "negative ELBO in nats per image given its label (KL weighted by the warm-up)"
     reads_labels: ClassVar[bool] = True
+    trains: ClassVar[type[ConvVAE] | type[ConditionalConvVAE]] = ConditionalConvVAE  # its loss is BernoulliElbo's
 
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = split_label_plane(clean)
         binary = torch.bernoulli(images, generator=generator)
         return with_label_plane(binary, labels), binary
-
-    def loss(
-        self,
-        model: Architecture,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        epochs_done: float,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        if not isinstance(model, ConditionalConvVAE):
-            raise TypeError(f"{self.name} trains a ConditionalConvVAE, got {type(model).__name__}")
-        _, reconstruction, kl = model.loss(inputs, targets, generator=generator)
-        return (reconstruction + self.kl_weight(epochs_done) * kl).mean()
 
     def figure_rows(
         self, model: Architecture, inputs: torch.Tensor, targets: torch.Tensor

@@ -141,7 +141,8 @@ def test_query_options_it_cannot_vouch_for_go_to_fastapi(
 def test_api_keys_are_checked_first_on_the_direct_path(
     keyed_client: TestClient, digits: list[bytes], monkeypatch: pytest.MonkeyPatch, direct_calls: list[str]
 ) -> None:
-    for headers, status in (({}, 401), ({"authorization": "Bearer wrong"}, 401), ({"authorization": f"Bearer {KEY}"}, 200)):
+    attempts = (({}, 401), ({"authorization": "Bearer wrong"}, 401), ({"authorization": f"Bearer {KEY}"}, 200))
+    for headers, status in attempts:
         request = {"url": "/v1/denoise", "files": multipart(digits[0]), "headers": headers}
         direct, through_fastapi = both_ways(keyed_client, monkeypatch, **request)
         assert direct == through_fastapi and direct["status"] == status

@@ -12,6 +12,7 @@ import asyncio
 import random
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from app.engine.batch_items import queued
@@ -53,7 +54,7 @@ from app.http.schemas import (
     ModelInfo,
     SuperResolveOptions,
 )
-from app.imaging.codecs import decode_image, grid_columns, image_from_pixels, tile_grid
+from app.imaging.codecs import decode_pixels, grid_columns, image_from_pixels, tile_grid
 from app.imaging.model_input import PreparedImage, Preprocess, prepare
 from app.observability import Metrics
 from app.settings import Settings
@@ -318,9 +319,10 @@ class Service:
                     param = upload.param(index)
                     if upload.pixels is not None:  # a tensor protocol's pixels: nothing to decode
                         image = image_from_pixels(upload.pixels[index], max_pixels, channels, param, output_scale)
+                        pixels = np.asarray(image)
                     else:
-                        image = decode_image(upload.blobs[index], max_pixels, channels, param, output_scale)
-                    prepared.append(prepare(image, card, task, preprocess, param=param))
+                        pixels = decode_pixels(upload.blobs[index], max_pixels, channels, param, output_scale)
+                    prepared.append(prepare(pixels, card, task, preprocess, param=param))
                 return prepared
 
         return await run_cpu_work(work, total_pixels(upload))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 import warnings
 from collections.abc import Sequence
 
@@ -30,7 +29,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import InvalidImage, PayloadTooLarge
-from app.imaging.png_writer import SIGNATURE as PNG_SIGNATURE
+from app.imaging.png_reader import png_size, read_plain_png
 from app.imaging.png_writer import SMALL_PIXELS, write_png
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -56,11 +55,9 @@ INLINE_PIXELS = 64 * 64
 
 def declared_pixels(data: bytes) -> int | None:
     """Width x height read from the image's header (no pixel is decoded), or None when unreadable."""
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
-        # A PNG states its size at a fixed place: read it there, not through Pillow's plugin machinery,
-        # which costs more than decoding a small image (decode_image checks the whole file later).
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width * height)
+    size = png_size(data)  # a PNG states its size at a fixed place: no need for Pillow's plugin machinery
+    if size is not None:
+        return size[0] * size[1]
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
             width, height = image.size
@@ -103,6 +100,27 @@ def decode_image(
         raise PayloadTooLarge(f"the image has more pixels than the limit of {max_pixels}", param=param) from None
     except Exception as exc:  # a truncated or corrupt file fails in the decoder with many error types
         raise InvalidImage(f"the image could not be decoded: {exc}", param=param) from None
+
+
+def decode_pixels(
+    data: bytes, max_pixels: int, channels: int | None = 1, param: str = "image", output_scale: int = 1
+) -> np.ndarray:
+    """`decode_image`, as (H, W) ('L') or (H, W, 3) ('RGB') uint8 pixels: the same pixels, the same errors.
+
+    A plain PNG (app.imaging.png_reader: most small grayscale digits clients make) is read without Pillow,
+    at about a third of the cost; its size is checked against the caps before a byte is inflated.
+    """
+    size = png_size(data)
+    if size is not None:
+        check_pixels(*size, max_pixels, output_scale, param)
+        plain = read_plain_png(data)
+        if plain is not None:
+            if channels == 3 and plain.ndim == 2:
+                return np.repeat(plain[:, :, None], 3, axis=2)  # what Pillow's L -> RGB does
+            if channels == 1 and plain.ndim == 3:  # Pillow's rounding of ITU-R 601-2 luma, exactly
+                return np.asarray(Image.fromarray(plain, mode="RGB").convert("L"))
+            return plain
+    return np.asarray(decode_image(data, max_pixels, channels, param, output_scale))
 
 
 def image_from_pixels(

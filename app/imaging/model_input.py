@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 
 from app.errors import InvalidRequest
-from app.imaging.codecs import array_to_tensor, image_to_array
+from app.imaging.codecs import array_to_tensor
 from app.imaging.mnist_frame import FRAME_SIZE, to_mnist_frame
 from models.checkpoint import ModelCard
 from models.runtime.tasks import Task, expected_input_size
@@ -38,18 +39,26 @@ class PreparedImage:
     preprocessing: Preprocessing
 
 
-def prepare(image: Image.Image, card: ModelCard, task: Task, preprocess: Preprocess, param: str) -> PreparedImage:
-    """A decoded 'L' or 'RGB' picture -> the model's input, or InvalidRequest naming the expected size."""
+def prepare(pixels: np.ndarray, card: ModelCard, task: Task, preprocess: Preprocess, param: str) -> PreparedImage:
+    """A decoded picture, (H, W) or (H, W, 3) uint8 pixels (app.imaging.codecs.decode_pixels) -> the model's
+    input, or InvalidRequest naming the expected size."""
     size = expected_input_size(card, task)
-    width, height = image.size
+    height, width = pixels.shape[:2]
     if size is None or (height, width) == size:
-        return PreparedImage(array_to_tensor(image_to_array(image)), "none")
+        return PreparedImage(pixels_to_tensor(pixels), "none")
     can_frame = card.input.domain == "mnist" and task.input_kind == "images" and size == (FRAME_SIZE, FRAME_SIZE)
     if can_frame and preprocess == "auto":
-        gray = image_to_array(image.convert("L"))  # (H, W)
-        return PreparedImage(array_to_tensor(to_mnist_frame(gray)), "mnist-frame")
+        gray = pixels if pixels.ndim == 2 else np.asarray(Image.fromarray(pixels, mode="RGB").convert("L"))
+        return PreparedImage(array_to_tensor(to_mnist_frame(gray.astype(np.float32) / 255.0)), "mnist-frame")
     expected = f"{size[1]}x{size[0]}"
     hint = "" if not can_frame else "; send it with preprocess=auto to bring it into the MNIST frame"
     raise InvalidRequest(
         f"model {card.name!r} takes {expected} images for {task.card_task}; got {width}x{height}{hint}", param=param
     )
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) uint8 -> (C, H, W) float32 in [0, 1] (the same values as `image_to_array`)."""
+    levels = torch.from_numpy(np.ascontiguousarray(pixels))
+    levels = levels.unsqueeze(0) if levels.dim() == 2 else levels.permute(2, 0, 1)
+    return levels.float().div_(255.0).contiguous()

@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         # The image routes without FastAPI's per-request machinery (app.http.direct); not under CORS, whose
         # middleware runs inside the pipeline.
-        direct=None if settings.cors_origins else DirectRoutes(app, images.router, images.DIRECT_ROUTES),
+        direct=DirectRoutes(app, images.router, images.DIRECT_ROUTES)
+        if settings.direct_path and not settings.cors_origins
+        else None,
     )
     return app

@@ -160,3 +160,11 @@ def test_dependency_overrides_send_requests_through_fastapi(
     finally:
         client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
     assert direct_calls == []
+
+
+def test_the_direct_path_can_be_switched_off(
+    checkpoints_dir: Path, digits: list[bytes], direct_calls: list[str]
+) -> None:
+    with TestClient(create_app(make_settings(checkpoints_dir, direct_path=False))) as plain:
+        assert plain.post("/v1/denoise", files=multipart(digits[0])).status_code == 200
+    assert direct_calls == []

@@ -561,7 +561,8 @@ def report(
         f"PNG work per image in-process (decode a 28x28 PNG to a tensor, encode the output as PNG): "
         f"{codec_s * 1e6:.0f} µs, i.e. at most {1 / codec_s:,.0f} images/s on one core before any HTTP or model work.",
         "",
-        "The batcher alone (`app.engine.batching.Batcher`, trivial batch function, 32 closed-loop callers of one "
+        "The batcher alone (`app.engine.scheduling.batching.Batcher`, trivial batch function, 32 closed-loop callers"
+        " of one "
         f"image, one core): {batcher_rates[0.0]:,.0f} requests/s with max_delay_ms=0, "
         f"{batcher_rates[2.0]:,.0f} requests/s with a fixed 2 ms delay (adaptive delay off: 32 callers never "
         "fill a batch of 64, so every pass waits out the delay).",

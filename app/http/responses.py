@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from app.engine.cpu_work import run_cpu_work
-from app.engine.jobs import ImageResult, Images, Source
+from app.engine.requests.jobs import ImageResult, Images, Source
+from app.engine.scheduling.cpu_work import run_cpu_work
 from app.http.schemas import ImageData, ImageList
 from app.imaging.codecs import encode_png, grid_columns, tensor_to_image, tile_grid
 from app.observability import Metrics

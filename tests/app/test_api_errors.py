@@ -10,7 +10,7 @@ from drawn_digits import digit_batch, digit_photo, png_bytes
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, b64, multipart
 
-from app.engine.registry import ModelRegistry
+from app.engine.models.registry import ModelRegistry
 from app.errors import Overloaded, RequestTimeout
 from app.http.dependencies import get_registry
 

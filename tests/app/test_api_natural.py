@@ -26,9 +26,9 @@ from service_helpers import assert_error, b64
 from tiny_checkpoints import DEFAULT_MODELS
 from torch.nn import functional as F
 
-from app.engine.catalogue import LoadState, ModelEntry
-from app.engine.model_choice import ModelChoice
-from app.engine.registry import ModelRegistry
+from app.engine.models.catalogue import LoadState, ModelEntry
+from app.engine.models.model_choice import ModelChoice
+from app.engine.models.registry import ModelRegistry
 from app.main import create_app
 from app.settings import DefaultModels
 from models.architectures import FSRCNN, DnCNN, DnCNNConfig, FSRCNNConfig

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 import torch
 
-from app.engine.batch_items import Items
-from app.engine.batching import Batcher, BatchingConfig
+from app.engine.scheduling.batch_items import Items
+from app.engine.scheduling.batching import Batcher, BatchingConfig
 from app.errors import InvalidRequest
 
 

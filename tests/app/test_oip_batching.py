@@ -1,5 +1,5 @@
 """A gRPC request and an HTTP request of the same model share one forward pass: the two transports go through
-one batcher (app.engine.registry), seen in the batcher's own metric (`ae_batch_size`). The server waits 300 ms
+one batcher (app.engine.models.registry), seen in the batcher's own metric (`ae_batch_size`). The server waits 300 ms
 for company before each pass (AE_BATCH_MAX_DELAY_MS, not adaptive), so two requests sent together meet."""
 
 from __future__ import annotations

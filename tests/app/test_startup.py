@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-import app.engine.loading as loading_module
+import app.engine.models.loading as loading_module
 import app.engine.startup as startup_module
-from app.engine.registry import ModelRegistry
+from app.engine.models.registry import ModelRegistry
 from app.engine.startup import torch_threads
 from app.settings import Settings
 from models.runtime.execution import ExecutionError

@@ -21,10 +21,10 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import app.engine.catalogue
+import app.engine.models.catalogue
 import models.checkpoint
-from app.engine.defaults import default_keys
-from app.engine.jobs import ImageJob
+from app.engine.models.defaults import default_keys
+from app.engine.requests.jobs import ImageJob
 from app.http.dependencies import ServiceDep
 from app.http.responses import images_response
 from app.http.routes.common import image_job
@@ -177,7 +177,7 @@ def test_start_up_hashes_each_weights_file_once(
         verify(weights, card, data)
 
     monkeypatch.setattr(models.checkpoint, "verify_weights", counting)  # what load_checkpoint calls
-    monkeypatch.setattr(app.engine.catalogue, "verify_weights", counting)  # what the registry's scan check calls
+    monkeypatch.setattr(app.engine.models.catalogue, "verify_weights", counting)  # what the registry's scan check calls
     with TestClient(create_app(make_settings(checkpoints_dir, preload=preload))) as client:
         registry = client.app.state.registry  # type: ignore[attr-defined]
         with_weights = {
@@ -202,7 +202,8 @@ def run_python(code: str) -> None:
 
 def test_the_service_layer_imports_nothing_of_http() -> None:
     code = (
-        "import sys, app.engine.service, app.engine.model_choice, app.engine.registry, app.engine.jobs\n"
+        "import sys, app.engine.service, app.engine.models.model_choice, app.engine.models.registry\n"
+        "import app.engine.requests.jobs\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
         "assert not web, web"
     )
@@ -247,7 +248,7 @@ def test_a_registered_task_lets_cards_list_its_card_task_until_it_is_taken_out()
 
 
 def test_every_default_key_is_a_setting_and_every_setting_a_default_key() -> None:
-    from app.engine.defaults import DEFAULT_KEYS
+    from app.engine.models.defaults import DEFAULT_KEYS
     from app.settings import DefaultModels
 
     assert set(DEFAULT_KEYS) <= set(TASKS)

@@ -1,18 +1,19 @@
-"""Which model a request means: the model-choice policy, apart from where models come from (app.engine.registry).
+"""Which model a request means: the model-choice policy, apart from where models come from
+(app.engine.models.registry).
 
 A request names a model or leaves it to the task's configured default (`AE_DEFAULT_MODELS`, keyed as
-`app.engine.defaults` says); the model must list the task's card task and be servable. Super-resolution may instead
-be chosen by its factor (`scale`). The same defaults decide what start-up preloads and warms up, and when
-the service is ready.
+`app.engine.models.defaults` says); the model must list the task's card task and be servable.
+Super-resolution may instead be chosen by its factor (`scale`). The same defaults decide what start-up
+preloads and warms up, and when the service is ready.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.catalogue import ModelEntry
-from app.engine.defaults import default_keys
-from app.engine.registry import ModelRegistry
+from app.engine.models.catalogue import ModelEntry
+from app.engine.models.defaults import default_keys
+from app.engine.models.registry import ModelRegistry
 from app.errors import InvalidRequest, ModelUnavailable, TaskNotSupported
 from app.settings import OPTIONAL_DEFAULTS, DefaultModels, Preload
 from models.runtime.tasks import SUPER_RESOLVE, Task, model_takes

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.engine.catalogue import ModelEntry
-from app.engine.registry import ModelRegistry
+from app.engine.models.catalogue import ModelEntry
+from app.engine.models.registry import ModelRegistry
 from app.http.schemas import InputSpecInfo, ModelInfo
 from models.runtime.tasks import model_takes
 

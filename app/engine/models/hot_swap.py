@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.engine.catalogue import ModelCatalogue, ModelEntry
-from app.engine.loading import (
+from app.engine.models.catalogue import ModelCatalogue, ModelEntry
+from app.engine.models.loading import (
     LoadedModel,
     batcher_of,
     build_loaded_model,
@@ -22,7 +22,7 @@ from app.engine.loading import (
     warm_up_batch,
     warm_up_tasks,
 )
-from app.engine.runtime import LocalRuntime, ModelRuntime
+from app.engine.models.runtime import LocalRuntime, ModelRuntime
 from app.errors import ReplacementRefused
 from models.checkpoint import CheckpointError, ModelCard
 

@@ -4,7 +4,7 @@
 `verify()` checks a weights file's sha256 against its card without loading it. Each weights file is hashed
 once at start-up: those of the models loaded then (preloaded and default ones) as they load, the others by
 `verify()`. A checkpoint that fails is kept in the listing as *unavailable* with the reason; it never stops
-the other models. Where the models run is the runtime's business (app.engine.runtime).
+the other models. Where the models run is the runtime's business (app.engine.models.runtime).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from app.engine.loading import LoadedModel
+from app.engine.models.loading import LoadedModel
 from app.errors import ModelNotFound
 from app.settings import Settings
 from models.checkpoint import (

@@ -4,7 +4,7 @@
 device with its execution plan (models.runtime.execution: memory format, precision under the card's quality
 guard, batch norms folded, compiled or not; measured on this machine and warmed up for the batch sizes the
 batcher uses) and gives it one worker thread; `new_batcher` makes its `Batcher` for a task
-(`models.runtime.tasks`), all sharing that thread. What the local runtime (app.engine.runtime) and a Ray
+(`models.runtime.tasks`), all sharing that thread. What the local runtime (app.engine.models.runtime) and a Ray
 model replica (ae_ray.model_group) share.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from app.engine.batch_items import BatchInput, Items, queued
-from app.engine.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
+from app.engine.scheduling.batch_items import BatchInput, Items, queued
+from app.engine.scheduling.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
 from app.errors import ModelFailed, ModelOutOfMemory, TaskNotSupported
 from app.settings import Settings
 from models.checkpoint import ModelCard, load_checkpoint

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from app.engine.jobs import ImageUpload
+from app.engine.requests.jobs import ImageUpload
 from app.errors import InvalidRequest, ValidationFailed
 from app.imaging.codecs import INLINE_PIXELS, declared_pixels
 from app.imaging.model_input import PreparedImage

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from app.engine.batch_items import BatchInput, Shape, inputs_of, join, part_of, shape_of
+from app.engine.scheduling.batch_items import BatchInput, Shape, inputs_of, join, part_of, shape_of
 from app.errors import InvalidRequest, NotReady, Overloaded, PayloadTooLarge, RequestTimeout, ServiceError
 
 BatchOutput = torch.Tensor | tuple[torch.Tensor, ...]

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch.nn import functional as F
 
-from app.engine.batch_items import Items
-from app.engine.catalogue import ModelEntry
-from app.engine.jobs import Accounting, ImageJob, ImageResult, Images, ImageUpload
-from app.engine.model_choice import ModelChoice
-from app.engine.registry import ModelRegistry
+from app.engine.models.catalogue import ModelEntry
+from app.engine.models.model_choice import ModelChoice
+from app.engine.models.registry import ModelRegistry
+from app.engine.requests.jobs import Accounting, ImageJob, ImageResult, Images, ImageUpload
+from app.engine.scheduling.batch_items import Items
 from app.errors import InvalidRequest, ValidationFailed
 from models.architectures.vae import kl_divergence
 from models.runtime.tasks import CONDITIONAL_VAE_DECODE, CONDITIONAL_VAE_ENCODE, model_takes

@@ -8,7 +8,7 @@ served (its points would be wrong).
 
 from __future__ import annotations
 
-from app.engine.catalogue import ModelEntry
+from app.engine.models.catalogue import ModelEntry
 from app.errors import NotFound, TaskNotSupported
 from models.latent_map import LatentMap, LatentMapError, read_latent_map
 

@@ -1,8 +1,8 @@
 """Where models run: the `ModelRuntime` protocol, and `LocalRuntime`, which runs them in this process.
 
-The registry (app.engine.registry) keeps the catalogue of checkpoints and hands each model's work to its
+The registry (app.engine.models.registry) keeps the catalogue of checkpoints and hands each model's work to its
 runtime: load it, unload it, warm it up, run a batch of a task, and describe where it runs. `LocalRuntime`
-loads models here (app.engine.loading) and runs them through their batchers; the Ray gateway's runtime
+loads models here (app.engine.models.loading) and runs them through their batchers; the Ray gateway's runtime
 (ae_ray.gateway.RayRuntime) sends the same calls to the model deployments.
 """
 
@@ -15,10 +15,8 @@ from typing import Any, Protocol
 
 import torch
 
-from app.engine.batch_items import BatchInput
-from app.engine.batching import BatchObserver, BatchOutput
-from app.engine.catalogue import ModelEntry
-from app.engine.loading import (
+from app.engine.models.catalogue import ModelEntry
+from app.engine.models.loading import (
     LoadedModel,
     batcher_of,
     batching_config,
@@ -28,6 +26,8 @@ from app.engine.loading import (
     runnable,
     warm_up_batch,
 )
+from app.engine.scheduling.batch_items import BatchInput
+from app.engine.scheduling.batching import BatchObserver, BatchOutput
 from app.errors import ModelUnavailable
 from app.settings import Settings
 from models.runtime.tasks import Task

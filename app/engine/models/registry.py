@@ -1,19 +1,19 @@
-"""The model registry: the catalogue of checkpoints (app.engine.catalogue) and the runtime that runs them
-(app.engine.runtime: in this process, or in Ray Serve's model deployments), behind one object.
+"""The model registry: the catalogue of checkpoints (app.engine.models.catalogue) and the runtime that runs them
+(app.engine.models.runtime: in this process, or in Ray Serve's model deployments), behind one object.
 
-Which model a request means is the policy of `app.engine.model_choice`; every forward pass goes through
-`await registry.run(name, task, inputs)`; `replace()` is the hot swap of app.engine.hot_swap.
+Which model a request means is the policy of `app.engine.models.model_choice`; every forward pass goes through
+`await registry.run(name, task, inputs)`; `replace()` is the hot swap of app.engine.models.hot_swap.
 """
 
 from __future__ import annotations
 
 import torch
 
-from app.engine import hot_swap
-from app.engine.batch_items import BatchInput
-from app.engine.batching import BatchObserver, BatchOutput
-from app.engine.catalogue import ModelCatalogue, ModelEntry
-from app.engine.runtime import LocalRuntime, ModelRuntime, RunningModel
+from app.engine.models import hot_swap
+from app.engine.models.catalogue import ModelCatalogue, ModelEntry
+from app.engine.models.runtime import LocalRuntime, ModelRuntime, RunningModel
+from app.engine.scheduling.batch_items import BatchInput
+from app.engine.scheduling.batching import BatchObserver, BatchOutput
 from app.errors import ReplacementRefused
 from app.settings import Settings
 from models.runtime.tasks import Task
@@ -55,7 +55,7 @@ class ModelRegistry(ModelCatalogue):
 
     async def replace(self, name: str) -> None:
         """Serve the model from its folder's current card and weights, without failing a request
-        (app.engine.hot_swap)."""
+        (app.engine.models.hot_swap)."""
         entry = self.entry(name)
         if name in self.replacing:
             raise ReplacementRefused(f"model {name!r} is already being replaced", param="name")

@@ -54,7 +54,7 @@ def add_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def natural_card(name: str, task: str, scale: int | None = None) -> ModelCard:
-    """A card shaped like models.training.natural.natural_model_card's."""
+    """A card shaped like models.training.photo.natural.natural_model_card's."""
     return ModelCard(
         name=name,
         tasks=[task],

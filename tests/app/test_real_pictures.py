@@ -43,7 +43,7 @@ from models.data.natural_images import (
     psnr_255,
     psnr_y,
 )
-from models.evaluation.photo_denoise import noisy_pair, read_set, to_batch
+from models.evaluation.photo.denoise import noisy_pair, read_set, to_batch
 from models.runtime.execution import TOLERANCES, native_precisions
 
 MARGIN_DB = 1.0  # below the card's figure (the issue allows at most 1.5 dB)

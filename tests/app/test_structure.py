@@ -215,7 +215,7 @@ def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> Non
         "import sys, models.training.cli, models.train, models.runtime.tasks\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'app'], 'models imported app'\n"
         "import ast, pathlib\n"
-        "for path in pathlib.Path('models/training').glob('*.py'):\n"
+        "for path in pathlib.Path('models/training').rglob('*.py'):\n"
         "    if path.name == 'cli.py': continue\n"
         "    tree = ast.parse(path.read_text())\n"
         "    names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]\n"

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from models.architectures import FFDNetConfig
-from models.training import photo_denoise as ffdnet_training
+from models.training.photo import denoise as ffdnet_training
 
 
 def scene(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:

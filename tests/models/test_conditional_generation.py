@@ -8,7 +8,7 @@ import torch
 
 from models.architectures import ConditionalConvVAE, ConditionalConvVAEConfig, DigitClassifier, DigitClassifierConfig
 from models.architectures.conditional_vae import split_label_plane, with_label_plane
-from models.evaluation.sample_quality import frechet_distance, gaussian_blur
+from models.evaluation.mnist.sample_quality import frechet_distance, gaussian_blur
 from models.runtime.tasks import CONDITIONAL_VAE_DECODE, CONDITIONAL_VAE_ENCODE, TASKS
 from models.training.objectives import Classification, LabelledElbo
 

@@ -28,9 +28,9 @@ from models.checkpoint import InputSpec, ModelCard, card_tasks, load_checkpoint,
 from models.data.mnist import MNIST_FILES
 from models.evaluate import main
 from models.evaluation import TASK_EVALUATIONS, EvaluationContext, EvaluationSettings, evaluate_checkpoints
-from models.evaluation.embedding import knn_accuracy, linear_probe_accuracy
+from models.evaluation.mnist.embedding import knn_accuracy, linear_probe_accuracy
+from models.evaluation.mnist.vae import importance_sampled_bounds
 from models.evaluation.precision import GuardSubset, measure_precision
-from models.evaluation.vae import importance_sampled_bounds
 from models.runtime.execution import TOLERANCES
 from models.runtime.machine import native_precisions
 from models.training.validation import importance_sampled_nll

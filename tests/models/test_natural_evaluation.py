@@ -14,7 +14,7 @@ from models.architectures import FSRCNN, DnCNN, DnCNNConfig, FSRCNNConfig
 from models.checkpoint import InputSpec, ModelCard, read_card, save_checkpoint
 from models.data.natural_images import bicubic_downscale, bicubic_upscale, load_images, luminance, modcrop, psnr_y
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
-from models.evaluation.natural import closing_the_gap, megapixels_per_second, training_budget
+from models.evaluation.photo.natural import closing_the_gap, megapixels_per_second, training_budget
 
 
 def smooth_picture(generator: np.random.Generator, shape: tuple[int, ...]) -> Image.Image:

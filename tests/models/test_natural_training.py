@@ -13,8 +13,8 @@ from PIL import Image
 from models.checkpoint import load_checkpoint
 from models.train import main
 from models.training import TrainOptions
-from models.training.natural import NATURAL_DATASETS, cut_patches, load_patches, run_natural
 from models.training.objectives import PatchDenoising, PatchSuperResolution, random_dihedral
+from models.training.photo.natural import NATURAL_DATASETS, cut_patches, load_patches, run_natural
 from models.training.recipes import RECIPES
 
 NATURAL_RECIPES = sorted(name for name, recipe in RECIPES.items() if recipe.dataset != "mnist")

@@ -15,8 +15,8 @@ from models.checkpoint import load_checkpoint, read_card
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
 from models.quality.noise_estimation import estimate_plane_sigma, estimate_sigma
 from models.train import main as train_main
-from models.training import photo_denoise as ffdnet_training
-from models.training import photo_state
+from models.training.photo import denoise as ffdnet_training
+from models.training.photo import state as photo_state
 
 
 def tiny_ffdnet(channels: int = 1, seed: int = 0) -> FFDNet:

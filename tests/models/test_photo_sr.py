@@ -14,7 +14,7 @@ from PIL import Image
 from models.architectures import ResidualSR, ResidualSRConfig, build_model
 from models.checkpoint import load_checkpoint, read_card
 from models.train import main as train_main
-from models.training import photo_sr
+from models.training.photo import super_resolution as photo_sr
 
 
 @pytest.fixture(scope="module")

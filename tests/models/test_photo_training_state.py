@@ -17,10 +17,10 @@ from photo_fixtures import small_recipe, write_photo_data
 from models.architectures import FFDNet, FFDNetConfig
 from models.checkpoint import ModelCard, load_checkpoint, read_card
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
-from models.training import photo_denoise as ffdnet_training
 from models.training import rotation
-from models.training.photo_state import RunState, load_state, save_state
-from models.training.photo_validation import load_validation_set, validation_psnr
+from models.training.photo import denoise as ffdnet_training
+from models.training.photo.state import RunState, load_state, save_state
+from models.training.photo.validation import load_validation_set, validation_psnr
 
 SMALL: dict[str, Any] = {"precision": "float32", "threads": 1, "command": "test"}
 
@@ -243,7 +243,7 @@ def test_cuda_evaluation_of_a_photo_denoiser(photo_data: Path, served: Path, tmp
 
 
 def test_the_report_draws_a_continued_cards_learning_curve(served: Path, tmp_path: Path) -> None:
-    from models.evaluation.report import render_card
+    from models.evaluation.reporting.model_report import render_card
 
     card = read_card(served / "photo-denoise-gray")
     points = [

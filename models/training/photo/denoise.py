@@ -10,14 +10,14 @@ rounded to 8 bits, as a served denoiser sees them; the other half keep the liter
 The network is told the true sigma; at serving time the caller gives it or the service estimates it.
 
 Training accumulates over sessions. The resumable state lives in `<state-dir>/<name>/` (a tracked
-folder, models.training.photo_state), saved every few minutes and when SIGTERM or SIGINT arrives; the
+folder, models.training.photo.state), saved every few minutes and when SIGTERM or SIGINT arrives; the
 same command continues from there. Where no state exists:
 - and a served checkpoint `<out>/<name>/` does, the run *continues* from its weights: a fresh Adam, a
   short linear warm-up, then a constant learning rate (`continue_learning_rate`), and the exponential
   moving average of the weights is what is validated and published; every invocation trains `--minutes`
   (or `--steps`) more;
 - otherwise it starts from scratch, and `--minutes`/`--steps` is the whole budget of a cosine schedule.
-Every few training minutes the validation PSNR (models.training.photo_validation: 12 BSD68 or CBSD68
+Every few training minutes the validation PSNR (models.training.photo.validation: 12 BSD68 or CBSD68
 crops at sigma 15/25/50) is logged against cumulative patch passes into run.json: the learning curve.
 
 At the end of the budget the served checkpoint is written (`--publish always`), written only when the
@@ -45,10 +45,10 @@ from torch import nn
 from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
 from models.checkpoint import CheckpointError, ModelCard, load_checkpoint, read_card, save_checkpoint
 from models.data.natural_images import psnr_255, quantise, read_pictures
-from models.training.photo_card import continued_training_record, finish_card, fresh_training_record, write_figures
-from models.training.photo_recipes import PHOTO_DENOISE_RECIPES, PatchSampler, PhotoDenoiseRecipe
-from models.training.photo_state import RunState, load_state, save_state
-from models.training.photo_validation import (
+from models.training.photo.card import continued_training_record, finish_card, fresh_training_record, write_figures
+from models.training.photo.recipes import PHOTO_DENOISE_RECIPES, PatchSampler, PhotoDenoiseRecipe
+from models.training.photo.state import RunState, load_state, save_state
+from models.training.photo.validation import (
     VALIDATION_SIGMAS,
     ValidationSet,
     load_validation_set,

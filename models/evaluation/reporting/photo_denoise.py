@@ -1,4 +1,4 @@
-"""The report section of the photo denoisers (models.evaluation.photo_denoise): one table per set (sigma x
+"""The report section of the photo denoisers (models.evaluation.photo.denoise): one table per set (sigma x
 method, both protocols), the noise estimator, speed, targets."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.evaluation.photo_denoise import ESTIMATOR_SIGMAS, PROTOCOLS
+from models.evaluation.photo.denoise import ESTIMATOR_SIGMAS, PROTOCOLS
 
 
 def render_photo_denoise(metrics: dict[str, Any], report_dir: Path) -> list[str]:

@@ -10,7 +10,7 @@ evaluation's degradation, models.data.natural_images) as the input, the crop its
 warm-up: the training has no end, it accumulates over sessions; the exponential moving average of the
 weights is what is validated (Set5, Y, `scale` pixels shaved at each border, the SR tables' protocol) and
 published, so any stop gives an annealed-like snapshot. The state lives in `<state-dir>/<name>/` (as the
-photo denoisers', models.training.photo_state), saved every few minutes and on SIGTERM/SIGINT; every
+photo denoisers', models.training.photo.state), saved every few minutes and on SIGTERM/SIGINT; every
 invocation trains `--minutes` (or `--steps`) more. Each validation point goes into run.json's curve.
 """
 
@@ -31,9 +31,9 @@ from models.architectures.residual_sr import ResidualSR, ResidualSRConfig
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, load_checkpoint, save_checkpoint, utc_now_iso
 from models.data.natural_images import bicubic_downscale, bicubic_upscale, luminance, modcrop, psnr_y, read_pictures
 from models.runtime.machine import cpu_description
-from models.training.photo_denoise import MAX_STEP_S, SAVE_EVERY_S, STOP, PatchSampler, update_average
-from models.training.photo_state import RunState, load_state, save_state
-from models.training.photo_validation import validation_point
+from models.training.photo.denoise import MAX_STEP_S, SAVE_EVERY_S, STOP, PatchSampler, update_average
+from models.training.photo.state import RunState, load_state, save_state
+from models.training.photo.validation import validation_point
 
 VALIDATE_EVERY_S = 300.0
 

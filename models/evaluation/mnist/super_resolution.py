@@ -11,7 +11,7 @@ from typing import Any
 from models.checkpoint import Checkpoint
 from models.data.corruptions import downscale
 from models.evaluation.context import EvaluationContext, model_method, quality
-from models.evaluation.figures import save_labelled_rows
+from models.evaluation.mnist.figures import save_labelled_rows
 from models.quality.baselines import bicubic_upscale, nearest_upscale
 
 # PSNR the model must gain over bicubic upscaling, per scale.

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from models.architectures import ConditionalConvVAE, ConvVAE, DigitClassifier
 from models.checkpoint import CARD_FILE, Checkpoint, load_checkpoint
 from models.evaluation.context import EvaluationContext
-from models.evaluation.figures import save_image_grid
+from models.evaluation.mnist.figures import save_image_grid
 
 CLASSIFIER = "mnist-classifier"  # the judge, a sibling checkpoint folder
 UNCONDITIONAL_VAES = ("mnist-vae", "mnist-vae-2d")  # measured beside the conditional model, when present

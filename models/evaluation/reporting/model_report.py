@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from models.checkpoint import ModelCard
-from models.evaluation.learning_curve_report import render_learning_curve
-from models.evaluation.photo_denoise_report import render_photo_denoise
+from models.evaluation.reporting.learning_curve import render_learning_curve
+from models.evaluation.reporting.photo_denoise import render_photo_denoise
 
 Lines = list[str]
 
@@ -85,7 +85,7 @@ def render_natural_super_resolve(metrics: dict[str, Any]) -> Lines:
 
 
 def render_denoise(metrics: dict[str, Any], report_dir: Path) -> Lines:
-    if "sets" in metrics:  # a photo denoiser of every noise level (models.evaluation.photo_denoise)
+    if "sets" in metrics:  # a photo denoiser of every noise level (models.evaluation.photo.denoise)
         return render_photo_denoise(metrics, report_dir)
     if metrics.get("domain") == "natural":
         return render_natural_denoise(metrics)

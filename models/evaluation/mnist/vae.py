@@ -19,7 +19,7 @@ from models.architectures import ConvVAE
 from models.architectures.vae import kl_divergence
 from models.checkpoint import Checkpoint
 from models.evaluation.context import EvaluationContext
-from models.evaluation.figures import save_image_grid, save_latent_manifold, save_latent_scatter
+from models.evaluation.mnist.figures import save_image_grid, save_latent_manifold, save_latent_scatter
 
 # Negative log-likelihood (nats) a model must reach; the issue sets one for the sample-quality VAE only.
 NLL_TARGETS_NATS = {"mnist-vae": 90.0}

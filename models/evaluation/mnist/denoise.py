@@ -16,7 +16,7 @@ import torch
 from models.checkpoint import Checkpoint
 from models.data.corruptions import gaussian_noise
 from models.evaluation.context import EvaluationContext, model_method, quality
-from models.evaluation.figures import save_labelled_rows
+from models.evaluation.mnist.figures import save_labelled_rows
 from models.quality.baselines import best_gaussian_sigma, bm3d_denoise, gaussian_blur, median_filter
 
 TARGET_SIGMA = 0.5

@@ -1,5 +1,5 @@
 """The photo denoisers' recipes (data, network, schedule) and the patch sampler their training draws from
-(models.training.photo_denoise trains them; models.training.photo_card writes their cards)."""
+(models.training.photo.denoise trains them; models.training.photo.card writes their cards)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class PhotoDenoiseRecipe:
     name: str  # the checkpoint folder
     description: str
     folder: str  # training images, under --data-dir
-    validation_folder: str  # the learning curve's images (models.training.photo_validation)
+    validation_folder: str  # the learning curve's images (models.training.photo.validation)
     dataset_title: str
     config: FFDNetConfig
     patch: int = 50  # side of the training crops (even)

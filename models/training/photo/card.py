@@ -1,4 +1,4 @@
-"""The card and figures a photo-denoiser run writes beside its weights (models.training.photo_denoise)."""
+"""The card and figures a photo-denoiser run writes beside its weights (models.training.photo.denoise)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, utc_now_iso
 from models.data.natural_images import quantise
 from models.runtime.machine import cpu_description
-from models.training.photo_recipes import PatchSampler, PhotoDenoiseRecipe
-from models.training.photo_state import RunState
+from models.training.photo.recipes import PatchSampler, PhotoDenoiseRecipe
+from models.training.photo.state import RunState
 from models.training.plots import image_grid, loss_curve
 
 BSD_LICENCE = (

@@ -1,4 +1,4 @@
-"""A short run of the soak schedule (bench/soak.py) against the real uvicorn test server: 1,000 mixed
+"""A short run of the soak schedule (bench/soak/) against the real uvicorn test server: 1,000 mixed
 requests, valid and hostile, 16 at a time. The full soak with memory readings is `python -m bench.soak`
 (docs/soak.md)."""
 

@@ -1,7 +1,7 @@
 """Chaos run: faults in a server's life, against real `ae-serve` processes (uvicorn) on the loopback.
 
     python -m bench.chaos                       # the full run of docs/reliability.md (several minutes)
-    python -m bench.chaos --short               # the version the test suite runs (tests/app/test_chaos_short.py)
+    python -m bench.chaos --short               # the version tests/app/process/test_chaos_short.py runs
     python -m bench.chaos --output run.json     # also write the figures as JSON
 
 Every fault is driven by clients with bounded loops (a number of requests or a deadline), written on

@@ -64,7 +64,7 @@ def natural_card(name: str, task: str, scale: int | None = None) -> ModelCard:
         normalization="pixels as float32 in [0, 1], RGB, any size (tiled inference)",
         scale=scale,
         description="tiny test model of photographs",
-        training={"data": "smooth random pictures drawn by tests/app/test_api_natural.py"},
+        training={"data": "smooth random pictures drawn by tests/app/http/routes/test_api_natural.py"},
     )
 
 

@@ -16,7 +16,7 @@ from service_helpers import assert_error
 from app.http.routes.playground import ASSET_CACHE, STATIC_DIR, Playground
 from app.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 ASSET_URL = re.compile(r'(?:href|src)="(/playground/[0-9a-f]+/[^"]+)"')
 MODULE_IMPORT = re.compile(r'from "\./([^"]+)"')
 

@@ -4,7 +4,7 @@
   what the app does while draining (readiness 503, `Connection: close` on every answer).
 - Over a real `ae-serve` process: the connection cap (eviction of a late client, else a 503 refusal) and
   the protocol's own body deadline when the app answered without reading the body.
-The header deadline, the drain under SIGTERM and the rest are measured by tests/app/test_chaos_short.py.
+The header deadline, the drain under SIGTERM and the rest are measured by tests/app/process/test_chaos_short.py.
 """
 
 from __future__ import annotations

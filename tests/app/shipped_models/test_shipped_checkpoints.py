@@ -3,8 +3,8 @@ the examples promise, by at least their cards' own figures less MARGIN_DB.
 
 A shipped checkpoint that is missing fails these tests (tests/app/shipped.py); the rest of tests/app never
 needs them. Point AE_REAL_CHECKPOINTS_DIR elsewhere to try other ones. The pictures here are the
-documented examples and generated scenes, so they run without the data sets; tests/app/test_real_pictures.py
-holds the same models to their cards on the real test sets.
+documented examples and generated scenes, so they run without the data sets;
+tests/app/shipped_models/test_real_pictures.py holds the same models to their cards on the real test sets.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def test_only_a_2d_latent_space_can_be_mapped(checkpoints_dir: Path, digits: tor
 
 def test_the_shipped_2d_vae_has_a_current_map() -> None:
     """The file in checkpoints/ was made from the weights that ship beside it (else the service refuses it)."""
-    directory = Path(__file__).resolve().parents[2] / "checkpoints" / "mnist-vae-2d"
+    directory = Path(__file__).resolve().parents[4] / "checkpoints" / "mnist-vae-2d"
     latent_map = read_latent_map(directory)
     card = json.loads((directory / "config.json").read_text())
     assert latent_map.weights_sha256 == card["weights_sha256"]

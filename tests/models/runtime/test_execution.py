@@ -60,7 +60,7 @@ from models.runtime.machine import available_cpus, native_precisions
 FLOAT32_TOLERANCE = 1e-5
 BFLOAT16_IMAGE_TOLERANCE = 0.05
 BFLOAT16_MIN_COSINE = 0.99
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parents[3] / "checkpoints"
 BF16_NATIVE = "bfloat16" in native_precisions(torch.device("cpu"))
 
 Call = Callable[[Architecture, torch.Tensor], Any]

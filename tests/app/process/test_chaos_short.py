@@ -56,7 +56,7 @@ def test_a_stream_of_made_up_model_names_in_the_query_loses_no_request(report: d
     # Admission by expected wait (issue 10) serves every well-behaved client whose request drains within
     # the deadline, so these clients need not be refused at all: whether they are refused is not asserted
     # here. That a made-up name buys no allowance of its own (the 503 it then gets) and that the bookkeeping
-    # stays bounded are asserted where they can be forced, in tests/app/test_admission.py.
+    # stays bounded are asserted where they can be forced, in tests/app/http/test_admission.py.
     assert admission["load"]["answered"].get("200", 0) > 0
 
 

@@ -1,8 +1,10 @@
 """The house rules of docs/architecture.md, checked by doing them: a new architecture and a new task served
-end to end, each weights file hashed once at start-up, and a service layer that knows nothing of HTTP."""
+end to end, each weights file hashed once at start-up, a service layer that knows nothing of HTTP, and
+folders whose modules import only the layers below them."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import subprocess
@@ -222,6 +224,69 @@ def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> Non
         "    assert not [n for n in names if n in ('models.training.cli', 'models.train')], path\n"
     )
     run_python(code)
+
+
+def imported_by(folder: str) -> dict[str, set[str]]:
+    """Each module under `folder` (sub-folders too) -> the modules it names in its imports, those under
+    TYPE_CHECKING too, read from the source (`from package import name` names package.name as well)."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO_ROOT / folder).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found[str(path.relative_to(REPO_ROOT))] = names
+    return found
+
+
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+ENGINE_ABOVE = ("app.engine.service", "app.engine.startup")
+HTTP_SCHEMAS = ("app.http.schemas",)
+OUTSIDE_THE_ENGINE = ("app.process", "app.oip", "app.main", "app.application", "bench")
+# folder -> the packages and modules its modules must not import: each layer only the ones below it.
+LAYER_RULES: dict[str, tuple[str, ...]] = {
+    "app/engine/scheduling": ("app.engine.models", "app.engine.requests", *ENGINE_ABOVE, "app.http"),
+    "app/engine/models": ("app.engine.requests", *ENGINE_ABOVE, "app.http"),
+    "app/engine/requests": ENGINE_ABOVE,
+    "app/engine": OUTSIDE_THE_ENGINE,
+    "app/imaging": ("app.engine", "app.http", *OUTSIDE_THE_ENGINE),
+    "models": ("app", "bench"),
+    "models/training": ("models.evaluation", "models.train", "models.evaluate"),
+    "models/evaluation/mnist": ("models.evaluation.photo", "models.evaluation.reporting"),
+    "models/evaluation/photo": ("models.evaluation.mnist", "models.evaluation.reporting"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(LAYER_RULES))
+def test_each_layer_imports_only_the_layers_below_it(folder: str) -> None:
+    wrong = {
+        module: sorted(name for name in names if within(name, LAYER_RULES[folder]))
+        for module, names in imported_by(folder).items()
+    }
+    assert {module: names for module, names in wrong.items() if names} == {}
+
+
+def test_the_engine_takes_nothing_of_http_but_its_schemas() -> None:
+    # Scheduling and the models layer take nothing of app.http at all (the rules above); the service and the
+    # requests' modules describe models in the API's schemas (app.http.schemas, pydantic only).
+    wrong = {
+        module: sorted(name for name in names if within(name, ("app.http",)) and not within(name, HTTP_SCHEMAS))
+        for module, names in imported_by("app/engine").items()
+    }
+    assert {module: names for module, names in wrong.items() if names} == {}
+
+
+def test_the_layer_rules_see_the_imports_they_should() -> None:
+    assert "app.engine.scheduling.batching" in imported_by("app/engine/models")["app/engine/models/registry.py"]
+    assert "app.http.schemas" in imported_by("app/engine/requests")["app/engine/requests/model_info.py"]
+    assert within("app.engine.models.registry", ("app.engine.models",))
+    assert not within("app.engine.modelsx", ("app.engine.models",))
 
 
 def test_the_architecture_page_shows_the_task_table_as_it_is() -> None:

@@ -103,8 +103,11 @@ class RayRuntime:
             except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                 logger.warning("replica serving %s was lost (%s); retrying on another", name, type(exc).__name__)
                 lost = exc
-            except BackPressureError:
-                raise Overloaded(f"model {name!r} is busy: every replica's queue is full", retry_after=1) from None
+            except BackPressureError:  # this gateway's queue for the deployment is full (max_queued_requests)
+                raise Overloaded(
+                    f"model {name!r} is busy: every replica of its deployment is busy and the queue for them is full",
+                    retry_after=1,
+                ) from None
             except DeploymentUnavailableError:
                 raise NotReady(f"the model deployment of {name!r} is not running") from None
             except TimeoutError:

@@ -41,6 +41,16 @@ class RayServeOptions(BaseSettings):
     gateway_cpus: float = Field(default=0.5, ge=0, description="num_cpus of an HTTP gateway replica")
     gateway_replicas: int = Field(default=1, ge=1)
 
+    # How many requests a model replica takes at once, and how many may wait for one: Serve's
+    # max_ongoing_requests and max_queued_requests of every model deployment. None: 2 x AE_BATCH_MAX_SIZE for
+    # both (requests_per_model; model_deployment_options says why). The queue is each caller's: every gateway
+    # replica's handle to a deployment holds at most this many requests that no replica has taken yet, and
+    # refuses the next one at once (BackPressureError: the gateway answers 503 overloaded with Retry-After).
+    max_ongoing_requests: int | None = Field(default=None, ge=1, description="requests a model replica takes at once")
+    max_queued_requests: int | None = Field(
+        default=None, ge=-1, description="requests a gateway replica holds per model deployment (-1: no bound)"
+    )
+
     # Inside a model replica.
     models_per_replica: int = Field(default=4, ge=1, description="checkpoints one replica keeps loaded (LRU)")
     # @serve.batch measured better inside a replica on this machine (docs/scaling.md#batching-inside-a-replica).
@@ -57,6 +67,8 @@ class RayServeOptions(BaseSettings):
     def _replica_range(self) -> RayServeOptions:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if self.max_queued_requests == 0:
+            raise ValueError("max_queued_requests is -1 (no bound) or at least 1")
         if self.default_group in self.groups:
             raise ValueError(f"default_group {self.default_group!r} is also a named group")
         return self
@@ -74,8 +86,13 @@ class RayServeOptions(BaseSettings):
     def model_deployment_options(self, settings: Settings) -> dict[str, Any]:
         """`.options(...)` of every model deployment, from these settings and the service's (AE_*).
 
-        A replica takes as many requests at once as the plain service always admits per model (two full
-        batches, 2 x AE_BATCH_MAX_SIZE): its batcher needs them in hand to form full batches.
+        By default a replica takes as many requests at once as the plain service always admits per model (two
+        full batches, 2 x AE_BATCH_MAX_SIZE): its batcher needs them in hand to form full batches. As many again
+        may wait in each gateway replica for a replica of the deployment to take them; one more is refused at
+        once with 503 overloaded (Retry-After), where an unbounded queue (Serve's default) would hold it until it
+        timed out (504). The gateway's admission control sheds a flood before this; the bound is what holds when
+        its estimate is behind, e.g. while replicas restart or the autoscaler has not added them yet (queued
+        requests count towards its target, so a bound of this size still lets it scale to max_replicas).
         """
         scaling: dict[str, Any]
         if self.num_replicas is not None:
@@ -93,7 +110,8 @@ class RayServeOptions(BaseSettings):
             }
         return {
             **scaling,
-            "max_ongoing_requests": requests_per_model(settings),
+            "max_ongoing_requests": or_default(self.max_ongoing_requests, requests_per_model(settings)),
+            "max_queued_requests": or_default(self.max_queued_requests, requests_per_model(settings)),
             "ray_actor_options": {"num_cpus": self.cpus_per_replica, "num_gpus": self.gpus_per_replica},
         }
 
@@ -109,3 +127,7 @@ class RayServeOptions(BaseSettings):
 def requests_per_model(settings: Settings) -> int:
     """Requests one model always has admitted in the plain service: two full batches (app.http.admission)."""
     return 2 * settings.batch_max_size
+
+
+def or_default(value: int | None, default: int) -> int:
+    return default if value is None else value

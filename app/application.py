@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from app.engine.models.registry import ModelRegistry
 from app.engine.startup import serving
 from app.http.admission import AdmissionControl
+from app.http.direct import DirectRoutes
 from app.http.error_handlers import install_error_handlers
 from app.http.middleware import RefusalSummary, RequestPipeline
 from app.http.routes import admin, embeddings, health, images, latent_map, models, vae
@@ -113,5 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         drain=app.state.drain,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        # The image routes without FastAPI's per-request machinery (app.http.direct); not under CORS, whose
+        # middleware runs inside the pipeline.
+        direct=None if settings.cors_origins else DirectRoutes(app, images.router, images.DIRECT_ROUTES),
     )
     return app

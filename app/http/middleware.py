@@ -8,7 +8,8 @@ wrapper of `receive` and `send` per request):
 - the body cap (`AE_MAX_BODY_BYTES`): 413 at once from Content-Length, else while the body streams, before
   a large upload is held in memory; and the body deadline (`AE_BODY_TIMEOUT_S`): past it the route reading
   the body gets `BodyTimeout`, answered 408 (app.process.connections explains the deadlines);
-- admission control (app.http.admission) for the routes that run models;
+- admission control (app.http.admission) for the routes that run models, and for the image routes the
+  direct path (app.http.direct), which answers them without FastAPI's routing and dependency solving;
 - when it ends: one access log line and the metrics. Requests refused by admission are logged as one
   summary line a second instead (`RefusalSummary`), whether the pipeline or the protocol refused them.
 """
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import CLIENT_CLOSED_REQUEST, BodyTimeout, PayloadTooLarge
 from app.http.admission import AdmissionControl
+from app.http.direct import DirectRoutes
 from app.http.error_handlers import send_error
 from app.http.request_record import RECORD_KEY, RequestRecord
 from app.observability import Metrics
@@ -82,6 +84,7 @@ class RequestPipeline:
         drain: Drain,
         max_body_bytes: int,
         body_timeout_s: float,
+        direct: DirectRoutes | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -90,6 +93,7 @@ class RequestPipeline:
         self.drain = drain
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.direct = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +130,8 @@ class RequestPipeline:
                 record.error_type = error.type
                 await send_error(send_answer, error, scope["path"])
             elif self.admission.guards(scope["path"]):
-                await self.admission.serve(self.app, scope, self.limited(receive), send_answer, record)
+                route = (self.direct.claim(scope) if self.direct is not None else None) or self.app
+                await self.admission.serve(route, scope, self.limited(receive), send_answer, record)
             else:
                 await self.app(scope, self.limited(receive), send_answer)
         finally:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from ae_ray.options import RayServeOptions
 from app.settings import Settings
@@ -43,7 +45,18 @@ def test_args_are_ray_options_and_name_the_configured_deployments() -> None:
         scaling = deployment["autoscaling_config"]
         assert scaling["min_replicas"] <= scaling["initial_replicas"] <= scaling["max_replicas"]
         assert deployment["max_ongoing_requests"] >= scaling["target_ongoing_requests"]
+        assert deployment["max_queued_requests"] == -1 or deployment["max_queued_requests"] >= 1
         assert {"num_cpus", "num_gpus"} <= set(deployment["ray_actor_options"])
+
+
+def test_a_model_deployment_takes_and_queues_two_full_batches_unless_told_otherwise() -> None:
+    settings = Settings(batch_max_size=16)
+    default = RayServeOptions().model_deployment_options(settings)
+    assert default["max_ongoing_requests"] == default["max_queued_requests"] == 32
+    told = RayServeOptions(max_ongoing_requests=1, max_queued_requests=-1).model_deployment_options(settings)
+    assert told["max_ongoing_requests"] == 1 and told["max_queued_requests"] == -1  # -1: Serve's unbounded queue
+    with pytest.raises(ValidationError, match="max_queued_requests"):
+        RayServeOptions(max_queued_requests=0)
 
 
 def test_checkpoints_are_grouped_by_their_names() -> None:

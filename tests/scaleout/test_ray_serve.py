@@ -12,12 +12,10 @@ import io
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,56 +36,14 @@ if os.environ.get("AE_TESTS_REQUIRE_RAY") != "1":  # CI sets it: there a missing
     pytest.importorskip("ray.serve", reason='Ray Serve is not installed: pip install -e ".[ray]"')
 import ray
 from ray import serve
-
-from ae_ray.application import build_app
+from ray_harness import APP, RayApp, alive, running_ray_app
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
-APP = "ae"
 GROUP = "models"  # the tiny checkpoints match no named group, so they all go to the default group
 MODELS_PER_REPLICA = 2
 # Headers that differ between any two servers, or that Ray's proxy sets itself.
 UNCOMPARED_HEADERS = {"date", "server", "x-request-id"}
-
-
-@dataclass
-class RayApp:
-    url: str
-    started_pids: set[int] = field(default_factory=set)
-    shut_down: bool = False
-
-    def shutdown(self) -> None:
-        if not self.shut_down:
-            self.shut_down = True
-            serve.shutdown()
-            ray.shutdown()
-
-
-def descendants(pid: int) -> set[int]:
-    """The processes below `pid` (read from /proc: Linux, as CI)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            if child not in found:
-                found.add(child)
-                pending.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's bookkeeping is left
 
 
 PHOTO_PAIR = (("photo-denoise-gray", 1), ("photo-denoise-color", 3))  # names the "photo" group takes
@@ -131,36 +87,10 @@ def ray_app(ray_checkpoints: Path, server: str) -> Iterator[RayApp]:
         "AE_TORCH_THREADS": "1",
         "AE_MAX_BODY_BYTES": str(2 * 1024 * 1024),
     }
-    before = descendants(os.getpid())
-    # The replicas read AE_* from the job's runtime_env; the builder, run here, from this process's environment.
-    ray.init(
-        num_cpus=3,  # logical CPUs: 2 replicas x 0.5 for each of the two groups, and the gateway
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": env},
-        log_to_driver=False,
-    )
-    port = service_tests_free_port()
-    app = RayApp(f"http://127.0.0.1:{port}")
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in env.items():
-                patch.setenv(name, value)
-            application = build_app(
-                {"num_replicas": 2, "cpus_per_replica": 0.5, "models_per_replica": MODELS_PER_REPLICA}
-            )
-        serve.run(application, name=APP, route_prefix="/")
-        app.started_pids = descendants(os.getpid()) - before
+    args = {"num_replicas": 2, "cpus_per_replica": 0.5, "models_per_replica": MODELS_PER_REPLICA}
+    # 3 logical CPUs: 2 replicas x 0.5 for each of the two groups, and the gateway.
+    with running_ray_app(env, args, num_cpus=3) as app:
         yield app
-    finally:
-        app.shutdown()
-
-
-def service_tests_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 
 from app.engine.requests.jobs import ImageJob
 from app.http.dependencies import ServiceDep
+from app.http.direct import DirectRoute
 from app.http.responses import IMAGE_RESPONSES, images_response
 from app.http.routes.common import ERROR_RESPONSES, image_job, image_request_body
 from app.http.schemas import DenoiseBody, DenoiseOptions, ImageBody, ImageOptions, SuperResolveBody, SuperResolveOptions
@@ -17,9 +18,14 @@ RESPONSES = {**IMAGE_RESPONSES, **ERROR_RESPONSES}
 OPENAPI_BODY = image_request_body(ImageBody, ImageOptions)
 DENOISE_BODY = image_request_body(DenoiseBody, DenoiseOptions)
 SUPER_RESOLVE_BODY = image_request_body(SuperResolveBody, SuperResolveOptions)
-ImageRequest = Annotated[ImageJob[ImageOptions], Depends(image_job(ImageOptions))]
-DenoiseRequest = Annotated[ImageJob[DenoiseOptions], Depends(image_job(DenoiseOptions))]
-SuperResolveRequest = Annotated[ImageJob[SuperResolveOptions], Depends(image_job(SuperResolveOptions))]
+open_image_job, open_denoise_job, open_super_resolve_job = (
+    image_job(ImageOptions),
+    image_job(DenoiseOptions),
+    image_job(SuperResolveOptions),
+)
+ImageRequest = Annotated[ImageJob[ImageOptions], Depends(open_image_job)]
+DenoiseRequest = Annotated[ImageJob[DenoiseOptions], Depends(open_denoise_job)]
+SuperResolveRequest = Annotated[ImageJob[SuperResolveOptions], Depends(open_super_resolve_job)]
 
 
 @router.post(
@@ -69,3 +75,12 @@ async def super_resolve(job: SuperResolveRequest, service: ServiceDep) -> Respon
 async def reconstruct(job: ImageRequest, service: ServiceDep) -> Response:
     images = await service.reconstruct(job)
     return await images_response(images, job.options.response_format, job.upload.source, service.metrics, job.route)
+
+
+# These routes do the same few steps for every request: the request pipeline answers them without FastAPI's
+# routing and dependency solving when it can (app.http.direct), by calling the functions above.
+DIRECT_ROUTES = (
+    DirectRoute(denoise, open_denoise_job, DenoiseOptions),
+    DirectRoute(super_resolve, open_super_resolve_job, SuperResolveOptions),
+    DirectRoute(reconstruct, open_image_job, ImageOptions),
+)

@@ -2,7 +2,7 @@
 
 `app.application.create_app` builds the app inside the replica (`__serve_build_asgi_app__`: its metrics cannot be
 pickled, so the app object cannot be shipped), so every route, error, header and limit is the plain
-service's. One thing differs: the registry's runtime (app.engine.runtime.ModelRuntime). The registry here
+service's. One thing differs: the registry's runtime (app.engine.models.runtime.ModelRuntime). The registry here
 reads the model cards itself (listing, model choice, validation and errors happen here, as in the plain
 service), but its `RayRuntime` sends every forward pass to the checkpoint's model deployment
 (`ae_ray.model_group.ModelGroup`) through a deployment handle, with the checkpoint as the multiplexed model id.
@@ -30,11 +30,11 @@ from ray.serve.handle import DeploymentHandle
 from ae_ray.model_group import writable_tensor
 from ae_ray.options import RayServeOptions
 from app.application import create_app
-from app.engine.batch_items import BatchInput, Items, inputs_of
-from app.engine.batching import BatchObserver, BatchOutput
-from app.engine.catalogue import ModelEntry
-from app.engine.registry import ModelRegistry
-from app.engine.runtime import RunningModel
+from app.engine.models.catalogue import ModelEntry
+from app.engine.models.registry import ModelRegistry
+from app.engine.models.runtime import RunningModel
+from app.engine.scheduling.batch_items import BatchInput, Items, inputs_of
+from app.engine.scheduling.batching import BatchObserver, BatchOutput
 from app.engine.startup import serving
 from app.errors import (
     InvalidRequest,
@@ -64,7 +64,7 @@ class ReplicaLost(ServiceError):
 
 
 class RayRuntime:
-    """The runtime of the gateway's registry (app.engine.runtime.ModelRuntime): the models run in the model
+    """The runtime of the gateway's registry (app.engine.models.runtime.ModelRuntime): the models run in the model
     deployments, the registry here keeps their cards (listing, model choice, validation and errors happen
     here, as in the plain service)."""
 

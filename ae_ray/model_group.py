@@ -27,9 +27,9 @@ import torch
 from ray import serve
 
 from ae_ray.options import RayServeOptions
-from app.engine.batch_items import queued
-from app.engine.loading import LoadedModel, batch_function
-from app.engine.registry import ModelRegistry
+from app.engine.models.loading import LoadedModel, batch_function
+from app.engine.models.registry import ModelRegistry
+from app.engine.scheduling.batch_items import queued
 from app.errors import TaskNotSupported
 from app.settings import settings_from_environment
 from models.runtime.tasks import TASKS, Task, tasks_of_card_task

@@ -56,7 +56,9 @@ class RayServeOptions(BaseSettings):
     # @serve.batch measured better inside a replica on this machine (docs/scaling.md#batching-inside-a-replica).
     batching: Literal["project", "serve"] = Field(
         default="serve",
-        description="serve: @serve.batch, counting images; project: app.engine.batching.Batcher (adaptive delay)",
+        description=(
+            "serve: @serve.batch, counting images; project: app.engine.scheduling.batching.Batcher (adaptive delay)"
+        ),
     )
     # A forward pass whose replica died is sent again to another replica this many times, then answered 503.
     retries: int = Field(default=2, ge=0)

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app.engine.registry import ModelRegistry
+from app.engine.models.registry import ModelRegistry
 from app.engine.startup import serving
 from app.http.admission import AdmissionControl
 from app.http.direct import DirectRoutes

@@ -83,7 +83,7 @@ def skip_unused_record_fields() -> None:
 
 
 class Metrics:
-    """The service's Prometheus metrics; implements app.engine.batching.BatchObserver."""
+    """The service's Prometheus metrics; implements app.engine.scheduling.batching.BatchObserver."""
 
     def __init__(self) -> None:
         disable_created_metrics()  # the *_created series only add noise to a scrape

@@ -27,7 +27,7 @@ OPTIONAL_DEFAULTS = ("conditional_vae",)
 
 class DefaultModels(BaseModel):
     """The model each task uses when a request names none (checkpoint folder names), by the default keys
-    of app.engine.defaults."""
+    of app.engine.models.defaults."""
 
     denoise: str = "mnist-denoise"
     super_resolve: str = "mnist-sr-x2"
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=64, ge=2, description="largest steps of /v1/vae/interpolate")
     max_manifold_size: int = Field(default=30, ge=1, description="largest grid side of /v1/vae/manifold")
 
-    # Batching (see app.engine.batching): requests for the same model and task share forward passes
+    # Batching (see app.engine.scheduling.batching): requests for the same model and task share forward passes
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_delay_ms: float = Field(default=2.0, ge=0)
     batch_adaptive_delay: bool = Field(

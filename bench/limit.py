@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.engine.batching import Batcher, BatchingConfig
+from app.engine.scheduling.batching import Batcher, BatchingConfig
 from models.checkpoint import load_checkpoint, read_card
 from models.runtime.execution import PlannedModel, Probe, plan_execution
 
@@ -86,7 +86,7 @@ def synchronize(device: str) -> None:
 
 
 def planned_model(directory: Path, device: str, precision: str = "auto", compile: str = "auto") -> PlannedModel:
-    """The model with the plan the service would choose for it (see app.engine.registry)."""
+    """The model with the plan the service would choose for it (see app.engine.models.registry)."""
     checkpoint = load_checkpoint(directory, device="cpu")
     shape = input_shape(directory) if checkpoint.card.input.domain != "natural" else (1, 128, 128)
     batch = 32 if checkpoint.card.input.domain != "natural" else 1
@@ -172,7 +172,7 @@ def codec_seconds_per_image(png_files: list[Path], seconds: float = 0.4) -> floa
 
 
 def batcher_requests_per_s(clients: int = 32, max_delay_ms: float = 2.0, seconds: float = 0.5) -> float:
-    """Single-image requests/s through `app.engine.batching.Batcher` alone, with a trivial batch function.
+    """Single-image requests/s through `app.engine.scheduling.batching.Batcher` alone, with a trivial batch function.
 
     Shows the batcher's own cost per request (queueing, waking the worker, slicing outputs); with a
     delay, closed-loop clients that cannot fill a batch also wait out the delay on every pass.

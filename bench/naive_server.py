@@ -6,7 +6,7 @@ model called directly in the handler. It does the same per-request work as the s
 model, encode the output as PNG) so that the difference measured is the serving strategy.
 Kept in `bench/` only; it is not part of the service.
 
-With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.engine.batching.Batcher`
+With `AE_BENCH_BATCHED=1` the same minimal route sends its image through `app.engine.scheduling.batching.Batcher`
 (the service's default settings) instead of calling the model: what batching alone buys without the rest of the
 service (validation, preprocessing, middleware, logging, metrics).
 
@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from app.engine.batching import Batcher, BatchingConfig
+from app.engine.scheduling.batching import Batcher, BatchingConfig
 from bench.limit import planned_model
 from models.checkpoint import load_checkpoint
 

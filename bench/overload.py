@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
+from bench.harness import (
     HANG_S,
     MODEL,
     SERVER_CORE,

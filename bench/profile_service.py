@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import GENERATOR_CORE, MODEL, SERVER_CORE, free_port, write_pngs
 from bench.loadgen import BOUNDARY, multipart_body
-from bench.run import GENERATOR_CORE, MODEL, SERVER_CORE, free_port, write_pngs
 
 IDLE = "<method 'poll' of 'select.epoll' objects>"  # the event loop waiting for sockets
 

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.run import free_port, stop_process
+from bench.harness import free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = {

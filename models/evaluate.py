@@ -5,7 +5,7 @@
         [--precision-only]
 
 Models of photographs (card domain "natural") are measured on BSD68/Set12 (denoising) and Set5/Set14
-(super-resolution) with the literature's protocols (models/evaluation/natural.py), read from
+(super-resolution) with the literature's protocols (models/evaluation/photo/natural.py), read from
 --natural-dir, by default the parent of --data-dir.
 
 Metrics go into each checkpoint's `config.json` ("metrics"; the weights are untouched), figures next

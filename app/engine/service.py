@@ -1,9 +1,10 @@
 """The service layer: the work of every request, between the route that parsed it and the route that answers.
 
-Each method takes typed inputs (`app.engine.jobs`), chooses the model (`app.engine.model_choice`), runs it through its
-batchers (`app.engine.registry`) and returns typed results; it knows nothing of HTTP, and raises only `app.errors`
-exceptions, which `app.http.error_handlers` turns into responses. CPU work on images (decoding here, encoding in
-the routes) goes through `app.engine.cpu_work.run_cpu_work`, which alone decides whether it leaves the event loop.
+Each method takes typed inputs (`app.engine.requests.jobs`), chooses the model
+(`app.engine.models.model_choice`), runs it through its batchers (`app.engine.models.registry`) and returns
+typed results; it knows nothing of HTTP, and raises only `app.errors` exceptions, which
+`app.http.error_handlers` turns into responses. CPU work on images (decoding here, encoding in the routes) goes
+through `app.engine.scheduling.cpu_work.run_cpu_work`, which alone decides whether it leaves the event loop.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from app.engine.batch_items import queued
-from app.engine.catalogue import ModelEntry
-from app.engine.cpu_work import run_cpu_work
-from app.engine.jobs import (
+from app.engine.models.catalogue import ModelEntry
+from app.engine.models.loading import warm_up_tasks
+from app.engine.models.model_choice import ModelChoice
+from app.engine.models.registry import ModelRegistry
+from app.engine.requests.jobs import (
     NO_ACCOUNTING,
     Accounting,
     Embeddings,
@@ -30,13 +32,10 @@ from app.engine.jobs import (
     LatentPoints,
     Posteriors,
 )
-from app.engine.labelled_generation import LabelledGeneration, takes_labels
-from app.engine.latent_maps import served_latent_map
-from app.engine.loading import warm_up_tasks
-from app.engine.model_choice import ModelChoice
-from app.engine.model_info import describe_model
-from app.engine.registry import ModelRegistry
-from app.engine.request_inputs import (
+from app.engine.requests.labelled_generation import LabelledGeneration, takes_labels
+from app.engine.requests.latent_maps import served_latent_map
+from app.engine.requests.model_info import describe_model
+from app.engine.requests.request_inputs import (
     check_dimensions,
     check_limit,
     latents_tensor,
@@ -44,6 +43,8 @@ from app.engine.request_inputs import (
     to_levels,
     total_pixels,
 )
+from app.engine.scheduling.batch_items import queued
+from app.engine.scheduling.cpu_work import run_cpu_work
 from app.errors import InvalidRequest, TaskNotSupported, ValidationFailed
 from app.http.schemas import (
     DenoiseOptions,
@@ -305,7 +306,8 @@ class Service:
     async def prepare(
         self, upload: ImageUpload, card: ModelCard, task: Task, preprocess: Preprocess, route: str
     ) -> list[PreparedImage]:
-        """Decode and preprocess every image; in a worker thread unless the images are small (app.engine.cpu_work)."""
+        """Decode and preprocess every image; in a worker thread unless the images are small
+        (app.engine.scheduling.cpu_work)."""
 
         # The pixel cap bounds what the service holds and sends back: for super-resolution that is the answer,
         # scale^2 larger than the image sent (checked from the header, before anything is decoded).
@@ -374,7 +376,7 @@ class Service:
 
     async def replace_model(self, name: str) -> ModelInfo:
         """Serve the model's folder as it is now; the old weights serve until the new ones are ready, and
-        keep serving if they are refused (app.engine.registry.ModelRegistry.replace)."""
+        keep serving if they are refused (app.engine.models.registry.ModelRegistry.replace)."""
         await self.registry.replace(name)
         return self.model_info(self.registry.entry(name))
 
@@ -387,7 +389,7 @@ class Service:
         return await self.registry.rescan()
 
     def model_info(self, entry: ModelEntry) -> ModelInfo:
-        """What /v1/models says of one checkpoint (app.engine.model_info, the one place a ModelInfo is made)."""
+        """What /v1/models says of one checkpoint (made in one place: app.engine.requests.model_info)."""
         return describe_model(entry, self.registry, self.settings.owned_by)
 
 

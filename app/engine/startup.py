@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 
 import torch
 
-from app.engine.defaults import tasks_of_default
-from app.engine.model_choice import ModelChoice
-from app.engine.registry import ModelRegistry
+from app.engine.models.defaults import tasks_of_default
+from app.engine.models.model_choice import ModelChoice
+from app.engine.models.registry import ModelRegistry
 from app.errors import ServiceError
 from app.settings import Settings
 from models.runtime.machine import available_cpus

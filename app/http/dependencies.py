@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.engine.registry import ModelRegistry
+from app.engine.models.registry import ModelRegistry
 from app.engine.service import Service
 from app.errors import NotReady, UnsupportedMediaType
 from app.http.request_record import record_of

@@ -16,8 +16,8 @@ import orjson
 from fastapi import Response
 from pydantic import BaseModel
 
-from app.engine.cpu_work import run_cpu_work
-from app.engine.jobs import ImageResult, Images, Source
+from app.engine.requests.jobs import ImageResult, Images, Source
+from app.engine.scheduling.cpu_work import run_cpu_work
 from app.http.schemas import ImageData, ImageList
 from app.imaging.codecs import encode_png, grid_columns, tensor_to_pixels, tensors_to_pixels, tile_grid
 from app.observability import Metrics

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from app.engine.jobs import IMAGE_PART, IMAGES_FIELD, OPENAI_INPUT_FIELD, ImageUpload
+from app.engine.requests.jobs import IMAGE_PART, IMAGES_FIELD, OPENAI_INPUT_FIELD, ImageUpload
 from app.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.http.multipart import split_simple_multipart
 from app.imaging.codecs import ALLOWED_CONTENT_TYPES

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from app.engine.jobs import NO_ACCOUNTING, Accounting
+from app.engine.requests.jobs import NO_ACCOUNTING, Accounting
 from app.engine.service import Service
 from app.errors import InvalidRequest, NotReady, Unauthorized
 from app.http.admission import Ticket

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from app.engine.jobs import ImageJob, ImageResult, Images, ImageUpload
+from app.engine.requests.jobs import ImageJob, ImageResult, Images, ImageUpload
 from app.engine.service import Service
 from app.errors import InvalidRequest, PayloadTooLarge, ValidationFailed
 from app.http.schemas import (

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.registry import ModelEntry, ModelRegistry
+from app.engine.models.registry import ModelEntry, ModelRegistry
 from app.errors import ModelNotFound
 from models.checkpoint import ModelCard
 from models.runtime.tasks import (

@@ -1,7 +1,7 @@
 """A small convolutional digit classifier: the project's own judge of generated samples.
 
 Two stages of two 3x3 convolutions (28 -> 14 -> 7), a dense layer whose activations are the *features*
-(the penultimate layer, where the Fréchet distance of `models.evaluation.sample_quality` is taken) and
+(the penultimate layer, where the Fréchet distance of `models.evaluation.mnist.sample_quality` is taken) and
 the class logits.
 """
 

@@ -23,15 +23,15 @@ from models.checkpoint import (
     update_serving_precision,
 )
 from models.evaluation.context import EvaluationContext, EvaluationSettings
-from models.evaluation.denoise import evaluate_denoising
-from models.evaluation.embedding import evaluate_embedding, evaluate_reconstruction
-from models.evaluation.natural import evaluate_natural_denoising, evaluate_natural_super_resolution
-from models.evaluation.photo_denoise import evaluate_photo_denoising
+from models.evaluation.mnist.denoise import evaluate_denoising
+from models.evaluation.mnist.embedding import evaluate_embedding, evaluate_reconstruction
+from models.evaluation.mnist.sample_quality import evaluate_classification, evaluate_conditional_vae
+from models.evaluation.mnist.super_resolution import evaluate_super_resolution
+from models.evaluation.mnist.vae import evaluate_vae
+from models.evaluation.photo.denoise import evaluate_photo_denoising
+from models.evaluation.photo.natural import evaluate_natural_denoising, evaluate_natural_super_resolution
 from models.evaluation.precision import measure_precision
-from models.evaluation.report import render_report
-from models.evaluation.sample_quality import evaluate_classification, evaluate_conditional_vae
-from models.evaluation.super_resolution import evaluate_super_resolution
-from models.evaluation.vae import evaluate_vae
+from models.evaluation.reporting.model_report import render_report
 from models.runtime.machine import machine_description
 
 # The tasks the quality guard of reduced precision (models.evaluation.precision) knows how to measure.
@@ -55,7 +55,7 @@ NATURAL_TASK_EVALUATIONS: dict[str, TaskEvaluation] = {
 }
 
 # Architectures whose tasks take another protocol than their domain's: the photo denoisers of every noise
-# level are measured on gray and colour sets under two protocols (models.evaluation.photo_denoise).
+# level are measured on gray and colour sets under two protocols (models.evaluation.photo.denoise).
 ARCHITECTURE_EVALUATIONS: dict[str, dict[str, TaskEvaluation]] = {
     "ffdnet": {"denoise": evaluate_photo_denoising},
 }

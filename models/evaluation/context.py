@@ -44,10 +44,10 @@ class EvaluationSettings:
     vae_chunk_images: int = 50  # images per importance-sampling batch (x K decoder passes)
     manifold_grid: int = 20  # the 2-D latent map is manifold_grid x manifold_grid decoded digits
     batch_size: int = 500  # images per model call
-    # natural images (models.evaluation.natural): AWGN seed, and BM3D on the first N images of each set
+    # natural images (models.evaluation.photo.natural): AWGN seed, and BM3D on the first N images of each set
     natural_noise_seed: int = 0
     natural_bm3d_images: int | None = 10  # None: every image (minutes per set and sigma on 2 cores)
-    # photo denoisers of every noise level (models.evaluation.photo_denoise): BM3D costs ~10 s per gray and
+    # photo denoisers of every noise level (models.evaluation.photo.denoise): BM3D costs ~10 s per gray and
     # ~30 s per colour 481x321 image here, so it runs on the first images of the first set at some sigmas
     photo_sigmas_gray: tuple[int, ...] = (15, 25, 50, 75)
     photo_sigmas_colour: tuple[int, ...] = (15, 25, 50)  # a colour model costs ~1.7x per pixel

@@ -42,8 +42,8 @@ from models.data.natural_images import (
     to_tensor,
 )
 from models.evaluation.context import EvaluationContext
-from models.evaluation.embedding import knn_accuracy
-from models.evaluation.vae import importance_sampled_bounds
+from models.evaluation.mnist.embedding import knn_accuracy
+from models.evaluation.mnist.vae import importance_sampled_bounds
 from models.quality.metrics import psnr
 from models.runtime.execution import (
     REDUCED_PRECISIONS,

@@ -27,7 +27,7 @@ import torch
 from models.architectures import ConvVAE
 from models.checkpoint import load_checkpoint
 from models.data.mnist import load_mnist
-from models.evaluation.vae import importance_sampled_bounds
+from models.evaluation.mnist.vae import importance_sampled_bounds
 from models.training.loop import TrainOptions, train
 from models.training.mnist import TrainingData
 from models.training.objectives import BernoulliElbo

@@ -18,7 +18,7 @@ per model and per machine:
 - the **threads** torch uses (the process's share of the cores, see `models.runtime.machine.available_cpus`).
 
 Only the model step changes: inputs arrive as float32 and outputs leave as contiguous float32, so the
-decoding, preprocessing and encoding around it stay exact. `tests/models/test_execution.py` compares
+decoding, preprocessing and encoding around it stay exact. `tests/models/runtime/test_execution.py` compares
 every architecture's planned output with the eager float32 one.
 """
 

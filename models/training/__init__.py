@@ -2,7 +2,8 @@
 
 - `loop`: `train(recipe, split, options)` for any recipe of `models.training.recipes`, and the shared types;
 - `finish`: the checkpoint folder every pipeline ends with (weights, card, samples.png, loss.png);
-- `mnist`, `natural` (photographs: Train400, T91) and `own_images` (a folder of your images): the pipelines;
+- `mnist`, `own_images` (a folder of your images) and `photo/` (photographs: Train400, T91, the photo
+  denoisers and super-resolvers): the pipelines;
 - `cli`: `python -m models.train`, which picks the pipeline.
 
 Imports go one way, cli -> pipelines -> finish -> loop; nothing here imports the command line.

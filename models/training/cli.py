@@ -20,7 +20,7 @@ their state in `training-state/<name>/` (or, where none exists, continuing the s
                                               [--state-dir training-state] [--publish if-better|always|never]
 
 It parses and checks the arguments, then hands them to one pipeline: MNIST (`models.training.mnist`),
-photographs (`models.training.natural`), the photo denoisers (`models.training.photo_denoise`) or your
+photographs (`models.training.photo.natural`), the photo denoisers (`models.training.photo.denoise`) or your
 own images (`models.training.own_images`).
 """
 
@@ -41,12 +41,12 @@ from models.data.image_folder import hold_out, load_image_folder, parse_size
 from models.data.mnist import DataError, load_mnist
 from models.training.loop import TrainOptions
 from models.training.mnist import TrainingData, run
-from models.training.natural import run_natural
 from models.training.own_images import FolderRun, default_epochs, train_folder
-from models.training.photo_denoise import PHOTO_DENOISE_RECIPES, PUBLISH_POLICIES, install_stop_handlers
-from models.training.photo_denoise import run as run_photo_denoise
-from models.training.photo_sr import PHOTO_SR_RECIPES
-from models.training.photo_sr import run as run_photo_sr
+from models.training.photo.denoise import PHOTO_DENOISE_RECIPES, PUBLISH_POLICIES, install_stop_handlers
+from models.training.photo.denoise import run as run_photo_denoise
+from models.training.photo.natural import run_natural
+from models.training.photo.super_resolution import PHOTO_SR_RECIPES
+from models.training.photo.super_resolution import run as run_photo_sr
 from models.training.recipes import IMAGE_FOLDER_TASKS, RECIPES, image_folder_recipe
 
 DATA_DIR_HINT = "pass the folder holding the MNIST IDX files, e.g. --data-dir /work/shared/datasets/mnist"

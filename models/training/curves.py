@@ -3,7 +3,7 @@
     python -m models.training.curves [--state-dir training-state] [--out docs]
 
 draws `<out>/<name>-learning-curve.png` for every `<state-dir>/<name>/run.json` and prints a Markdown
-table of its validation points (models.training.photo_validation says what they measure). The model
+table of its validation points (models.training.photo.validation says what they measure). The model
 report draws the same figure from a served card's `continued_training.validation_curve`.
 """
 

@@ -40,7 +40,7 @@ class Recipe:
     weight_decay: float = 0.0
     seed: int = 0
     # Where the training images come from: "mnist" (the IDX files) or a natural-image set of
-    # models.training.natural.NATURAL_DATASETS ("train400", "t91"), cut into patches.
+    # models.training.photo.natural.NATURAL_DATASETS ("train400", "t91"), cut into patches.
     dataset: str = "mnist"
 
     @property
@@ -131,7 +131,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="mnist-classifier",
             description="Digit classifier (a small CNN): the judge of generated samples, whose penultimate "
-            "features give the Fréchet distance of models.evaluation.sample_quality.",
+            "features give the Fréchet distance of models.evaluation.mnist.sample_quality.",
             tasks=("classify",),
             architecture="digit-classifier",
             architecture_config={"classes": 10, "widths": (32, 64), "feature_size": 128, "dropout": 0.3},

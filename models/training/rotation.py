@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from models.training.photo_denoise import PHOTO_DENOISE_RECIPES, STOP, install_stop_handlers, run
+from models.training.photo.denoise import PHOTO_DENOISE_RECIPES, STOP, install_stop_handlers, run
 
 
 def seconds_until(until: str) -> float:

@@ -72,7 +72,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_the_imports_it_should() -> None:
     graph = import_graph()
     assert "models.checkpoint" in graph["models.runtime.tasks"]
-    assert "app.engine.registry" in graph["app.engine.service"]
+    assert "app.engine.models.registry" in graph["app.engine.service"]
 
 
 def test_no_import_circle_among_app_and_models() -> None:
@@ -105,10 +105,10 @@ def test_the_checkpoint_format_does_not_import_the_serving_task_table() -> None:
     assert not {module for module in import_graph()["models.checkpoint"] if module.startswith("models.runtime")}
 
 
-def test_no_module_of_the_service_or_the_models_is_over_400_lines() -> None:
+def test_no_module_of_the_service_the_models_or_the_benchmarks_is_over_400_lines() -> None:
     long = {
         str(path.relative_to(REPO_ROOT)): lines
-        for package in PACKAGES
+        for package in (*PACKAGES, "bench")
         for path in (REPO_ROOT / package).rglob("*.py")
         if (lines := len(path.read_text().splitlines())) > 400
     }

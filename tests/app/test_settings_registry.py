@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from app.engine.loading import check_precision, resolve_device
+from app.engine.models.loading import check_precision, resolve_device
 from app.process import cli
 from app.process.connections import GuardedHttpToolsProtocol
 from app.process.server import uvicorn_config

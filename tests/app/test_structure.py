@@ -1,8 +1,10 @@
 """The house rules of docs/architecture.md, checked by doing them: a new architecture and a new task served
-end to end, each weights file hashed once at start-up, and a service layer that knows nothing of HTTP."""
+end to end, each weights file hashed once at start-up, a service layer that knows nothing of HTTP, and
+folders whose modules import only the layers below them."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import subprocess
@@ -21,10 +23,10 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import app.engine.catalogue
+import app.engine.models.catalogue
 import models.checkpoint
-from app.engine.defaults import default_keys
-from app.engine.jobs import ImageJob
+from app.engine.models.defaults import default_keys
+from app.engine.requests.jobs import ImageJob
 from app.http.dependencies import ServiceDep
 from app.http.responses import images_response
 from app.http.routes.common import image_job
@@ -177,7 +179,7 @@ def test_start_up_hashes_each_weights_file_once(
         verify(weights, card, data)
 
     monkeypatch.setattr(models.checkpoint, "verify_weights", counting)  # what load_checkpoint calls
-    monkeypatch.setattr(app.engine.catalogue, "verify_weights", counting)  # what the registry's scan check calls
+    monkeypatch.setattr(app.engine.models.catalogue, "verify_weights", counting)  # what the registry's scan check calls
     with TestClient(create_app(make_settings(checkpoints_dir, preload=preload))) as client:
         registry = client.app.state.registry  # type: ignore[attr-defined]
         with_weights = {
@@ -202,7 +204,8 @@ def run_python(code: str) -> None:
 
 def test_the_service_layer_imports_nothing_of_http() -> None:
     code = (
-        "import sys, app.engine.service, app.engine.model_choice, app.engine.registry, app.engine.jobs\n"
+        "import sys, app.engine.service, app.engine.models.model_choice, app.engine.models.registry\n"
+        "import app.engine.requests.jobs\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
         "assert not web, web"
     )
@@ -214,13 +217,76 @@ def test_models_import_nothing_of_the_service_and_training_has_no_cycle() -> Non
         "import sys, models.training.cli, models.train, models.runtime.tasks\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'app'], 'models imported app'\n"
         "import ast, pathlib\n"
-        "for path in pathlib.Path('models/training').glob('*.py'):\n"
+        "for path in pathlib.Path('models/training').rglob('*.py'):\n"
         "    if path.name == 'cli.py': continue\n"
         "    tree = ast.parse(path.read_text())\n"
         "    names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]\n"
         "    assert not [n for n in names if n in ('models.training.cli', 'models.train')], path\n"
     )
     run_python(code)
+
+
+def imported_by(folder: str) -> dict[str, set[str]]:
+    """Each module under `folder` (sub-folders too) -> the modules it names in its imports, those under
+    TYPE_CHECKING too, read from the source (`from package import name` names package.name as well)."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO_ROOT / folder).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found[str(path.relative_to(REPO_ROOT))] = names
+    return found
+
+
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+ENGINE_ABOVE = ("app.engine.service", "app.engine.startup")
+HTTP_SCHEMAS = ("app.http.schemas",)
+OUTSIDE_THE_ENGINE = ("app.process", "app.oip", "app.main", "app.application", "bench")
+# folder -> the packages and modules its modules must not import: each layer only the ones below it.
+LAYER_RULES: dict[str, tuple[str, ...]] = {
+    "app/engine/scheduling": ("app.engine.models", "app.engine.requests", *ENGINE_ABOVE, "app.http"),
+    "app/engine/models": ("app.engine.requests", *ENGINE_ABOVE, "app.http"),
+    "app/engine/requests": ENGINE_ABOVE,
+    "app/engine": OUTSIDE_THE_ENGINE,
+    "app/imaging": ("app.engine", "app.http", *OUTSIDE_THE_ENGINE),
+    "models": ("app", "bench"),
+    "models/training": ("models.evaluation", "models.train", "models.evaluate"),
+    "models/evaluation/mnist": ("models.evaluation.photo", "models.evaluation.reporting"),
+    "models/evaluation/photo": ("models.evaluation.mnist", "models.evaluation.reporting"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(LAYER_RULES))
+def test_each_layer_imports_only_the_layers_below_it(folder: str) -> None:
+    wrong = {
+        module: sorted(name for name in names if within(name, LAYER_RULES[folder]))
+        for module, names in imported_by(folder).items()
+    }
+    assert {module: names for module, names in wrong.items() if names} == {}
+
+
+def test_the_engine_takes_nothing_of_http_but_its_schemas() -> None:
+    # Scheduling and the models layer take nothing of app.http at all (the rules above); the service and the
+    # requests' modules describe models in the API's schemas (app.http.schemas, pydantic only).
+    wrong = {
+        module: sorted(name for name in names if within(name, ("app.http",)) and not within(name, HTTP_SCHEMAS))
+        for module, names in imported_by("app/engine").items()
+    }
+    assert {module: names for module, names in wrong.items() if names} == {}
+
+
+def test_the_layer_rules_see_the_imports_they_should() -> None:
+    assert "app.engine.scheduling.batching" in imported_by("app/engine/models")["app/engine/models/registry.py"]
+    assert "app.http.schemas" in imported_by("app/engine/requests")["app/engine/requests/model_info.py"]
+    assert within("app.engine.models.registry", ("app.engine.models",))
+    assert not within("app.engine.modelsx", ("app.engine.models",))
 
 
 def test_the_architecture_page_shows_the_task_table_as_it_is() -> None:
@@ -247,7 +313,7 @@ def test_a_registered_task_lets_cards_list_its_card_task_until_it_is_taken_out()
 
 
 def test_every_default_key_is_a_setting_and_every_setting_a_default_key() -> None:
-    from app.engine.defaults import DEFAULT_KEYS
+    from app.engine.models.defaults import DEFAULT_KEYS
     from app.settings import DefaultModels
 
     assert set(DEFAULT_KEYS) <= set(TASKS)

@@ -2,7 +2,7 @@
 when `AE_ADMIN_API_KEY` is set (app.main), and then only with that key (app.http.security).
 
 They never take a path or a URL: a name must be one the registry found by scanning the checkpoints
-directory (app.engine.registry.ModelRegistry.scan), so nothing outside that directory can be loaded.
+directory (app.engine.models.registry.ModelRegistry.scan), so nothing outside that directory can be loaded.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Query, Request
 from pydantic import BaseModel, ValidationError
 
-from app.engine.jobs import ImageJob
+from app.engine.requests.jobs import ImageJob
 from app.errors import InvalidRequest
 from app.http.dependencies import app_settings, require_json
 from app.http.schemas import ErrorResponse

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Depends
 
-from app.engine.jobs import ImageJob
+from app.engine.requests.jobs import ImageJob
 from app.http.dependencies import ServiceDep
 from app.http.routes.common import ERROR_RESPONSES, image_job, image_request_body
 from app.http.schemas import Embedding, EmbeddingBody, EmbeddingList, EmbeddingOptions, EmbeddingUsage

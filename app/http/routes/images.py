@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from app.engine.jobs import ImageJob
+from app.engine.requests.jobs import ImageJob
 from app.http.dependencies import ServiceDep
 from app.http.direct import DirectRoute
 from app.http.responses import IMAGE_RESPONSES, images_response

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.engine.cpu_work import run_cpu_work
-from app.engine.jobs import ImageJob
+from app.engine.requests.jobs import ImageJob
+from app.engine.scheduling.cpu_work import run_cpu_work
 from app.http.dependencies import ServiceDep
 from app.http.responses import IMAGE_RESPONSES, images_response
 from app.http.routes.common import ERROR_RESPONSES, image_job, image_request_body, json_body, json_request_body

@@ -13,7 +13,6 @@ import asyncio
 import random
 from collections import defaultdict
 
-import numpy as np
 import torch
 
 from app.engine.models.catalogue import ModelEntry
@@ -55,7 +54,7 @@ from app.http.schemas import (
     ModelInfo,
     SuperResolveOptions,
 )
-from app.imaging.codecs import decode_pixels, grid_columns, image_from_pixels, tile_grid
+from app.imaging.codecs import decode_pixels, grid_columns, sent_pixels, tile_grid
 from app.imaging.model_input import PreparedImage, Preprocess, prepare
 from app.observability import Metrics
 from app.settings import Settings
@@ -320,8 +319,7 @@ class Service:
                 for index in range(upload.count):
                     param = upload.param(index)
                     if upload.pixels is not None:  # a tensor protocol's pixels: nothing to decode
-                        image = image_from_pixels(upload.pixels[index], max_pixels, channels, param, output_scale)
-                        pixels = np.asarray(image)
+                        pixels = sent_pixels(upload.pixels[index], max_pixels, channels, param, output_scale)
                     else:
                         pixels = decode_pixels(upload.blobs[index], max_pixels, channels, param, output_scale)
                     prepared.append(prepare(pixels, card, task, preprocess, param=param))

@@ -123,11 +123,11 @@ def decode_pixels(
     return np.asarray(decode_image(data, max_pixels, channels, param, output_scale))
 
 
-def image_from_pixels(
+def sent_pixels(
     pixels: np.ndarray, max_pixels: int, channels: int | None = 1, param: str = "image", output_scale: int = 1
-) -> Image.Image:
-    """(H, W, C) uint8 pixels (C = 1 or 3, as a tensor protocol sends them) -> an 'L' or 'RGB' image, by the
-    rules of `decode_image` for channels: what a PNG of the same pixels would give."""
+) -> np.ndarray:
+    """(H, W, C) uint8 pixels (C = 1 or 3, as a tensor protocol sends them) -> (H, W) or (H, W, 3) pixels, by the
+    rules of `decode_pixels` for channels and caps: what a PNG of the same pixels would give."""
     height, width, depth = pixels.shape
     check_pixels(width, height, max_pixels, output_scale, param)
     if width < 1 or height < 1:
@@ -137,9 +137,8 @@ def image_from_pixels(
     image = Image.fromarray(
         np.ascontiguousarray(pixels[:, :, 0] if depth == 1 else pixels), mode="L" if depth == 1 else "RGB"
     )
-    if channels is None:
-        return image
-    return image if image.mode == ("L" if channels == 1 else "RGB") else image.convert("L" if channels == 1 else "RGB")
+    wanted = image.mode if channels is None else ("L" if channels == 1 else "RGB")
+    return np.asarray(image if image.mode == wanted else image.convert(wanted))
 
 
 def check_pixels(width: int, height: int, max_pixels: int, output_scale: int, param: str) -> None:

@@ -59,6 +59,7 @@ def prepare(pixels: np.ndarray, card: ModelCard, task: Task, preprocess: Preproc
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W) or (H, W, C) uint8 -> (C, H, W) float32 in [0, 1] (the same values as `image_to_array`)."""
-    levels = torch.from_numpy(np.ascontiguousarray(pixels))
+    # Pillow's arrays are read-only, which torch warns about; the bytes are copied by .float() below anyway.
+    levels = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
     levels = levels.unsqueeze(0) if levels.dim() == 2 else levels.permute(2, 0, 1)
     return levels.float().div_(255.0).contiguous()

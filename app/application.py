@@ -39,6 +39,20 @@ UNAUTHORIZED: dict[int | str, dict[str, object]] = {
 # The routes that run models: admission control (app.http.admission) bounds their requests in flight.
 # Listing and managing models (/v1/models) and the probes stay outside it, so they answer under overload.
 MODEL_ROUTERS = (images.router, embeddings.router, vae.router)
+# The default key (AE_DEFAULT_MODELS, app.engine.models.defaults) of the model each model route runs when a
+# request names none: admission counts such a request against that model from the start (app.http.admission).
+ROUTE_DEFAULT_KEYS = {
+    "/v1/denoise": "denoise",
+    "/v1/super-resolve": "super_resolve",
+    "/v1/reconstruct": "reconstruct",
+    "/v1/embeddings": "embed",
+    "/v1/vae/sample": "vae",
+    "/v1/vae/decode": "vae",
+    "/v1/vae/encode": "vae",
+    "/v1/vae/interpolate": "vae",
+    "/v1/vae/restyle": "conditional_vae",
+    "/v1/vae/manifold": "manifold",
+}
 # How long a stopping gRPC server lets the calls it has finish: as long as a request may wait for its batch.
 GRPC_STOP_GRACE_S = 30.0
 
@@ -93,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # routes, by the HTTP protocol under ae-serve (app.process.connections), which asks it before it builds a
     # request at all and refuses there what would be refused anyway, and by the gRPC server (app.oip).
     model_routes = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
+    defaults = settings.default_models.as_dict()
     app.state.admission = AdmissionControl(
         budget_s=settings.queue_budget_ms / 1000,
         deadline_s=settings.batch_timeout_s,
@@ -101,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_requests=2 * settings.batch_max_size,
         known_models=lambda: app.state.registry.entries if app.state.registry is not None else (),
         path_model=oip_rest.infer_path_model,
+        route_default=lambda path: defaults.get(ROUTE_DEFAULT_KEYS.get(path, "")),
     )
     app.state.refusals = RefusalSummary(app.state.metrics)
     app.state.front_door = FrontDoor(app.state.admission, app.state.refusals, app.state.drain)

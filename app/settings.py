@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # Admission (app.http.admission): a request is admitted when its expected wait (the model's measured cost per
     # image times the images ahead of it, plus the event loop's lag) is within the queue budget.
     queue_budget_ms: float = Field(
-        default=250.0,
+        default=100.0,
         gt=0,
         description="a model's requests beyond two full batches (2 x batch_max_size in flight) are admitted only "
         "while their expected wait is within this; the rest get 503 overloaded with Retry-After at once",

@@ -36,8 +36,10 @@ FastAPI work (app.process.connections); elsewhere the request pipeline refuses b
 Only the routes that run models are counted; listing models, management and the probes pass.
 
 A request is counted against the model that serves it, which a client cannot steer. Before the body
-is read, that is the model the query string names (`?model=...`) when it is one the registry knows,
-else the route's default (a body may name another model, and an unknown name is only a 404 to come).
+is read, that is the model the query string names (`?model=...`) when it is one the registry knows; with
+no name, the route's default model (`route_default`: the one AE_DEFAULT_MODELS configures for the route's
+task), so that the budget sees the queue the request joins; else (an unknown name, or a route without a
+default) the route's own count (a body may name another model, and an unknown name is only a 404 to come).
 Once the service has chosen the model (its body read), the request's record (app.http.request_record) moves
 it to that model's count, refused with the same 503 when that model's queue could not serve it in time
 (the deadline and the image bound; the budget applies at the gate, where refusing is cheap). So a stream
@@ -137,6 +139,7 @@ class AdmissionControl:
         min_requests: int = 128,
         known_models: Callable[[], Container[str]] | None = None,
         path_model: Callable[[str], PathModel | None] | None = None,
+        route_default: Callable[[str], str | None] | None = None,
     ) -> None:
         self.budget_s = budget_s  # the longest expected wait a request is admitted with (beyond min_requests)
         self.deadline_s = deadline_s  # past this a request would time out: never admitted
@@ -149,6 +152,8 @@ class AdmissionControl:
         # Routes outside `paths` that name their model in the path (the Open Inference Protocol's
         # /v2/models/{name}/infer, app.oip): the model and the route's template, else None (not a model route).
         self.path_model = path_model or (lambda path: None)
+        # The model a route runs when a request names none (its default in AE_DEFAULT_MODELS), else None.
+        self.route_default = route_default or (lambda path: None)
         self.loop_lag_s = 0.0  # how late the event loop runs: the wait of requests not read yet
         self.pressure_until = 0.0  # until when the last refusal puts every request under the budget
         self._lag_timer: asyncio.TimerHandle | None = None
@@ -173,7 +178,7 @@ class AdmissionControl:
         named = None if path in self.paths else self.path_model(path)
         if named is not None:
             return self.key_of(named.model, named.route)
-        return self.key_of(query_model(query), path)
+        return self.key_of(query_model(query) or self.route_default(path), path)
 
     def key_of(self, name: str | None, route: str) -> str:
         """The count of model `name` if the registry knows it, else the one of `route` (its default model, or

@@ -536,3 +536,33 @@ async def test_bookkeeping_stays_bounded_under_a_stream_of_made_up_names() -> No
         assert client.status == 200
 
     assert list(gate.loads) == ["the default model of /v1/denoise"]  # one load per route, not per name
+
+
+async def test_a_request_that_names_no_model_is_counted_against_its_routes_default_model() -> None:
+    """Under a flood of requests without `?model=`, the budget must see the queue of the model they join:
+    counted under the route's own key until the service chose the model, they were never refused (the
+    route's key has requests in flight only briefly and no measured cost)."""
+    app = HeldApp()
+    gate = gate_with(app, route_default=lambda path: "a" if path == "/v1/denoise" else None)
+    measured(gate, "model 'a'", seconds_per_image=2.0)  # one ahead is over the 1 s deadline
+    held = start(gate, Client())
+    await settle()
+    assert gate.loads["model 'a'"].in_flight == 1
+
+    unnamed, named_other = Client(), Client(query="model=b")
+    await gate(unnamed.scope, unnamed.receive, unnamed.send)
+    assert unnamed.status == 503 and "model 'a'" in unnamed.body()["error"]["message"]
+    other = start(gate, named_other)  # another model's queue is not the default's
+    await settle()
+    assert named_other.status is None and gate.loads["model 'b'"].in_flight == 1
+    app.release.set()
+    await asyncio.gather(held, other)
+
+
+def test_every_model_route_has_a_default_model_for_admission() -> None:
+    from app.application import MODEL_ROUTERS, ROUTE_DEFAULT_KEYS
+    from app.settings import DefaultModels
+
+    paths = {getattr(route, "path", "") for router in MODEL_ROUTERS for route in router.routes}
+    assert set(ROUTE_DEFAULT_KEYS) == paths
+    assert set(ROUTE_DEFAULT_KEYS.values()) <= set(DefaultModels().as_dict())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -99,10 +100,17 @@ class DirectRoutes:
         return None
 
 
+@cache
+def _defaults(options: type[BaseModel]) -> BaseModel:
+    """The options of a request without a query string: one instance per type, only ever read
+    (`merge_options` dumps what was set, and nothing is)."""
+    return options()
+
+
 def _query_options(options: type[BaseModel], query_string: bytes) -> BaseModel | None:
     """The query parameters as `options`, or None when FastAPI should read them (see the module docstring)."""
     if not query_string:
-        return options()
+        return _defaults(options)
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     values = dict(pairs)
     if len(values) != len(pairs) or any(value == "" for value in values.values()):

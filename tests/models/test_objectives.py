@@ -14,7 +14,14 @@ from models.architectures import (
     SuperResolutionAEConfig,
 )
 from models.data.corruptions import downscale
-from models.training.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution, random_shift
+from models.training.objectives import (
+    BernoulliElbo,
+    BlindDenoising,
+    LabelledElbo,
+    Reconstruction,
+    SuperResolution,
+    random_shift,
+)
 
 
 def digits() -> torch.Tensor:
@@ -72,6 +79,12 @@ def test_kl_warm_up_ramps_linearly_to_one() -> None:
     objective = BernoulliElbo(kl_warmup_epochs=4)
     assert [objective.kl_weight(e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.25, 0.5, 1.0, 1.0]
     assert BernoulliElbo().kl_weight(0) == 1.0
+
+
+def test_the_labelled_elbo_can_weight_the_kl_as_a_beta_vae() -> None:
+    assert LabelledElbo(kl_beta=1.5).kl_weight(10) == 1.5 and LabelledElbo().kl_weight(0) == 1.0
+    assert LabelledElbo(kl_warmup_epochs=2, kl_beta=2.0).kl_weight(1) == 1.0
+    assert LabelledElbo(kl_beta=1.5).describe()["kl_beta"] == 1.5
 
 
 def test_elbo_loss_with_and_without_warm_up() -> None:

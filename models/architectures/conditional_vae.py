@@ -159,14 +159,21 @@ class ConditionalConvVAE(Architecture, ConditionalVariationalCoder):
         self, inputs: torch.Tensor, targets: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Negative ELBO per example of images carrying their label plane (`with_label_plane`), with its terms."""
+        reconstruction, kl, _ = self.elbo_terms(inputs, targets, generator)
+        return reconstruction + kl, reconstruction, kl
+
+    def elbo_terms(
+        self, inputs: torch.Tensor, targets: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> the ELBO's reconstruction (B,) and KL (B,) terms and the latents drawn from q(z|x, y) (B, D)."""
         images, labels = split_label_plane(inputs)
         targets = images if targets is None else targets
         mean, log_variance = self.encode_given(images, labels)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        logits = self.decode_logits_given(mean + (0.5 * log_variance).exp() * noise, labels)
+        latents = mean + (0.5 * log_variance).exp() * noise
+        logits = self.decode_logits_given(latents, labels)
         reconstruction = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).sum(dim=1)
-        kl = kl_divergence(mean, log_variance)
-        return reconstruction + kl, reconstruction, kl
+        return reconstruction, kl_divergence(mean, log_variance), latents
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images with their label plane -> reconstructions (the posterior mean decoded with the same label)."""

@@ -60,14 +60,20 @@ def lever_recipes(epochs: int) -> dict[str, Recipe]:
     every: dict[str, Any] = {"label_every_layer": True}
     return {
         "baseline": variant({}),
-        "latent-4": variant({"latent_size": 4}),
         "every-layer": variant(every),
-        "every-layer-latent-2": variant({**every, "latent_size": 2}),
         "every-layer-latent-4": variant({**every, "latent_size": 4}),
+        "every-layer-latent-2": variant({**every, "latent_size": 2}),
         "every-layer-latent-16": variant({**every, "latent_size": 16}),
+        "latent-4": variant({"latent_size": 4}),
         "every-layer-kl-warm-up": variant(every, LabelledElbo(kl_warmup_epochs=epochs / 4)),
         "every-layer-beta-1.5": variant(every, LabelledElbo(kl_beta=1.5)),
         "every-layer-wider": variant({**every, "widths": (64, 128), "hidden_size": 512}),
+        "class-mmd-100": variant({}, LabelledElbo(class_mmd_weight=100.0)),
+        "every-layer-class-mmd-100": variant(every, LabelledElbo(class_mmd_weight=100.0)),
+        "every-layer-class-mmd-1000": variant(every, LabelledElbo(class_mmd_weight=1000.0)),
+        "every-layer-latent-4-class-mmd-100": variant(
+            {**every, "latent_size": 4}, LabelledElbo(class_mmd_weight=100.0)
+        ),
     }
 
 

@@ -92,6 +92,23 @@ def score(model: ConditionalConvVAE, classifier: DigitClassifier, test_features:
     }
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The JSON's rows as a markdown table, with the hardest label of each row."""
+    lines = [
+        "| lever | epochs | label accuracy | worst label | Fréchet distance | -ELBO given label (nats) | minutes |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, row in results.items():
+        per_label = row["label_accuracy_per_label"]
+        worst = min(per_label, key=per_label.get)
+        epochs = row.get("epochs", name.rsplit("(", 1)[-1].split()[0])
+        lines.append(
+            f"| {name.split(' (')[0]} | {epochs} | {row['label_accuracy']:.2%} | {worst}: {per_label[worst]:.1%} | "
+            f"{row['frechet_distance']:.1f} | {row['validation_negative_elbo_nats']:.2f} | {row['train_minutes']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def negative_elbo(model: ConditionalConvVAE, held_out: ValidationData) -> float:
     """The card's validation figure: -ELBO given the label, nats, on the first 1,000 held-out digits (seed 0)."""
     figures = check_conditional_vae(model, held_out, torch.device("cpu"))
@@ -105,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="+", metavar="LEVER")
     parser.add_argument("--out", type=Path, default=Path("docs/cvae-levers.json"))
+    parser.add_argument("--table", action="store_true", help="print the JSON's rows as a markdown table and exit")
     arguments = parser.parse_args(argv)
+    if arguments.table:
+        print(markdown_table(json.loads(arguments.out.read_text())), end="")
+        return 0
     torch.set_num_threads(arguments.threads)
     results: dict[str, Any] = json.loads(arguments.out.read_text()) if arguments.out.is_file() else {}
     classifier = load_classifier(Path("checkpoints"), torch.device("cpu"))

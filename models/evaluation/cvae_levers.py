@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     held_out = ValidationData(digits.validation_images, digits.validation_labels, *no_index)
     shipped = load_checkpoint(SHIPPED)
     assert isinstance(shipped.model, ConditionalConvVAE)
-    results[f"shipped mnist-cvae ({shipped.card.training['epochs']} epochs)"] = {
+    shipped_name = (
+        f"shipped mnist-cvae ({shipped.card.training['epochs']} epochs, weights {shipped.card.weights_sha256[:8]})"
+    )
+    results[shipped_name] = {
         **score(shipped.model, classifier, test_features),
         "validation_negative_elbo_nats": negative_elbo(shipped.model, held_out),
         "train_minutes": round(shipped.card.training["duration_s"] / 60, 1),

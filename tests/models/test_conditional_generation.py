@@ -49,7 +49,9 @@ def test_the_label_can_enter_every_decoder_layer() -> None:
     assert isinstance(model.decoder, EveryLayerDecoder)
     assert model.decoder.up.in_channels == 16 + 10 and model.decoder.to_logits.in_channels == 8 + 10
     assert model.config_dict()["label_every_layer"] is True
-    assert "label_every_layer" not in ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=4)).config_dict()
+    first = ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=4))  # the first published layout
+    assert "label_every_layer" not in first.config_dict()
+    assert {"decoder.0.weight", "decoder.2.weight", "decoder.5.weight", "decoder.7.weight"} <= set(first.state_dict())
 
 
 def test_the_task_rows_carry_the_label_as_a_per_item_extra() -> None:

@@ -15,7 +15,13 @@ def image_size_field() -> Any:
 
     It is added to the card only when it differs from 28x28 (see `Architecture.config_dict`).
     """
-    return dataclasses.field(default=MNIST_IMAGE_SIZE, metadata={"omit_when_default": True})
+    return omitted_when_default(MNIST_IMAGE_SIZE)
+
+
+def omitted_when_default(default: Any) -> Any:
+    """A config field added after checkpoints were published: left out of the card while it holds `default`,
+    so the cards (and weights) of those models stay exactly as they were."""
+    return dataclasses.field(default=default, metadata={"omit_when_default": True})
 
 
 def check_image_size(image_size: tuple[int, ...], multiple: int) -> None:

@@ -6,6 +6,9 @@ The prior is N(0, I) whatever the label, so z carries what the label does not: t
 stroke width, size). Encoding a digit with its own label and decoding with another restyles it.
 During training the label travels with its image as a constant extra plane (`with_label_plane`), the way
 the task table carries per-image settings through shared batches.
+With `label_every_layer` the decoder reads the label at each of its four stages (one-hot beside the latent,
+beside the hidden layer, and as constant planes beside the 7x7 and 14x14 feature maps) instead of only at its
+input, so no layer can lose it: docs/cvae-levers.md measures what it does to label accuracy.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.architectures.base import Architecture, check_image_size, image_size_field
+from models.architectures.base import Architecture, check_image_size, image_size_field, omitted_when_default
 from models.architectures.protocols import ConditionalVariationalCoder
 from models.architectures.vae import kl_divergence
 
@@ -41,11 +44,40 @@ class ConditionalConvVAEConfig:
     widths: tuple[int, int] = (32, 64)  # channels after the two stride-2 convolutions (14x14, 7x7)
     hidden_size: int = 256
     image_size: tuple[int, int] = image_size_field()
+    # The label into every decoder stage, not only its input (False: the first published mnist-cvae's decoder).
+    label_every_layer: bool = omitted_when_default(False)
 
     def __post_init__(self) -> None:
         if self.latent_size < 1 or self.classes < 2 or self.hidden_size < 1 or min(self.widths) < 1:
             raise ValueError(f"invalid ConditionalConvVAE config: {self}")
         check_image_size(self.image_size, 4)
+
+
+def label_planes(one_hot: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, K) one-hot labels beside (B, C, H, W) feature maps -> (B, C + K, H, W)."""
+    planes = one_hot.view(*one_hot.shape, 1, 1).expand(-1, -1, *like.shape[2:])
+    return torch.cat([like, planes], dim=1)
+
+
+class EveryLayerDecoder(nn.Module):
+    """The decoder of `ConditionalConvVAE` with the one-hot label beside the input of each of its four layers."""
+
+    def __init__(self, config: ConditionalConvVAEConfig, feature_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        w1, _ = config.widths
+        w2 = feature_shape[0]
+        classes = config.classes
+        self.feature_shape = feature_shape
+        self.dense = nn.Linear(config.latent_size + classes, config.hidden_size)
+        self.to_features = nn.Linear(config.hidden_size + classes, math.prod(feature_shape))
+        self.up = nn.ConvTranspose2d(w2 + classes, w1, 4, stride=2, padding=1)  # (B, w1, 14, 14)
+        self.to_logits = nn.ConvTranspose2d(w1 + classes, config.in_channels, 4, stride=2, padding=1)  # 28x28
+
+    def forward(self, latents: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        hidden = F.relu(self.dense(torch.cat([latents, one_hot], dim=1)))
+        features = F.relu(self.to_features(torch.cat([hidden, one_hot], dim=1))).view(-1, *self.feature_shape)
+        upsampled = F.relu(self.up(label_planes(one_hot, features)))
+        return self.to_logits(label_planes(one_hot, upsampled))  # (B, C, 28, 28) logits
 
 
 class ConditionalConvVAE(Architecture, ConditionalVariationalCoder):
@@ -68,7 +100,11 @@ class ConditionalConvVAE(Architecture, ConditionalVariationalCoder):
         self.encoder_dense = nn.Sequential(nn.Linear(feature_size + config.classes, config.hidden_size), nn.ReLU())
         self.to_mean = nn.Linear(config.hidden_size, config.latent_size)
         self.to_log_variance = nn.Linear(config.hidden_size, config.latent_size)
-        self.decoder = nn.Sequential(
+        self.decoder: nn.Module
+        if config.label_every_layer:
+            self.decoder = EveryLayerDecoder(config, feature_shape)
+            return
+        self.decoder = nn.Sequential(  # the label at its input only; the module names of the published weights
             nn.Linear(config.latent_size + config.classes, config.hidden_size),
             nn.ReLU(inplace=True),
             nn.Linear(config.hidden_size, feature_size),
@@ -99,7 +135,10 @@ class ConditionalConvVAE(Architecture, ConditionalVariationalCoder):
         return self.to_mean(hidden), self.to_log_variance(hidden)
 
     def decode_logits_given(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.cat([latents, self._one_hot(labels, latents)], dim=1))
+        one_hot = self._one_hot(labels, latents)
+        if isinstance(self.decoder, EveryLayerDecoder):
+            return self.decoder(latents, one_hot)
+        return self.decoder(torch.cat([latents, one_hot], dim=1))
 
     def decode_given(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, D) latents and (B,) labels -> (B, C, 28, 28) pixel probabilities (the mean image)."""
@@ -120,14 +159,21 @@ class ConditionalConvVAE(Architecture, ConditionalVariationalCoder):
         self, inputs: torch.Tensor, targets: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Negative ELBO per example of images carrying their label plane (`with_label_plane`), with its terms."""
+        reconstruction, kl, _ = self.elbo_terms(inputs, targets, generator)
+        return reconstruction + kl, reconstruction, kl
+
+    def elbo_terms(
+        self, inputs: torch.Tensor, targets: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> the ELBO's reconstruction (B,) and KL (B,) terms and the latents drawn from q(z|x, y) (B, D)."""
         images, labels = split_label_plane(inputs)
         targets = images if targets is None else targets
         mean, log_variance = self.encode_given(images, labels)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        logits = self.decode_logits_given(mean + (0.5 * log_variance).exp() * noise, labels)
+        latents = mean + (0.5 * log_variance).exp() * noise
+        logits = self.decode_logits_given(latents, labels)
         reconstruction = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).sum(dim=1)
-        kl = kl_divergence(mean, log_variance)
-        return reconstruction + kl, reconstruction, kl
+        return reconstruction, kl_divergence(mean, log_variance), latents
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images with their label plane -> reconstructions (the posterior mean decoded with the same label)."""

@@ -17,6 +17,7 @@ from models.architectures import Architecture, ConditionalConvVAE, ConvAutoencod
 from models.architectures.conditional_vae import split_label_plane, with_label_plane
 from models.data.corruptions import blind_gaussian_noise, downscale, gaussian_noise
 from models.data.natural_images import bicubic_downscale
+from models.training.latent_match import per_label_mmd
 
 
 def draw_seed(generator: torch.Generator) -> int:
@@ -219,6 +220,31 @@ class LabelledElbo(BernoulliElbo):
     loss_name: ClassVar[str] = "negative ELBO in nats per image given its label (KL weighted by the warm-up)"
     reads_labels: ClassVar[bool] = True
     trains: ClassVar[type[ConvVAE] | type[ConditionalConvVAE]] = ConditionalConvVAE  # its loss is BernoulliElbo's
+    # The KL's weight once warmed up: above 1 a beta-VAE, whose latent keeps less of the image and leaves more to
+    # the label (the loss is then no longer the ELBO; the card's validation check still reports the ELBO).
+    kl_beta: float = 1.0
+    # Nats per image for the MMD between each label's latents and N(0, I) (models.training.latent_match), so that
+    # every label's codes fill the prior its samples are drawn from; 0: the plain (beta-)ELBO.
+    class_mmd_weight: float = 0.0
+
+    def kl_weight(self, epochs_done: float) -> float:
+        return self.kl_beta * super().kl_weight(epochs_done)
+
+    def loss(
+        self,
+        model: Architecture,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs_done: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if self.class_mmd_weight == 0.0:
+            return super().loss(model, inputs, targets, epochs_done, generator)
+        if not isinstance(model, ConditionalConvVAE):
+            raise TypeError(f"{self.name} trains a ConditionalConvVAE, got {type(model).__name__}")
+        reconstruction, kl, latents = model.elbo_terms(inputs, targets, generator)
+        mismatch = per_label_mmd(latents, split_label_plane(inputs)[1], generator)
+        return (reconstruction + self.kl_weight(epochs_done) * kl).mean() + self.class_mmd_weight * mismatch
 
     def make_batch(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = split_label_plane(clean)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.architectures import ConditionalConvVAE, ConditionalConvVAEConfig, DigitClassifier, DigitClassifierConfig
-from models.architectures.conditional_vae import split_label_plane, with_label_plane
+from models.architectures.conditional_vae import EveryLayerDecoder, split_label_plane, with_label_plane
 from models.evaluation.mnist.sample_quality import frechet_distance, gaussian_blur
 from models.runtime.tasks import CONDITIONAL_VAE_DECODE, CONDITIONAL_VAE_ENCODE, TASKS
 from models.training.objectives import Classification, LabelledElbo
@@ -32,6 +32,26 @@ def test_the_conditional_vae_decodes_the_label_it_is_given() -> None:
     assert same.shape == (2, 1, 28, 28) and mean.shape == log_variance.shape == (2, 4)
     with pytest.raises(ValueError, match=r"0\.\.9"):
         model.decode_given(latents, torch.tensor([3, 10]))
+
+
+def test_the_label_can_enter_every_decoder_layer() -> None:
+    torch.manual_seed(0)
+    model = ConditionalConvVAE(
+        ConditionalConvVAEConfig(latent_size=4, widths=(8, 16), hidden_size=32, label_every_layer=True)
+    ).eval()
+    latents = torch.zeros(3, 4)
+    with torch.no_grad():
+        decoded = model.decode_given(latents, torch.tensor([3, 3, 8]))
+        restyled = model(with_label_plane(torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])))
+    assert decoded.shape == restyled.shape == (3, 1, 28, 28)
+    assert torch.equal(decoded[0], decoded[1]) and not torch.equal(decoded[0], decoded[2])
+    # every stage widened by the ten label channels; the card names the field only when it is set
+    assert isinstance(model.decoder, EveryLayerDecoder)
+    assert model.decoder.up.in_channels == 16 + 10 and model.decoder.to_logits.in_channels == 8 + 10
+    assert model.config_dict()["label_every_layer"] is True
+    first = ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=4))  # the first published layout
+    assert "label_every_layer" not in first.config_dict()
+    assert {"decoder.0.weight", "decoder.2.weight", "decoder.5.weight", "decoder.7.weight"} <= set(first.state_dict())
 
 
 def test_the_task_rows_carry_the_label_as_a_per_item_extra() -> None:

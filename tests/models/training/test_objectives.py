@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from models.architectures import (
+    ConditionalConvVAE,
+    ConditionalConvVAEConfig,
     ConvAutoencoder,
     ConvAutoencoderConfig,
     ConvVAE,
@@ -13,8 +15,17 @@ from models.architectures import (
     SuperResolutionAE,
     SuperResolutionAEConfig,
 )
+from models.architectures.conditional_vae import with_label_plane
 from models.data.corruptions import downscale
-from models.training.objectives import BernoulliElbo, BlindDenoising, Reconstruction, SuperResolution, random_shift
+from models.training.latent_match import mmd_to_standard_normal, per_label_mmd
+from models.training.objectives import (
+    BernoulliElbo,
+    BlindDenoising,
+    LabelledElbo,
+    Reconstruction,
+    SuperResolution,
+    random_shift,
+)
 
 
 def digits() -> torch.Tensor:
@@ -72,6 +83,29 @@ def test_kl_warm_up_ramps_linearly_to_one() -> None:
     objective = BernoulliElbo(kl_warmup_epochs=4)
     assert [objective.kl_weight(e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.25, 0.5, 1.0, 1.0]
     assert BernoulliElbo().kl_weight(0) == 1.0
+
+
+def test_the_labelled_elbo_can_weight_the_kl_as_a_beta_vae() -> None:
+    assert LabelledElbo(kl_beta=1.5).kl_weight(10) == 1.5 and LabelledElbo().kl_weight(0) == 1.0
+    assert LabelledElbo(kl_warmup_epochs=2, kl_beta=2.0).kl_weight(1) == 1.0
+    assert LabelledElbo(kl_beta=1.5).describe()["kl_beta"] == 1.5
+
+
+def test_the_per_label_mmd_is_small_for_prior_draws_and_large_for_a_gathered_label() -> None:
+    draws = torch.randn(400, 4, generator=generator(1))
+    assert abs(float(mmd_to_standard_normal(draws, generator(2)))) < 0.02
+    labels = torch.arange(400) % 2
+    gathered = torch.where(labels[:, None] == 0, draws, 0.3 * draws + 2.0)  # label 1 in a corner
+    near, far = (float(per_label_mmd(codes, labels, generator(2))) for codes in (draws, gathered))
+    assert far > 10 * abs(near)
+    model = ConditionalConvVAE(ConditionalConvVAEConfig(latent_size=3, widths=(2, 2), hidden_size=8))
+    labelled = with_label_plane(digits(), torch.arange(len(digits())) % 3)
+    inputs, targets = LabelledElbo().make_batch(labelled, generator())
+    plain = LabelledElbo().loss(model, inputs, targets, 1.0, generator(5))
+    matched = LabelledElbo(class_mmd_weight=100.0).loss(model, inputs, targets, 1.0, generator(5))
+    assert torch.isfinite(matched) and not torch.allclose(matched, plain)
+    matched.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_elbo_loss_with_and_without_warm_up() -> None:

@@ -1,7 +1,7 @@
 """The background training of the photo models: one process that takes them in turns, a chunk each.
 
     nice -n 19 python -m models.training.rotation --data-dir ../shared/datasets --chunk-minutes 20 \\
-        [--until 17:05] [--threads 1] [--device cpu|cuda] photo-denoise-gray photo-denoise-color
+        [--until 17:05] [--threads 1] [--device cpu|cuda] photo-denoise-gray photo-denoise-color photo-sr-x2
 
 Each chunk resumes one model from `<state-dir>/<name>/` (or from its served checkpoint) and trains it for
 `--chunk-minutes` of training time, logging validation points, without touching the served checkpoint
@@ -23,7 +23,11 @@ from pathlib import Path
 
 import torch
 
+from models.training.photo import super_resolution
 from models.training.photo.denoise import PHOTO_DENOISE_RECIPES, STOP, install_stop_handlers, run
+from models.training.photo.super_resolution import PHOTO_SR_RECIPES
+
+ROTATING = sorted([*PHOTO_DENOISE_RECIPES, *PHOTO_SR_RECIPES])
 
 
 def seconds_until(until: str) -> float:
@@ -40,9 +44,40 @@ def request_stop() -> None:
     STOP.requested = True
 
 
+def train_chunk(name: str, arguments: argparse.Namespace, command: str) -> None:
+    """One chunk of one model, resumed from its state and saved again; the served checkpoint untouched."""
+    if name in PHOTO_SR_RECIPES:
+        super_resolution.run(
+            PHOTO_SR_RECIPES[name],
+            arguments.data_dir,
+            arguments.out,
+            arguments.chunk_minutes,
+            None,
+            arguments.threads,
+            command,
+            state_root=arguments.state_dir,
+            device=arguments.device,
+            publish="never",
+        )
+        return
+    run(
+        PHOTO_DENOISE_RECIPES[name],
+        arguments.data_dir,
+        arguments.out,
+        arguments.chunk_minutes,
+        None,
+        arguments.precision,
+        arguments.threads,
+        command,
+        state_root=arguments.state_dir,
+        device=arguments.device,
+        publish="never",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.training.rotation", description=__doc__.split("\n")[0])
-    parser.add_argument("recipes", nargs="+", choices=sorted(PHOTO_DENOISE_RECIPES))
+    parser.add_argument("recipes", nargs="+", choices=ROTATING)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
     parser.add_argument("--state-dir", type=Path, default=Path("training-state"))
@@ -68,19 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = shlex.join(
                 ["python", "-m", "models.training.rotation", *(sys.argv[1:] if argv is None else argv)]
             )
-            run(
-                PHOTO_DENOISE_RECIPES[name],
-                arguments.data_dir,
-                arguments.out,
-                arguments.chunk_minutes,
-                None,
-                arguments.precision,
-                arguments.threads,
-                command,
-                state_root=arguments.state_dir,
-                device=arguments.device,
-                publish="never",
-            )
+            train_chunk(name, arguments, command)
         rounds += 1
         if arguments.rounds is not None and rounds >= arguments.rounds:
             break

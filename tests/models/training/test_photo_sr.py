@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 from models.architectures import ResidualSR, ResidualSRConfig, build_model
 from models.checkpoint import load_checkpoint, read_card
 from models.train import main as train_main
+from models.training import rotation
 from models.training.photo import super_resolution as photo_sr
 
 
@@ -72,6 +74,26 @@ def test_training_resumes_logs_validation_and_publishes(sr_data: Path, tmp_path:
     run = json.loads((tmp_path / "state" / recipe.name / "run.json").read_text())
     assert run["step"] == 5 and run["patch_passes"] == 10 and len(run["validation"]) == 3
     assert read_card(tmp_path / recipe.name).weights_sha256 == card.weights_sha256  # never: not published
+
+
+def test_the_rotation_takes_a_super_resolution_model_in_turn(
+    sr_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rotation, "PHOTO_SR_RECIPES", {"photo-sr-x2": tiny(2)})
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = rotation.main(
+            [
+                *("--data-dir", str(sr_data), "--out", str(tmp_path), "--state-dir", str(tmp_path / "s")),
+                *("--chunk-minutes", "0.002", "--rounds", "2", "photo-sr-x2"),
+            ]
+        )
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert code == 0 and not (tmp_path / "photo-sr-x2").exists()  # trained, never published
+    run = json.loads((tmp_path / "s" / "photo-sr-x2" / "run.json").read_text())
+    assert run["step"] >= 2 and len(run["validation"]) == 3  # the first point, then one at the end of each chunk
 
 
 def test_command_line(sr_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     )
     batch_max_queue_images: int = Field(default=2048, ge=1)
     batch_timeout_s: float = Field(default=30.0, gt=0)
+    batch_inline_max_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="a lone request on an idle model thread, expected within this, runs on the event loop; 0: never",
+    )
     # Admission (app.http.admission): a request is admitted when its expected wait (the model's measured cost per
     # image times the images ahead of it, plus the event loop's lag) is within the queue budget.
     queue_budget_ms: float = Field(

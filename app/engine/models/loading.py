@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 
 from app.engine.scheduling.batch_items import BatchInput, Items, queued
-from app.engine.scheduling.batching import Batcher, BatchFunction, BatchingConfig, BatchObserver, BatchOutput
+from app.engine.scheduling.batching import (
+    Batcher,
+    BatchFunction,
+    BatchingConfig,
+    BatchObserver,
+    BatchOutput,
+    ThreadPasses,
+)
 from app.errors import ModelFailed, ModelOutOfMemory, TaskNotSupported
 from app.settings import Settings
 from models.checkpoint import ModelCard, load_checkpoint
@@ -66,6 +73,7 @@ def batching_config(settings: Settings) -> BatchingConfig:
         adaptive_delay=settings.batch_adaptive_delay,
         max_queue_images=settings.batch_max_queue_images,
         timeout_s=settings.batch_timeout_s,
+        inline_max_ms=settings.batch_inline_max_ms,
     )
 
 
@@ -94,6 +102,7 @@ class LoadedModel:
     device: torch.device
     executor: concurrent.futures.ThreadPoolExecutor
     batchers: dict[str, Batcher] = field(default_factory=dict)  # by task name
+    passes: ThreadPasses = field(default_factory=ThreadPasses)  # on the executor, shared by the batchers
 
     @property
     def model(self) -> torch.nn.Module:
@@ -137,6 +146,7 @@ def batcher_of(
             batching,
             executor=loaded.executor,
             observer=observer,
+            passes=loaded.passes,
         )
         loaded.batchers[task.name] = batcher
     return batcher

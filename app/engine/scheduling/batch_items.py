@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, ServiceError
 
 Shape = tuple[object, ...]  # of one item (and of its extras): only items of one shape share a forward pass
 
@@ -29,6 +29,7 @@ class Items:
 
 
 BatchInput = torch.Tensor | Items
+BatchOutput = torch.Tensor | tuple[torch.Tensor, ...]  # what a pass gives back: first dim = items
 
 
 def queued(inputs: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> BatchInput:
@@ -61,3 +62,36 @@ def join(parts: list[BatchInput]) -> BatchInput:
         return parts[0] if len(parts) == 1 else torch.cat([part for part in parts if isinstance(part, torch.Tensor)])
     extras = {name: torch.cat([each.extras[name] for each in items]) for name in items[0].extras}
     return Items(torch.cat([each.inputs for each in items]), extras)
+
+
+def first_dim(output: BatchOutput) -> int:
+    return output[0].shape[0] if isinstance(output, tuple) else output.shape[0]
+
+
+def slice_output(output: BatchOutput, start: int, stop: int) -> BatchOutput:
+    if isinstance(output, tuple):
+        return tuple(tensor[start:stop] for tensor in output)
+    return output[start:stop]
+
+
+def concatenate_outputs(pieces: list[BatchOutput]) -> BatchOutput:
+    """The outputs of one request's passes (a large request may be split over several) as one."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if isinstance(pieces[0], tuple):
+        tuples = [piece for piece in pieces if isinstance(piece, tuple)]
+        return tuple(torch.cat(parts) for parts in zip(*tuples, strict=True))
+    return torch.cat([piece for piece in pieces if isinstance(piece, torch.Tensor)])
+
+
+class BatchOutputError(ServiceError):
+    """The batch function returned something that cannot be split back into per-image outputs."""
+
+
+def check_outputs(outputs: object, batch_size: int) -> None:
+    tensors = outputs if isinstance(outputs, tuple) else (outputs,)
+    if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in tensors):
+        raise BatchOutputError(f"batch function returned {type(outputs).__name__}, expected tensor(s)")
+    sizes = [t.shape[0] for t in tensors]
+    if any(size != batch_size for size in sizes):
+        raise BatchOutputError(f"batch function returned first dims {sizes} for a batch of {batch_size}")

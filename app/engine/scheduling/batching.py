@@ -3,8 +3,9 @@
 A model runs a batch of 64 images several times faster than 64 passes of one image, so each model
 gets a `Batcher`. Callers `await batcher.submit(images)`; one worker task per batcher gathers queued
 images of the same shape until it has `max_batch_size` of them or the oldest has waited
-`max_delay_ms`, runs the (synchronous) batch function once in an executor thread, and hands every
-caller back exactly its own slice of the outputs. Items may carry named per-item extras beside their
+`max_delay_ms`, runs the (synchronous) batch function once in an executor thread (a lone small request
+on an idle thread: on the event loop itself, see `inline_max_ms`), and hands every caller back exactly its
+own slice of the outputs. Items may carry named per-item extras beside their
 tensor (`Items`: each image's noise level, say): they are sliced and joined with the items, and the
 batch function gets them the same way.
 
@@ -25,13 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
-
-from app.engine.scheduling.batch_items import BatchInput, Shape, inputs_of, join, part_of, shape_of
-from app.errors import InvalidRequest, NotReady, Overloaded, PayloadTooLarge, RequestTimeout, ServiceError
-
-BatchOutput = torch.Tensor | tuple[torch.Tensor, ...]
-
+from app.engine.scheduling.batch_items import (
+    BatchInput,
+    BatchOutput,
+    Shape,
+    check_outputs,
+    concatenate_outputs,
+    first_dim,
+    inputs_of,
+    join,
+    part_of,
+    shape_of,
+    slice_output,
+)
+from app.errors import InvalidRequest, NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 
 BatchFunction = Callable[[Any], BatchOutput]
 # A synchronous function run in a worker thread: a batch as submitted (B, ...) tensor, or Items of B
@@ -50,6 +58,9 @@ class BatchingConfig:
     # A lone client then never pays the delay, while concurrent callers, whose requests queue up
     # during each pass anyway, are still gathered into full batches.
     adaptive_delay: bool = False
+    # A lone request on an idle model thread, expected to take at most this long, runs on the event loop:
+    # for a small input the hand-off to the thread and back is a good part of its wait. 0: never.
+    inline_max_ms: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -60,6 +71,16 @@ class BatchingConfig:
             raise ValueError(f"max_queue_images must be at least 1, got {self.max_queue_images}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        if self.inline_max_ms < 0:
+            raise ValueError(f"inline_max_ms must not be negative, got {self.inline_max_ms}")
+
+
+@dataclass(eq=False)
+class ThreadPasses:
+    """Passes handed to one model thread and not back yet. The batchers of a model's tasks share its thread
+    and this count (touched only on the event loop), so any of them can tell that the thread is idle."""
+
+    in_flight: int = 0
 
 
 class BatchObserver(Protocol):
@@ -73,10 +94,6 @@ class BatchObserver(Protocol):
 
     def observe_queue_depth(self, model: str, images: int) -> None:
         """Whenever the number of images waiting changes."""
-
-
-class BatchOutputError(ServiceError):
-    """The batch function returned something that cannot be split back into per-image outputs."""
 
 
 @dataclass(eq=False)  # identity equality: requests are removed from queues by identity
@@ -105,9 +122,9 @@ class _Request:
     def deliver(self, piece: BatchOutput) -> None:
         """Add the outputs of one pass; once all images are back, resolve the caller's future."""
         self.pieces.append(piece)
-        self.delivered += _first_dim(piece)
+        self.delivered += first_dim(piece)
         if self.delivered == self.size and not self.future.done():
-            self.future.set_result(_concatenate(self.pieces))
+            self.future.set_result(concatenate_outputs(self.pieces))
 
 
 @dataclass
@@ -133,6 +150,7 @@ class Batcher:
         config: BatchingConfig | None = None,
         executor: concurrent.futures.Executor | None = None,
         observer: BatchObserver | None = None,
+        passes: ThreadPasses | None = None,
     ) -> None:
         self.name = name
         self.config = config or BatchingConfig()
@@ -141,9 +159,11 @@ class Batcher:
         # One thread per model by default: passes of one model never fight each other for cores.
         self._owns_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"batcher-{name}")
+        self._passes = passes or ThreadPasses()  # shared with the other batchers of a shared executor
         self._queues: dict[Shape, _ShapeQueue] = {}  # insertion order = order of first arrival
         self._queued_images = 0
         self._seconds_per_image = 0.0  # moving average of model time, for Retry-After
+        self._seconds_per_value = 0.0  # the same per input value, for the inline decision (any image size)
         self._previous_pass_callers = 0  # requests in the last forward pass (for adaptive_delay)
         self._closed = False
         self._accepting = True  # False once finish() began: queued work runs, new work is refused
@@ -328,11 +348,10 @@ class Batcher:
     async def _execute(self, parts: list[_Part]) -> None:
         self._previous_pass_callers = len(parts)
         inputs = join([part_of(part.request.images, part.start, part.stop) for part in parts])  # B items
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
-            _check_outputs(outputs, inputs_of(inputs).shape[0])
+            outputs = self._fn(inputs) if self._runs_inline(parts, inputs) else await self._on_thread(inputs)
+            check_outputs(outputs, inputs_of(inputs).shape[0])
         except Exception as exc:
             for part in parts:
                 part.request.fail(exc)
@@ -341,38 +360,27 @@ class Batcher:
         seconds = time.perf_counter() - started
         batch_size = inputs_of(inputs).shape[0]
         self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * seconds / batch_size
+        self._seconds_per_value = 0.8 * self._seconds_per_value + 0.2 * seconds / inputs_of(inputs).numel()
         if self._observer is not None:
             self._observer.observe_batch(self.name, batch_size, seconds)
         offset = 0
         for part in parts:
             count = part.stop - part.start
-            part.request.deliver(_slice(outputs, offset, offset + count))
+            part.request.deliver(slice_output(outputs, offset, offset + count))
             offset += count
 
+    def _runs_inline(self, parts: list[_Part], inputs: BatchInput) -> bool:
+        """A lone request, nothing else queued, the model thread idle, and a pass expected (from the measured
+        cost per input value) within inline_max_ms: the event loop runs it, sparing two thread switches.
+        Never the first pass of a batcher (no cost measured yet), so a large input never blocks the loop."""
+        if self.config.inline_max_ms <= 0 or len(parts) > 1 or self._queues or self._passes.in_flight:
+            return False
+        expected_s = self._seconds_per_value * inputs_of(inputs).numel()
+        return 0.0 < expected_s <= self.config.inline_max_ms / 1000
 
-def _first_dim(output: BatchOutput) -> int:
-    return output[0].shape[0] if isinstance(output, tuple) else output.shape[0]
-
-
-def _slice(output: BatchOutput, start: int, stop: int) -> BatchOutput:
-    if isinstance(output, tuple):
-        return tuple(tensor[start:stop] for tensor in output)
-    return output[start:stop]
-
-
-def _concatenate(pieces: list[BatchOutput]) -> BatchOutput:
-    if len(pieces) == 1:
-        return pieces[0]
-    if isinstance(pieces[0], tuple):
-        tuples = [piece for piece in pieces if isinstance(piece, tuple)]
-        return tuple(torch.cat(parts) for parts in zip(*tuples, strict=True))
-    return torch.cat([piece for piece in pieces if isinstance(piece, torch.Tensor)])
-
-
-def _check_outputs(outputs: object, batch_size: int) -> None:
-    tensors = outputs if isinstance(outputs, tuple) else (outputs,)
-    if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in tensors):
-        raise BatchOutputError(f"batch function returned {type(outputs).__name__}, expected tensor(s)")
-    sizes = [t.shape[0] for t in tensors]
-    if any(size != batch_size for size in sizes):
-        raise BatchOutputError(f"batch function returned first dims {sizes} for a batch of {batch_size}")
+    async def _on_thread(self, inputs: BatchInput) -> BatchOutput:
+        self._passes.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._fn, inputs)
+        finally:
+            self._passes.in_flight -= 1

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from app.engine.scheduling.batching import Batcher, BatchingConfig, BatchOutputError
+from app.engine.scheduling.batch_items import BatchOutputError
+from app.engine.scheduling.batching import Batcher, BatchingConfig
 from app.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 
 LONG_DELAY_MS = 60_000.0  # "wait for a full batch": long enough that only a full batch can start a pass

@@ -253,6 +253,7 @@ def run(
         state.paused_s += took - counted
         session["steps"] += 1
         session["seconds"] += counted
+        state.threads = threads
         if time.perf_counter() - last_point > 30 or not budget_left():
             last_point = time.perf_counter()
             state.curve.append([state.patch_passes, curve_total / curve_count])
@@ -286,7 +287,8 @@ def run(
             training = fresh_training_record(recipe, state, command, len(train_images), len(held_out))
         scores = {f"sigma_{int(s)}": held_out_psnr(model, held_out, s) for s in VALIDATION_SIGMAS}
         companion = next(name for name in PHOTO_DENOISE_RECIPES if name != recipe.name)  # the other colour mode
-        return finish_card(recipe, model, training, state, scores, precision, device, threads, companion)
+        trained_with = state.threads or threads  # a publish-only invocation (--steps 0) trained nothing itself
+        return finish_card(recipe, model, training, state, scores, precision, device, trained_with, companion)
 
     card = publish_checkpoint(model, state, directory, validation_set, publish, stream, make_card)
     if card is not None:

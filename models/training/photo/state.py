@@ -46,6 +46,7 @@ class RunState:
     curve: list[list[float]] = field(default_factory=list)  # [cumulative patch passes, mean training loss]
     validation: list[dict[str, Any]] = field(default_factory=list)  # see `validation_point`
     paused_s: float = 0.0  # wall time not counted as training (SIGSTOP pauses, validation)
+    threads: int = 0  # torch threads of the latest invocation that trained a step (0: none recorded)
 
     @property
     def patch_passes(self) -> int:

@@ -159,7 +159,7 @@ def run(
         optimiser.step()
         update_average(average, model, recipe.average_decay)
         counted = min(time.perf_counter() - began, MAX_STEP_S)
-        state.step, session_steps = state.step + 1, session_steps + 1
+        state.step, session_steps, state.threads = state.step + 1, session_steps + 1, threads
         state.seconds, session_seconds = state.seconds + counted, session_seconds + counted
         if state.step % 50 == 0:
             state.curve.append([state.patch_passes, float(loss.detach())])
@@ -206,7 +206,7 @@ def run(
             "validation_curve": state.validation,
             "device": device,
             "torch_version": torch.__version__,
-            "torch_threads": threads,
+            "torch_threads": state.threads or threads,  # of the training, not of a publish-only invocation
             "cpu": cpu_description(),
             "duration_s": round(state.origin_seconds + state.seconds, 1),
             "minutes": round(state.minutes, 1),

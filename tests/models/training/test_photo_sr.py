@@ -74,6 +74,9 @@ def test_training_resumes_logs_validation_and_publishes(sr_data: Path, tmp_path:
     run = json.loads((tmp_path / "state" / recipe.name / "run.json").read_text())
     assert run["step"] == 5 and run["patch_passes"] == 10 and len(run["validation"]) == 3
     assert read_card(tmp_path / recipe.name).weights_sha256 == card.weights_sha256  # never: not published
+    common["threads"] = 2  # publish only: the card states the threads the weights were trained with
+    card = photo_sr.run(recipe, sr_data, tmp_path, None, 0, **common, publish="always")  # type: ignore[arg-type]
+    assert card is not None and card.training["torch_threads"] == 1
 
 
 def test_the_rotation_takes_a_super_resolution_model_in_turn(

@@ -72,6 +72,11 @@ def test_without_state_it_continues_the_served_weights(photo_data: Path, served:
     assert {k: run["validation"][0][k] for k in expected} == expected
     assert [point["patch_passes"] for point in run["validation"]] == [8, 8 + 12]
 
+    # a publish-only invocation with other threads states the threads the weights were trained with
+    others = {**SMALL, "threads": 2}
+    card = ffdnet_training.run(recipe, photo_data, out, None, 0, **others, state_root=tmp_path / "s", publish="always")
+    assert card is not None and card.training["torch_threads"] == 1
+
 
 def test_continued_rate_warms_up_then_stays() -> None:
     recipe = small_recipe("photo-denoise-gray")

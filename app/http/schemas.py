@@ -272,7 +272,8 @@ class ModelInfo(BaseModel):
     execution: dict[str, Any] | None = Field(
         None,
         description="once loaded, its execution plan: precision, memory_format, batch_norm_folded, compiled, "
-        "threads, the reasons of each choice, the measured candidates and prepare_seconds",
+        "threads, the reasons of each choice, the measured candidates, prepare_seconds, and the precision of a "
+        "lone small input (small_input_precision, for inputs of at most small_input_values values; null: the same)",
     )
     description: str
     sha256: str | None = Field(

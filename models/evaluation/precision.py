@@ -50,10 +50,9 @@ from models.runtime.execution import (
     TOLERANCES,
     ExecutionPlan,
     PlannedModel,
-    apply_memory_format,
-    fold_batch_norm,
     guard_verdict,
 )
+from models.runtime.graph_transforms import apply_memory_format, fold_batch_norm
 from models.runtime.machine import Precision, native_precisions
 
 

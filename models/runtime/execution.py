@@ -25,7 +25,6 @@ every architecture's planned output with the eager float32 one.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -37,13 +36,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from models.runtime.graph_transforms import MemoryFormat, apply_memory_format, compile_blocks, fold_batch_norm
 from models.runtime.machine import Precision, describe_hardware, native_precisions
 
 logger = logging.getLogger("models.execution")
 
 PrecisionSetting = Literal["auto", "float32", "bfloat16", "float16"]
 CompileSetting = Literal["auto", "on", "off"]
-MemoryFormat = Literal["channels_last", "contiguous"]
 REDUCED_PRECISIONS: tuple[Precision, ...] = ("bfloat16", "float16")
 TORCH_DTYPES: dict[Precision, torch.dtype] = {
     "float32": torch.float32,
@@ -73,48 +72,6 @@ PROBE_REPEATS = 5
 
 class ExecutionError(ValueError):
     """A setting this machine cannot honour; the message names the setting."""
-
-
-# -- BatchNorm folding -----------------------------------------------------------------------------
-
-
-def fold_batch_norm(model: nn.Module) -> int:
-    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in an nn.Sequential into that
-    convolution (its weights and bias absorb the norm's fixed affine map); the norm becomes Identity.
-    In place; -> how many were folded.
-
-    y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta = conv'(x) with
-    W' = W * s, b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps) per output channel.
-    """
-    folded = 0
-    for module in list(model.modules()):
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module.named_children())
-        for (_, conv), (norm_name, norm) in itertools.pairwise(children):
-            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
-                continue
-            if norm.running_mean is None or norm.running_var is None or norm.training:
-                continue  # batch statistics, not a fixed map: nothing to fold
-            with torch.no_grad():
-                scale = torch.rsqrt(norm.running_var.double() + norm.eps)
-                if norm.weight is not None:
-                    scale = scale * norm.weight.double()
-                bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-                shift = norm.bias.double() if norm.bias is not None else torch.zeros_like(scale)
-                new_bias = (bias - norm.running_mean.double()) * scale + shift
-                conv.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
-                if conv.bias is None:
-                    conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
-                else:
-                    conv.bias.copy_(new_bias.to(conv.bias.dtype))
-            setattr(module, norm_name, nn.Identity())
-            folded += 1
-    return folded
-
-
-def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
 
 # -- the quality guard's verdict -----------------------------------------------------------------
@@ -174,6 +131,16 @@ class ExecutionPlan:
     reasons: list[str] = field(default_factory=list)  # why each choice was made, for the log and /v1/models
     measured_images_per_s: dict[str, float] = field(default_factory=dict)  # probe results per candidate
     prepare_seconds: float = 0.0  # probing, compiling and warming up
+    # Inputs of at most `small_input_values` values (one item of the probe's size: a lone request) run in
+    # this precision instead, where it measured faster: a reduced precision pays for itself on full batches
+    # but its conversions can cost more than they save on one small image.
+    small_input_precision: Precision | None = None
+    small_input_values: int = 0
+
+    def precision_for(self, inputs: torch.Tensor) -> Precision:
+        if self.small_input_precision is not None and inputs.numel() <= self.small_input_values:
+            return self.small_input_precision
+        return self.precision
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -186,11 +153,15 @@ class ExecutionPlan:
             "reasons": self.reasons,
             "measured_images_per_s": self.measured_images_per_s,
             "prepare_seconds": round(self.prepare_seconds, 3),
+            "small_input_precision": self.small_input_precision,
+            "small_input_values": self.small_input_values,
         }
 
     def summary(self) -> str:
         """One line for the start-up log."""
         parts = [self.precision, self.memory_format.replace("_", "-")]
+        if self.small_input_precision is not None:
+            parts[0] += f" ({self.small_input_precision} up to {self.small_input_values} values)"
         parts.append(f"{self.batch_norm_folded} batch norms folded" if self.batch_norm_folded else "no batch norm")
         parts.append("compiled" if self.compiled else "eager")
         parts.append(f"{self.threads} threads, prepared in {self.prepare_seconds:.2f} s")
@@ -216,7 +187,7 @@ class PlannedModel:
         prepared = inputs.to(self.device, torch.float32)
         if self.plan.memory_format == "channels_last" and prepared.dim() == 4:
             prepared = prepared.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), precision_context(self.device, self.plan.precision):
+        with torch.inference_mode(), precision_context(self.device, self.plan.precision_for(prepared)):
             outputs = function(prepared)
         return _to_float32(outputs)
 
@@ -237,27 +208,6 @@ def _to_float32(outputs: Any) -> Any:
     if isinstance(outputs, torch.Tensor):
         return outputs.float().contiguous()
     return outputs
-
-
-def apply_memory_format(model: nn.Module, memory_format: MemoryFormat) -> nn.Module:
-    # Module.to takes memory_format (it converts 4-D parameters); torch's type stubs do not list it.
-    if memory_format == "channels_last":
-        return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-
-
-def compile_blocks(model: nn.Module, dynamic: bool | None = None, backend: str = "inductor") -> int:
-    """torch.compile each top-level block of the model (its direct children with parameters), in place.
-
-    The task methods (denoise, embed, tiled inference ...) are Python around these blocks; compiling the
-    blocks keeps that Python as it is and lets inductor fuse what runs inside them. -> blocks compiled.
-    """
-    compiled = 0
-    for child in model.children():
-        if any(True for _ in child.parameters()):
-            child.compile(dynamic=dynamic, backend=backend)
-            compiled += 1
-    return compiled
 
 
 def plan_execution(
@@ -326,6 +276,11 @@ def plan_execution(
     apply_memory_format(model, chosen_format)
 
     compiled = compile == "on" or (compile == "auto" and device.type == "cuda")
+    small_input = None
+    if probe is not None and not compiled:  # a compiled graph would recompile for the other precision
+        small_input = _small_input_precision(model, device, candidates, chosen_format, chosen_precision, probe)
+        if small_input is not None:
+            reasons.append(small_input[1])
     if compiled:
         blocks = compile_blocks(model)
         reasons.append(f"compiled {blocks} blocks with torch.compile (AE_COMPILE={compile})")
@@ -341,6 +296,8 @@ def plan_execution(
         threads=threads or torch.get_num_threads(),
         reasons=reasons,
         measured_images_per_s=measured,
+        small_input_precision=small_input[0] if small_input else None,
+        small_input_values=probe.inputs[:1].numel() if small_input and probe is not None else 0,
     )
     planned = PlannedModel(model, plan)
     for warm in warm_up:
@@ -369,6 +326,35 @@ def _fastest(
     if rates[best] < rates[reference] * SPEEDUP_MARGIN:
         best = reference
     return best[0], best[1], {f"{precision} {fmt}": round(rate, 1) for (fmt, precision), rate in rates.items()}
+
+
+def _small_input_precision(
+    model: nn.Module,
+    device: torch.device,
+    precisions: Sequence[Precision],
+    memory_format: MemoryFormat,
+    chosen: Precision,
+    probe: Probe,
+) -> tuple[Precision, str] | None:
+    """Time one item of the probe under every precision in the chosen memory format; -> the precision for
+    such small inputs and why, when it beats the chosen one by SPEEDUP_MARGIN (else None)."""
+    one = Probe(probe.call, probe.inputs[:1])
+    if probe.inputs.shape[0] < 2 or len(precisions) < 2:
+        return None
+    rates = {
+        precision: _images_per_second(
+            PlannedModel(
+                model, ExecutionPlan(str(device), precision, memory_format, 0, False, torch.get_num_threads())
+            ),
+            one,
+        )
+        for precision in precisions
+    }
+    best = max(rates, key=lambda precision: rates[precision])
+    if best == chosen or rates[best] < rates[chosen] * SPEEDUP_MARGIN:
+        return None
+    measured = ", ".join(f"{precision} {rate:.0f}/s" for precision, rate in rates.items())
+    return best, f"one item ({one.inputs.numel()} values or fewer) in {best}: measured faster ({measured})"
 
 
 def _images_per_second(planned: PlannedModel, probe: Probe) -> float:

@@ -44,17 +44,16 @@ from models.architectures import (
     SuperResolutionAEConfig,
 )
 from models.checkpoint import load_checkpoint
+from models.runtime import execution
 from models.runtime.execution import (
     ExecutionError,
     ExecutionPlan,
     PlannedModel,
     Probe,
-    apply_memory_format,
-    compile_blocks,
-    fold_batch_norm,
     guard_verdict,
     plan_execution,
 )
+from models.runtime.graph_transforms import apply_memory_format, compile_blocks, fold_batch_norm
 from models.runtime.machine import available_cpus, native_precisions
 
 FLOAT32_TOLERANCE = 1e-5
@@ -349,3 +348,41 @@ def test_available_cpus_follows_the_affinity_and_the_cgroup_quota(tmp_path: Path
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert available_cpus(affinity=lambda: set(range(8)), cgroup_root=tmp_path) == 3
+
+
+def fake_rates(single: dict[str, float], batch: dict[str, float]) -> Callable[[PlannedModel, Probe], float]:
+    """Probe timings chosen by the test: images per second by precision, for one item or a batch."""
+
+    def rate(planned: PlannedModel, probe: Probe) -> float:
+        return (single if probe.inputs.shape[0] == 1 else batch)[planned.plan.precision]
+
+    return rate
+
+
+def test_a_lone_small_input_runs_in_the_precision_that_measured_faster_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rates = fake_rates(single={"float32": 1200.0, "bfloat16": 1000.0}, batch={"float32": 1000.0, "bfloat16": 3000.0})
+    monkeypatch.setattr(execution, "_images_per_second", rates)
+    model = tiny_denoiser()
+    eager = copy.deepcopy(model)
+    planned = plan_execution(model, device=torch.device("cpu"), serving=GUARD_OK, probe=probe(), flags=WITH_BF16)
+    plan = planned.plan
+    assert plan.precision == "bfloat16" and plan.small_input_precision == "float32"
+    assert plan.small_input_values == 28 * 28 and "one item (784 values or fewer) in float32" in plan.reasons[-2]
+    assert plan.precision_for(_images(1, 1, 28, 28)) == "float32"
+    assert plan.precision_for(_images(2, 1, 28, 28)) == "bfloat16"
+    assert plan.describe()["small_input_precision"] == "float32" and "float32 up to 784 values" in plan.summary()
+    one = _images(1, 1, 28, 28)
+    with torch.no_grad():  # the lone image really runs in float32: the eager float32 answer to rounding
+        assert torch.allclose(planned.run(lambda x: planned.model.denoise(x), one), eager.denoise(one), atol=1e-5)
+
+
+def test_no_small_input_precision_within_the_margin_or_with_one_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    close = fake_rates(single={"float32": 1030.0, "bfloat16": 1000.0}, batch={"float32": 1000.0, "bfloat16": 3000.0})
+    monkeypatch.setattr(execution, "_images_per_second", close)
+    cpu = torch.device("cpu")
+    within = plan_execution(tiny_denoiser(), device=cpu, serving=GUARD_OK, probe=probe(), flags=WITH_BF16).plan
+    assert within.precision == "bfloat16" and within.small_input_precision is None
+    only_float32 = plan_execution(tiny_denoiser(), device=cpu, serving=GUARD_OK, probe=probe(), flags=NO_BF16).plan
+    assert only_float32.small_input_precision is None and only_float32.small_input_values == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from models.architectures import FFDNetConfig
+from models.training import rotation
 from models.training.photo import denoise as ffdnet_training
 
 
@@ -47,3 +49,13 @@ def small_recipe(name: str) -> ffdnet_training.PhotoDenoiseRecipe:
     recipe = ffdnet_training.PHOTO_DENOISE_RECIPES[name]
     config = FFDNetConfig(channels=recipe.config.channels, depth=3, width=8)
     return ffdnet_training.PhotoDenoiseRecipe(**{**recipe.__dict__, "config": config, "patch": 16, "batch_size": 4})
+
+
+def run_rotation(arguments: list[str]) -> int:
+    """`python -m models.training.rotation ARGUMENTS` in-process; the stop handlers it installs are undone."""
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return rotation.main(arguments)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from photo_fixtures import run_rotation
 from PIL import Image
 
 from models.architectures import ResidualSR, ResidualSRConfig, build_model
@@ -83,17 +83,12 @@ def test_the_rotation_takes_a_super_resolution_model_in_turn(
     sr_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rotation, "PHOTO_SR_RECIPES", {"photo-sr-x2": tiny(2)})
-    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        code = rotation.main(
-            [
-                *("--data-dir", str(sr_data), "--out", str(tmp_path), "--state-dir", str(tmp_path / "s")),
-                *("--chunk-minutes", "0.002", "--rounds", "2", "photo-sr-x2"),
-            ]
-        )
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    code = run_rotation(
+        [
+            *("--data-dir", str(sr_data), "--out", str(tmp_path), "--state-dir", str(tmp_path / "s")),
+            *("--chunk-minutes", "0.002", "--rounds", "2", "photo-sr-x2"),
+        ]
+    )
     assert code == 0 and not (tmp_path / "photo-sr-x2").exists()  # trained, never published
     run = json.loads((tmp_path / "s" / "photo-sr-x2" / "run.json").read_text())
     assert run["step"] >= 2 and len(run["validation"]) == 3  # the first point, then one at the end of each chunk

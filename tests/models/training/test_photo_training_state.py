@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from photo_fixtures import small_recipe, write_photo_data
+from photo_fixtures import run_rotation, small_recipe, write_photo_data
 
 from models.architectures import FFDNet, FFDNetConfig
 from models.checkpoint import ModelCard, load_checkpoint, read_card
@@ -187,18 +187,13 @@ def test_the_rotation_trains_each_model_in_turn_without_publishing(
         ffdnet_training.run(recipe, photo_data, out, None, 1, **SMALL, state_root=tmp_path / "first", publish="always")
     served = {name: (out / name / "model.safetensors").read_bytes() for name in small}
     monkeypatch.setattr(rotation, "PHOTO_DENOISE_RECIPES", small)
-    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        code = rotation.main(
-            [
-                *("--data-dir", str(photo_data), "--out", str(out), "--state-dir", str(tmp_path / "s")),
-                *("--chunk-minutes", "0.002", "--rounds", "2", "--precision", "float32"),
-                *small,
-            ]
-        )
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    code = run_rotation(
+        [
+            *("--data-dir", str(photo_data), "--out", str(out), "--state-dir", str(tmp_path / "s")),
+            *("--chunk-minutes", "0.002", "--rounds", "2", "--precision", "float32"),
+            *small,
+        ]
+    )
     assert code == 0
     for name in small:
         assert (out / name / "model.safetensors").read_bytes() == served[name]  # never published

@@ -13,7 +13,8 @@ Bounded by design: a full queue refuses new requests at once (`Overloaded`, 503 
 request that waits past `timeout_s` gets `RequestTimeout` (504), and a caller that goes away
 (task cancelled) has its images that have not started yet removed from the queue.
 
-All queue state is touched only on the event loop; only the batch function runs in the executor.
+All queue state is touched only on the event loop; the batch function runs in the executor (or, inline, on the
+loop itself, between two awaits: never beside another pass of the same model).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from models.architectures import (
     ConditionalConvVAE,
@@ -17,6 +18,8 @@ from models.architectures import (
 )
 from models.architectures.conditional_vae import with_label_plane
 from models.data.corruptions import downscale
+from models.evaluation.mnist.vae import importance_sampled_bounds
+from models.training.importance_weighted import ImportanceWeightedElbo, importance_weighted_bound, log_normal
 from models.training.latent_match import mmd_to_standard_normal, per_label_mmd
 from models.training.objectives import (
     BernoulliElbo,
@@ -160,3 +163,46 @@ def test_reconstruction_with_shifts_keeps_centred_targets() -> None:
     clean = digits()
     inputs, targets = Reconstruction(input_shift_pixels=1).make_batch(clean, generator(4))
     assert torch.equal(targets, clean) and not torch.equal(inputs, clean)
+
+
+def test_the_importance_weighted_bound_with_one_sample_is_the_elbo() -> None:
+    torch.manual_seed(0)
+    model = ConvVAE(ConvVAEConfig(latent_size=3, widths=(2, 2), hidden_size=8)).eval()
+    binary, _ = BernoulliElbo().make_batch(digits(), generator())
+    with torch.no_grad():
+        one = importance_weighted_bound(model, binary, binary, 1, generator(5))
+        # The same draw by hand: reconstruction + log q(z|x) - log p(z) (the ELBO with a sampled KL).
+        mean, log_variance = model.encode(binary)
+        latents = mean + (0.5 * log_variance).exp() * torch.randn((1, *mean.shape), generator=generator(5))[0]
+        reconstruction = F.binary_cross_entropy_with_logits(model.decode_logits(latents), binary, reduction="none")
+        sampled_kl = log_normal(latents, mean, log_variance) - log_normal(latents, 0 * mean, 0 * mean)
+        assert torch.allclose(one, reconstruction.flatten(1).sum(dim=1) + sampled_kl, atol=1e-4)
+        # On average over draws it is the analytic ELBO.
+        many = torch.stack([importance_weighted_bound(model, binary, binary, 1, generator(s)) for s in range(400)])
+        elbo = torch.stack([model.loss(binary, generator=generator(s))[0] for s in range(400)])
+        assert torch.allclose(many.mean(dim=0), elbo.mean(dim=0), rtol=2e-3)
+
+
+def test_more_importance_samples_give_a_tighter_bound_equal_to_the_evaluated_nll() -> None:
+    torch.manual_seed(0)
+    model = ConvVAE(ConvVAEConfig(latent_size=3, widths=(2, 2), hidden_size=8)).eval()
+    binary, _ = BernoulliElbo().make_batch(digits(), generator())
+    with torch.no_grad():
+        model.to_log_variance.bias.fill_(2.0)  # a posterior too broad: the weights vary, and k matters
+        expected = {
+            k: torch.stack(
+                [importance_weighted_bound(model, binary, binary, k, generator(s)) for s in range(20)]
+            ).mean()
+            for k in (1, 5, 50)
+        }
+        assert expected[50] + 1 < expected[5] < expected[1] - 1  # nats per image
+        bounds = {k: importance_weighted_bound(model, binary, binary, k, generator(1)).mean() for k in (5, 50)}
+        _, nll, _ = importance_sampled_bounds(model, binary, 50, generator(1))  # the same draw as the evaluation's
+        assert torch.allclose(bounds[50], nll.mean(), atol=1e-4)
+    objective = ImportanceWeightedElbo(kl_warmup_epochs=2, samples=5)
+    loss = objective.loss(model.train(), binary, binary, 2.0, generator(1))
+    assert torch.allclose(loss, bounds[5], atol=1e-4)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(TypeError, match="ConvVAE"):
+        objective.loss(ConvAutoencoder(ConvAutoencoderConfig()), binary, binary, 0.0, generator())

@@ -45,6 +45,9 @@ class TrainOptions:
     # (e.g. a sigma-15 denoiser from the sigma-25 one), and the peak learning rate (None: the recipe's).
     init_from: Path | None = None
     learning_rate: float | None = None
+    # The class to build instead of the registry's `recipe.architecture`: a lever that is measured but never served
+    # (the VampPrior of models.evaluation.vae_levers) stays out of the registry, which lists what the service loads.
+    architecture_class: type[Architecture] | None = None
 
 
 @dataclass
@@ -115,7 +118,10 @@ def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None)
     seed = options.seed if options.seed is not None else recipe.seed
     device = torch.device(options.device)
     torch.manual_seed(seed)  # initial weights
-    model = build_model(recipe.architecture, recipe.architecture_config)
+    if options.architecture_class is not None:
+        model = options.architecture_class.from_kwargs(recipe.architecture_config)
+    else:
+        model = build_model(recipe.architecture, recipe.architecture_config)
     initialised_from = initial_weights(model, recipe, options.init_from) if options.init_from else None
     model = model.to(device)
     learning_rate = options.learning_rate if options.learning_rate is not None else recipe.learning_rate

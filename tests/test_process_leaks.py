@@ -10,12 +10,22 @@ import uuid
 
 from process_leaks import SESSION_VARIABLE, alive, marked_processes, own_helpers, still_alive_after, stop
 
+# The sleeper says it runs before it is looked for: while a child is still between fork and exec, the
+# kernel may show an empty /proc/PID/environ, which is not what these tests are about.
+SLEEPER = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
+
+
+def start_sleeper(env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    process = subprocess.Popen(SLEEPER, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    with process.stdout:  # one line is all it says
+        assert process.stdout.readline().strip() == "ready"
+    return process
+
 
 def test_a_process_started_with_the_token_is_found_until_it_is_stopped() -> None:
     token = uuid.uuid4().hex
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, SESSION_VARIABLE: token}
-    )
+    process = start_sleeper(env={**os.environ, SESSION_VARIABLE: token})
     try:
         assert [leaked.pid for leaked in marked_processes(token)] == [process.pid]
         assert marked_processes(uuid.uuid4().hex) == []  # another session's token: not ours
@@ -46,7 +56,7 @@ def test_an_orphan_whose_parent_exited_is_still_found() -> None:
 
 def test_this_session_has_a_token_that_its_children_inherit() -> None:
     token = os.environ[SESSION_VARIABLE]
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    process = start_sleeper()
     try:
         assert process.pid in {leaked.pid for leaked in marked_processes(token)}
     finally:

@@ -49,6 +49,9 @@ class TrainOptions:
     # weights start the run (instead of `init_from`'s), with `first_stage_run` its training facts for the card.
     first_stage: TrainResult | None = None
     first_stage_run: dict[str, Any] | None = None
+    # The class to build instead of the registry's `recipe.architecture`: a lever that is measured but never served
+    # (the VampPrior of models.evaluation.vae_levers) stays out of the registry, which lists what the service loads.
+    architecture_class: type[Architecture] | None = None
 
 
 @dataclass
@@ -124,7 +127,10 @@ def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None)
     seed = options.seed if options.seed is not None else recipe.seed
     device = torch.device(options.device)
     torch.manual_seed(seed)  # initial weights
-    model = build_model(recipe.architecture, recipe.architecture_config)
+    if options.architecture_class is not None:
+        model = options.architecture_class.from_kwargs(recipe.architecture_config)
+    else:
+        model = build_model(recipe.architecture, recipe.architecture_config)
     initialised_from = initial_weights(model, recipe, options.init_from) if options.init_from else None
     if options.first_stage is not None:
         model.load_state_dict(options.first_stage.model.state_dict())

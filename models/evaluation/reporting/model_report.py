@@ -78,6 +78,15 @@ def render_natural_super_resolve(metrics: dict[str, Any]) -> Lines:
         rows.append([folder, "model", f"{result['scores']['model']:.2f}"])
         rows += [[folder, f"{name} (published)", f"{value:.2f}"] for name, value in result["published"].items()]
     lines += _table(["set", "method", f"PSNR on Y, x{metrics['scale']} (dB)"], rows)
+    if "colour_photographs" in metrics:  # evaluations before it was measured lack it
+        colour = metrics["colour_photographs"]
+        scores, target = colour["scores"], colour["target"]
+        lines += [
+            f"Colour photographs outside the training data ({colour['set']}, {colour['images']} images; "
+            f"{colour['protocol']}): model {scores['model']:.2f} dB, bicubic {scores['bicubic']:.2f} dB, "
+            f"{colour['gain_db']:+.2f} dB. Target {target['description']}: {_met(target)}.",
+            "",
+        ]
     lines += [_speed_line(metrics["speed"]), ""]
     if "target" in metrics:
         lines += [_margin_line(metrics["target"]), ""]

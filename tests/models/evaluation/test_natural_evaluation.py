@@ -12,9 +12,19 @@ from PIL import Image
 
 from models.architectures import FSRCNN, DnCNN, DnCNNConfig, FSRCNNConfig
 from models.checkpoint import InputSpec, ModelCard, read_card, save_checkpoint
-from models.data.natural_images import bicubic_downscale, bicubic_upscale, load_images, luminance, modcrop, psnr_y
+from models.data.natural_images import (
+    bicubic_downscale,
+    bicubic_upscale,
+    load_images,
+    luminance,
+    modcrop,
+    psnr_255,
+    psnr_y,
+    quantise,
+    to_tensor,
+)
 from models.evaluation import EvaluationContext, EvaluationSettings, evaluate_checkpoints
-from models.evaluation.photo.natural import closing_the_gap, megapixels_per_second, training_budget
+from models.evaluation.photo.natural import closing_the_gap, megapixels_per_second, sr_target, training_budget
 
 
 def smooth_picture(generator: np.random.Generator, shape: tuple[int, ...]) -> Image.Image:
@@ -31,11 +41,12 @@ def natural_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "Set12": [(32, 32), (24, 24)],
         "Set5": [(31, 29, 3), (25, 27, 3)],
         "Set14": [(28, 26), (27, 31, 3)],
+        "Kodak24": [(30, 27, 3), (24, 33, 3)],
     }
     for folder, shapes in layout.items():
         (root / folder).mkdir()
         for index, shape in enumerate(shapes):
-            suffix = "png" if folder in ("BSD68", "Set12") else "bmp"
+            suffix = "png" if folder in ("BSD68", "Set12", "Kodak24") else "bmp"
             smooth_picture(generator, shape).save(root / folder / f"{index}.{suffix}")
     return root
 
@@ -87,9 +98,29 @@ def test_natural_models_are_measured_with_the_literature_protocols(natural_dir: 
         expected_bicubic.append(psnr_y(bicubic_upscale(bicubic_downscale(high, 3), 3), high, 3))
     assert sr["sets"]["Set5"]["scores"]["bicubic"] == pytest.approx(np.mean(expected_bicubic), abs=1e-3)
     assert sr["sets"]["Set5"]["published"]["SRCNN"] == 32.75
+    assert sr["target"]["best_baseline"] == "SRCNN's published 32.75 dB"
+    # Colour photographs as users send them: RGB downscaled, saved as 8 bits, upscaled in colour.
+    colour = sr["colour_photographs"]
+    expected_bicubic = []
+    for image in load_images(natural_dir / "Kodak24"):
+        high = to_tensor(modcrop(image.pixels, 3))
+        low = quantise(bicubic_downscale(high, 3))
+        expected_bicubic.append(psnr_255(quantise(bicubic_upscale(low, 3)), high, border=3))
+    assert colour["set"] == "Kodak24" and colour["images"] == 2
+    assert colour["scores"]["bicubic"] == pytest.approx(np.mean(expected_bicubic), abs=1e-3)
+    assert colour["gain_db"] == pytest.approx(colour["scores"]["model"] - colour["scores"]["bicubic"], abs=2e-3)
+    assert colour["target"]["met"] == (colour["gain_db"] >= 2.0)
 
     text = report.read_text()
     assert "BSD68, sigma 25" in text and "SRCNN (published)" in text and "megapixels of input per second" in text
+    assert "Colour photographs outside the training data (Kodak24, 2 images" in text
+
+
+def test_each_super_resolution_architecture_is_held_to_what_it_sets_out_to_beat() -> None:
+    assert sr_target("fsrcnn", 2) == ("SRCNN", 36.66)
+    assert sr_target("residual-sr", 2) == ("FSRCNN", 37.00)
+    assert sr_target("residual-sr", 4) == ("FSRCNN", 30.71)
+    assert sr_target("residual-sr", 3) == ("SRCNN", 32.75)  # FSRCNN's x3 is not in the data sets' README
 
 
 def test_speed_is_megapixels_of_input_per_second() -> None:

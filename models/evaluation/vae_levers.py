@@ -118,8 +118,9 @@ def nll_on_comparison_digits(model: ConvVAE, data_dir: Path) -> dict[str, float]
 
 def shipped_label(training: dict[str, Any]) -> str:
     """The shipped model's row, named by how it was trained: a model shipped later gets a row of its own."""
-    first = (training.get("initialised_from") or {}).get("first_stage")
-    stages = f"{first['epochs']} epochs {first['objective']}, then " if first else ""
+    start = training.get("initialised_from") or {}
+    first = start.get("first_stage") or start.get("training")  # the same run, or a checkpoint's (--init-from)
+    stages = " ".join(f"{first['epochs']} epochs {first.get('objective', '')}".split()) + ", then " if first else ""
     return f"shipped mnist-vae ({stages}{training['epochs']} epochs {training['objective']})"
 
 

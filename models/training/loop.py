@@ -69,7 +69,7 @@ class TrainResult:
     initialised_from: dict[str, Any] | None = None  # {"checkpoint", "sha256", "training"} when fine-tuned
 
 
-HISTORY_KEYS = ("command", "epochs", "learning_rate", "device", "cpu", "duration_s", "initialised_from")
+HISTORY_KEYS = ("command", "objective", "epochs", "learning_rate", "device", "cpu", "duration_s", "initialised_from")
 # What a card keeps of a first stage run in the same command: its objective, schedule and time.
 STAGE_KEYS = (
     *("objective", "loss", "kl_warmup_epochs", "samples", "epochs", "selected_epoch", "learning_rate"),

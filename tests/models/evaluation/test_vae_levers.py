@@ -25,3 +25,5 @@ def test_the_shipped_row_is_named_by_how_the_model_was_trained() -> None:
     assert shipped_label(one_stage) == "shipped mnist-vae (50 epochs bernoulli-elbo)"
     two_stages = {"epochs": 5, "objective": "bernoulli-iwae", "initialised_from": {"first_stage": one_stage}}
     assert shipped_label(two_stages) == "shipped mnist-vae (50 epochs bernoulli-elbo, then 5 epochs bernoulli-iwae)"
+    from_a_checkpoint = {**two_stages, "initialised_from": {"checkpoint": "mnist-vae", "training": {"epochs": 50}}}
+    assert shipped_label(from_a_checkpoint) == "shipped mnist-vae (50 epochs, then 5 epochs bernoulli-iwae)"

@@ -45,6 +45,10 @@ class TrainOptions:
     # (e.g. a sigma-15 denoiser from the sigma-25 one), and the peak learning rate (None: the recipe's).
     init_from: Path | None = None
     learning_rate: float | None = None
+    # The second stage of a two-stage recipe (Recipe.fine_tune): the first stage's result, whose selected
+    # weights start the run (instead of `init_from`'s), with `first_stage_run` its training facts for the card.
+    first_stage: TrainResult | None = None
+    first_stage_run: dict[str, Any] | None = None
     # The class to build instead of the registry's `recipe.architecture`: a lever that is measured but never served
     # (the VampPrior of models.evaluation.vae_levers) stays out of the registry, which lists what the service loads.
     architecture_class: type[Architecture] | None = None
@@ -65,7 +69,12 @@ class TrainResult:
     initialised_from: dict[str, Any] | None = None  # {"checkpoint", "sha256", "training"} when fine-tuned
 
 
-HISTORY_KEYS = ("command", "epochs", "learning_rate", "device", "cpu", "duration_s", "initialised_from")
+HISTORY_KEYS = ("command", "objective", "epochs", "learning_rate", "device", "cpu", "duration_s", "initialised_from")
+# What a card keeps of a first stage run in the same command: its objective, schedule and time.
+STAGE_KEYS = (
+    *("objective", "loss", "kl_warmup_epochs", "samples", "epochs", "selected_epoch", "learning_rate"),
+    *("duration_s", "images_per_second", "final_train_loss", "validation_losses", "initialised_from"),
+)
 
 
 def initial_weights(model: Architecture, recipe: Recipe, directory: Path) -> dict[str, Any]:
@@ -123,6 +132,10 @@ def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None)
     else:
         model = build_model(recipe.architecture, recipe.architecture_config)
     initialised_from = initial_weights(model, recipe, options.init_from) if options.init_from else None
+    if options.first_stage is not None:
+        model.load_state_dict(options.first_stage.model.state_dict())
+        history = {key: value for key, value in (options.first_stage_run or {}).items() if key in STAGE_KEYS}
+        initialised_from = {"first_stage": history}
     model = model.to(device)
     learning_rate = options.learning_rate if options.learning_rate is not None else recipe.learning_rate
     data_generator = make_generator(seed)  # data order and corruptions (on the CPU: same on any device)

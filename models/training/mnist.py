@@ -7,6 +7,8 @@ here. The folder gets `model.safetensors`, `config.json` (the model card), `samp
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,15 +55,51 @@ class TrainingData(ImageSplit):
         )
 
 
+def train_stages(recipe: Recipe, split: ImageSplit, options: TrainOptions) -> tuple[Recipe, TrainResult, int]:
+    """Train `recipe`; -> (the recipe of the stage that made the weights, its result, the epochs asked of the
+    first stage that ran). A two-stage recipe (`Recipe.fine_tune`) trains its second stage from the first's
+    selected weights; `--init-from` gives it the first stage's weights instead, so only the second runs. The
+    options' epochs and learning rate are those of the first stage that runs."""
+    if recipe.fine_tune is None:
+        result = train(recipe, split, options)
+        return recipe, result, result.epochs
+    second = recipe.fine_tune_stage()
+    if options.init_from is not None:
+        result = train(second, split, options)
+        return second, result, result.epochs
+    first = train(recipe, split, options)
+    follow = dataclasses.replace(
+        options,
+        epochs=None,
+        learning_rate=None,
+        first_stage=first,
+        first_stage_run=training_run(recipe, first, options.device),
+    )
+    return second, train(second, split, follow), first.epochs
+
+
+def command(recipe: Recipe, options: TrainOptions, seed: int, epochs: int) -> str:
+    """The `python -m models.train` line that makes these weights again (MNIST_DIR: your copy of the files)."""
+    words = ["python", "-m", "models.train", recipe.name, "--data-dir", "MNIST_DIR", "--seed", str(seed)]
+    words += ["--epochs", str(epochs)]
+    if options.init_from is not None:
+        words += ["--init-from", str(options.init_from)]
+    if options.learning_rate is not None:
+        words += ["--learning-rate", f"{options.learning_rate:g}"]
+    return shlex.join([*words, "--threads", str(torch.get_num_threads())])
+
+
 def model_card(
-    recipe: Recipe, result: TrainResult, data: TrainingData, device: str, validation: dict[str, float]
+    recipe: Recipe,
+    result: TrainResult,
+    data: TrainingData,
+    device: str,
+    validation: dict[str, float],
+    command_line: str,
 ) -> ModelCard:
     training: dict[str, Any] = {
         "recipe": recipe.name,
-        "command": (
-            f"python -m models.train {recipe.name} --data-dir MNIST_DIR --seed {result.seed} --epochs {result.epochs} "
-            f"--threads {torch.get_num_threads()}"
-        ),
+        "command": command_line,
         "dataset": "MNIST",
         "licence": MNIST_LICENCE,
         "train_images": len(data.train_images),
@@ -77,7 +115,7 @@ def run(recipe: Recipe, data: TrainingData, out: Path, options: TrainOptions | N
     """Train, check on the hold-out, and write the checkpoint folder `out/<recipe name>`."""
     options = options or TrainOptions()
     split = data.with_label_planes() if recipe.objective.reads_labels else data
-    result = train(recipe, split, options)
+    stage, result, epochs_asked = train_stages(recipe, split, options)
     index_size = min(KNN_INDEX_SIZE, len(data.train_images))
     validation_data = ValidationData(
         images=data.validation_images,
@@ -87,5 +125,7 @@ def run(recipe: Recipe, data: TrainingData, out: Path, options: TrainOptions | N
         seed=result.seed,
     )
     validation = run_checks(recipe.tasks, result.model, validation_data, torch.device("cpu"))
-    card = model_card(recipe, result, data, options.device, validation)
-    return finish(recipe, result, split, card, out)
+    card = model_card(
+        stage, result, data, options.device, validation, command(recipe, options, result.seed, epochs_asked)
+    )
+    return finish(stage, result, split, card, out)

@@ -55,7 +55,8 @@ def test_every_recipe_trains_one_step_and_writes_a_checkpoint(name: str, data: T
     assert card.scale == recipe.scale and card.latent_size == recipe.latent_size
     training = card.training
     assert training["recipe"] == name and training["dataset"] == "MNIST" and training["licence"] == MNIST_LICENCE
-    assert training["epochs"] == 1 and training["seed"] == recipe.seed and training["device"] == "cpu"
+    last_stage_epochs = recipe.fine_tune.epochs if recipe.fine_tune else 1  # --epochs is the first stage's
+    assert training["epochs"] == last_stage_epochs and training["seed"] == recipe.seed and training["device"] == "cpu"
     assert training["torch_version"] == torch.__version__
     for key in ("batch_size", "optimiser", "learning_rate", "duration_s", "final_train_loss", "cpu", "validation"):
         assert key in training, key
@@ -103,6 +104,39 @@ def test_vae_training_is_reproducible(data: TrainingData) -> None:
     assert first.validation_losses == again.validation_losses
     for key, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, again.model.state_dict()[key]), key
+
+
+def test_a_two_stage_recipe_fine_tunes_its_first_stage_and_the_card_tells_both(
+    data: TrainingData, tmp_path: Path
+) -> None:
+    shipped = RECIPES["mnist-vae"]  # the ELBO, then the importance-weighted bound; narrower here, for speed
+    recipe = small(dataclasses.replace(shipped, architecture_config={"latent_size": 4, "widths": (4, 8)}))
+    assert recipe.fine_tune is not None
+    both = run(recipe, data, tmp_path / "both", quiet(epochs=2, max_steps_per_epoch=2)).training
+    assert both["objective"] == recipe.fine_tune.objective.name != recipe.objective.name
+    assert both["epochs"] == recipe.fine_tune.epochs and both["learning_rate"] == recipe.fine_tune.learning_rate
+    first = both["initialised_from"]["first_stage"]
+    assert first["objective"] == recipe.objective.name and first["epochs"] == 2
+    assert first["learning_rate"] == recipe.learning_rate and first["duration_s"] > 0
+    assert "--epochs 2" in both["command"] and "--init-from" not in both["command"]
+
+    # The first stage's weights given, only the second stage runs, from them: the same weights as the one
+    # command made, and a card that names what it started from.
+    first_only = dataclasses.replace(recipe, fine_tune=None)
+    first_card = run(first_only, data, tmp_path / "first", quiet(epochs=2, max_steps_per_epoch=2))
+    start = tmp_path / "first" / "mnist-vae"
+    second = run(recipe, data, tmp_path / "second", quiet(init_from=start, max_steps_per_epoch=2))
+    assert second.training["initialised_from"]["sha256"] == first_card.weights_sha256
+    assert f"--init-from {start}" in second.training["command"]
+    assert second.training["objective"] == both["objective"] and second.training["epochs"] == both["epochs"]
+    one_command = load_checkpoint(tmp_path / "both" / "mnist-vae").model.state_dict()
+    for key, tensor in load_checkpoint(tmp_path / "second" / "mnist-vae").model.state_dict().items():
+        assert torch.equal(tensor, one_command[key]), key
+
+
+def test_a_recipe_without_a_second_stage_has_none_to_give() -> None:
+    with pytest.raises(ValueError, match="no fine-tune stage"):
+        RECIPES["mnist-ae"].fine_tune_stage()
 
 
 def test_loss_goes_down_and_the_best_epoch_is_kept(data: TrainingData) -> None:

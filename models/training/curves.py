@@ -17,26 +17,33 @@ from typing import Any
 
 from models.training.plots import loss_curve
 
-SIGMA_KEYS = ("sigma_15", "sigma_25", "sigma_50")
+SIGMA_KEYS = ("sigma_15", "sigma_25", "sigma_50")  # a denoiser's points; "mean" beside them
+SR_KEYS = ("model", "bicubic")  # a super-resolver's points: Set5 PSNR on Y of the weights and of bicubic
+
+
+def series_keys(points: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The figures a run's validation points hold: the denoisers' noise levels or the super-resolvers' two."""
+    return SIGMA_KEYS if points and "sigma_15" in points[0] else SR_KEYS
 
 
 def draw_learning_curve(name: str, points: Sequence[dict[str, Any]], path: Path) -> None:
-    """One line per noise level: PSNR (dB) against thousands of cumulative patch passes."""
+    """One line per noise level (or model and bicubic): PSNR (dB) against thousands of cumulative patch passes."""
     series = [
         (key.replace("_", " "), [(point["patch_passes"] / 1000, float(point[key])) for point in points])
-        for key in SIGMA_KEYS
+        for key in series_keys(points)
     ]
     loss_curve(series, path, title=f"{name}: validation PSNR (dB) vs thousands of patch passes, cumulative")
 
 
 def curve_table(points: Sequence[dict[str, Any]]) -> list[str]:
     """A Markdown table of the validation points, first to last."""
+    keys = (*SIGMA_KEYS, "mean") if series_keys(points) == SIGMA_KEYS else SR_KEYS
     lines = [
-        "| patch passes | minutes | sigma 15 | sigma 25 | sigma 50 | mean |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| patch passes | minutes | " + " | ".join(key.replace("_", " ") for key in keys) + " |",
+        "|---:|---:|" + "---:|" * len(keys),
     ]
     for point in points:
-        figures = " | ".join(f"{float(point[key]):.2f}" for key in (*SIGMA_KEYS, "mean"))
+        figures = " | ".join(f"{float(point[key]):.2f}" for key in keys)
         lines.append(f"| {point['patch_passes']:,} | {point['minutes']:.1f} | {figures} |")
     return [*lines, ""]
 

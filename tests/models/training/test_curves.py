@@ -1,0 +1,37 @@
+"""The learning-curve command draws every state folder's run: denoisers (three noise levels) and super-resolvers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from models.training.curves import curve_table, main
+
+DENOISER_POINTS = [
+    {"patch_passes": 0, "minutes": 0.0, "sigma_15": 29.0, "sigma_25": 27.0, "sigma_50": 24.0, "mean": 26.67},
+    {"patch_passes": 1000, "minutes": 5.0, "sigma_15": 29.5, "sigma_25": 27.5, "sigma_50": 24.5, "mean": 27.17},
+]
+SR_POINTS = [
+    {"patch_passes": 0, "minutes": 0.0, "model": 33.9, "bicubic": 33.66},
+    {"patch_passes": 2500, "minutes": 5.0, "model": 35.1, "bicubic": 33.66},
+]
+
+
+def test_every_run_gets_its_figure_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, points in (("photo-denoise-gray", DENOISER_POINTS), ("photo-sr-x2", SR_POINTS)):
+        (tmp_path / "state" / name).mkdir(parents=True)
+        (tmp_path / "state" / name / "run.json").write_text(json.dumps({"validation": points}))
+    assert main(["--state-dir", str(tmp_path / "state"), "--out", str(tmp_path)]) == 0
+    for name in ("photo-denoise-gray", "photo-sr-x2"):
+        with Image.open(tmp_path / f"{name}-learning-curve.png") as figure:
+            assert figure.format == "PNG" and figure.width > 100
+    printed = capsys.readouterr().out
+    assert "| patch passes | minutes | sigma 15 | sigma 25 | sigma 50 | mean |" in printed
+    assert "| patch passes | minutes | model | bicubic |" in printed and "| 2,500 | 5.0 | 35.10 | 33.66 |" in printed
+
+
+def test_a_denoiser_table_has_the_mean_beside_the_noise_levels() -> None:
+    assert curve_table(DENOISER_POINTS)[-2] == "| 1,000 | 5.0 | 29.50 | 27.50 | 24.50 | 27.17 |"

@@ -10,6 +10,7 @@ The pipelines (`models.training.mnist`, `.natural`, `.own_images`) build on this
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -206,6 +207,30 @@ def train(recipe: Recipe, data: ImageSplit, options: TrainOptions | None = None)
         learning_rate=learning_rate,
         initialised_from=initialised_from,
     )
+
+
+def train_stages(recipe: Recipe, split: ImageSplit, options: TrainOptions) -> tuple[Recipe, TrainResult, int]:
+    """Train `recipe`; -> (the recipe of the stage that made the weights, its result, the epochs asked of the
+    first stage that ran). A two-stage recipe (`Recipe.fine_tune`) trains its second stage from the first's
+    selected weights; `init_from` gives it the first stage's weights instead, so only the second runs. The
+    options' epochs and learning rate are those of the first stage that runs. Every pipeline that honours
+    `Recipe.fine_tune` trains through here (models.training.mnist does)."""
+    if recipe.fine_tune is None:
+        result = train(recipe, split, options)
+        return recipe, result, result.epochs
+    second = recipe.fine_tune_stage()
+    if options.init_from is not None:
+        result = train(second, split, options)
+        return second, result, result.epochs
+    first = train(recipe, split, options)
+    follow = dataclasses.replace(
+        options,
+        epochs=None,
+        learning_rate=None,
+        first_stage=first,
+        first_stage_run=training_run(recipe, first, options.device),
+    )
+    return second, train(second, split, follow), first.epochs
 
 
 def training_run(recipe: Recipe, result: TrainResult, device: str, loss_digits: int = 6) -> dict[str, Any]:

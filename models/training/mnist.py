@@ -7,7 +7,6 @@ here. The folder gets `model.safetensors`, `config.json` (the model card), `samp
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from models.architectures.conditional_vae import with_label_plane
 from models.checkpoint import InputSpec, ModelCard
 from models.data.mnist import MNIST_LICENCE, MnistSplit
 from models.training.finish import finish, recipe_card
-from models.training.loop import ImageSplit, TrainOptions, TrainResult, train, training_run
+from models.training.loop import ImageSplit, TrainOptions, TrainResult, train_stages, training_run
 from models.training.recipes import Recipe
 from models.training.validation import ValidationData, run_checks
 
@@ -53,29 +52,6 @@ class TrainingData(ImageSplit):
             train_images=with_label_plane(self.train_images, self.train_labels),
             validation_images=with_label_plane(self.validation_images, self.validation_labels),
         )
-
-
-def train_stages(recipe: Recipe, split: ImageSplit, options: TrainOptions) -> tuple[Recipe, TrainResult, int]:
-    """Train `recipe`; -> (the recipe of the stage that made the weights, its result, the epochs asked of the
-    first stage that ran). A two-stage recipe (`Recipe.fine_tune`) trains its second stage from the first's
-    selected weights; `--init-from` gives it the first stage's weights instead, so only the second runs. The
-    options' epochs and learning rate are those of the first stage that runs."""
-    if recipe.fine_tune is None:
-        result = train(recipe, split, options)
-        return recipe, result, result.epochs
-    second = recipe.fine_tune_stage()
-    if options.init_from is not None:
-        result = train(second, split, options)
-        return second, result, result.epochs
-    first = train(recipe, split, options)
-    follow = dataclasses.replace(
-        options,
-        epochs=None,
-        learning_rate=None,
-        first_stage=first,
-        first_stage_run=training_run(recipe, first, options.device),
-    )
-    return second, train(second, split, follow), first.epochs
 
 
 def command(recipe: Recipe, options: TrainOptions, seed: int, epochs: int) -> str:

@@ -54,7 +54,7 @@ class Recipe:
     # Where the training images come from: "mnist" (the IDX files) or a natural-image set of
     # models.training.photo.natural.NATURAL_DATASETS ("train400", "t91"), cut into patches.
     dataset: str = "mnist"
-    fine_tune: FineTune | None = None  # a second stage after `epochs` of `objective` (models.training.mnist)
+    fine_tune: FineTune | None = None  # a second stage after `epochs` of `objective` (loop.train_stages)
 
     def fine_tune_stage(self) -> Recipe:
         """The second stage as a recipe of its own (same name, data and architecture); only when it has one."""

@@ -30,6 +30,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from models.training.own_images import FolderRun, default_epochs, train_folder
 from models.training.photo.denoise import PHOTO_DENOISE_RECIPES, PUBLISH_POLICIES, install_stop_handlers
 from models.training.photo.denoise import run as run_photo_denoise
 from models.training.photo.natural import run_natural
+from models.training.photo.recipes import PATCH_LOSSES, PhotoDenoiseRecipe
 from models.training.photo.super_resolution import PHOTO_SR_RECIPES
 from models.training.photo.super_resolution import run as run_photo_sr
 from models.training.recipes import IMAGE_FOLDER_TASKS, RECIPES, image_folder_recipe
@@ -118,12 +120,21 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="CHECKPOINT_DIR",
         help="fine-tune: start from this checkpoint's weights (same architecture and config as the recipe)",
     )
-    parser.add_argument("--learning-rate", type=float, help="override the recipe's peak learning rate")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help="override the recipe's peak learning rate (photo denoisers: also the constant rate of continued training)",
+    )
     photo = parser.add_argument_group("the photo denoisers (photo-denoise-*): a time or step budget, resumable")
     budget = photo.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training time; the learning-rate schedule ends with it")
     budget.add_argument("--steps", type=int, help="optimiser steps (a reproducible budget)")
     photo.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16", help="autocast")
+    photo.add_argument(
+        "--loss",
+        choices=list(PATCH_LOSSES),
+        help="override the recipe's objective: mse (per pixel) or psnr (each patch's dB counted alike)",
+    )
     photo.add_argument("--limit-images", type=int, help="train on the first N images only (smoke tests)")
     photo.add_argument(
         "--state-dir",
@@ -227,13 +238,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def photo_denoise_recipe(arguments: argparse.Namespace) -> PhotoDenoiseRecipe:
+    """The registered recipe with the command line's overrides: `--loss`, and `--learning-rate` as the peak of
+    a run from scratch and the constant rate of continued training alike."""
+    recipe = PHOTO_DENOISE_RECIPES[arguments.recipe]
+    if arguments.loss:
+        recipe = replace(recipe, loss=arguments.loss)
+    if arguments.learning_rate:
+        recipe = replace(recipe, learning_rate=arguments.learning_rate, continue_learning_rate=arguments.learning_rate)
+    return recipe
+
+
 def train_photo_denoiser(arguments: argparse.Namespace, command: str) -> int:
     """`photo-denoise-*`: train (or resume) on the budget, then say what was written and the hold-out's PSNR.
     SIGTERM or SIGINT stops the run after the current step, with its state saved."""
     install_stop_handlers()
     try:
         card = run_photo_denoise(
-            PHOTO_DENOISE_RECIPES[arguments.recipe],
+            photo_denoise_recipe(arguments),
             arguments.data_dir,
             arguments.out,
             arguments.minutes,

@@ -87,6 +87,13 @@ def render_natural_super_resolve(metrics: dict[str, Any]) -> Lines:
             f"{colour['gain_db']:+.2f} dB. Target {target['description']}: {_met(target)}.",
             "",
         ]
+        if "luminance_scores" in colour:  # measured since 3 December
+            luma = colour["luminance_scores"]
+            lines += [
+                f"The same outputs on Y alone: model {luma['model']:.2f} dB, bicubic {luma['bicubic']:.2f} dB, "
+                f"{luma['model'] - luma['bicubic']:+.2f} dB (the rest of the RGB gap is the bicubic colour).",
+                "",
+            ]
     lines += [_speed_line(metrics["speed"]), ""]
     if "target" in metrics:
         lines += [_margin_line(metrics["target"]), ""]

@@ -12,7 +12,7 @@ from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
 from models.checkpoint import FINISHED_AT, InputSpec, ModelCard, utc_now_iso
 from models.data.natural_images import quantise
 from models.runtime.machine import cpu_description
-from models.training.photo.recipes import PatchSampler, PhotoDenoiseRecipe
+from models.training.photo.recipes import PATCH_LOSSES, PatchSampler, PhotoDenoiseRecipe
 from models.training.photo.state import RunState
 from models.training.plots import image_grid, loss_curve
 
@@ -37,7 +37,7 @@ def fresh_training_record(
         "every step",
         "noise": f"white Gaussian, sigma uniform in [0, {SIGMA_RANGE[1]:g}] per patch (0..255 scale); "
         f"{recipe.upload_fraction:.0%} of patches clipped to [0, 255] and rounded to 8 bits (uploads), the rest float",
-        "loss": "mean squared error per pixel (pixels in [0, 1])",
+        "loss": PATCH_LOSSES[recipe.loss],
         "steps": state.step,
         "batch_size": recipe.batch_size,
         "optimiser": "Adam",
@@ -69,7 +69,12 @@ def continued_training_record(
             "minutes": round(state.seconds / 60, 1),
             "optimiser": "Adam, fresh at the start of the continuation",
             "learning_rate_schedule": f"linear warm-up from 1% over {recipe.continue_warmup_steps} steps, then "
-            f"constant {recipe.continue_learning_rate:g}",
+            + "; ".join(
+                f"from {phase['from_patch_passes']:,} patch passes constant {phase['learning_rate']:g}, "
+                f"loss {PATCH_LOSSES[phase['loss']]}"
+                for phase in state.phases
+            ),
+            "phases": state.phases,
             "validation_curve": state.validation,
         },
     }

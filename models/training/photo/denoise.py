@@ -46,7 +46,7 @@ from models.architectures.ffdnet import SIGMA_RANGE, FFDNet
 from models.checkpoint import CheckpointError, ModelCard, load_checkpoint, read_card, save_checkpoint
 from models.data.natural_images import psnr_255, quantise, read_pictures
 from models.training.photo.card import continued_training_record, finish_card, fresh_training_record, write_figures
-from models.training.photo.recipes import PHOTO_DENOISE_RECIPES, PatchSampler, PhotoDenoiseRecipe
+from models.training.photo.recipes import PATCH_LOSSES, PHOTO_DENOISE_RECIPES, PatchSampler, PhotoDenoiseRecipe
 from models.training.photo.state import RunState, load_state, save_state
 from models.training.photo.validation import (
     VALIDATION_SIGMAS,
@@ -68,6 +68,22 @@ def corrupt(
     """clean + sigma/255 * N(0, 1) per patch; the patches flagged `upload` clipped and rounded to 8 bits."""
     noisy = clean + (sigmas / 255.0).view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=generator)
     return torch.where(upload.view(-1, 1, 1, 1), quantise(noisy), noisy)
+
+
+# PATCH_LOSSES["psnr"]: the MSE of a 60 dB patch, so that a near-perfect (sigma ~0) patch cannot dominate
+PSNR_LOSS_FLOOR = 1e-6
+
+
+def patch_loss(output: torch.Tensor, clean: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (the objective, the batch's plain MSE for the logs). "mse" weighs a patch by its squared error, so
+    high-sigma patches dominate; "psnr" (minus the mean PSNR, up to a constant) weighs every patch's dB alike."""
+    per_patch = (output.float() - clean).pow(2).flatten(1).mean(1)  # (B,)
+    mse = per_patch.mean()
+    if kind == "mse":
+        return mse, mse
+    if kind == "psnr":
+        return 10.0 * torch.log10(per_patch + PSNR_LOSS_FLOOR).mean(), mse
+    raise ValueError(f"unknown loss {kind!r}: use one of {', '.join(PATCH_LOSSES)}")
 
 
 def cosine_rate(progress: float, peak: float, warmup: float = 0.01) -> float:
@@ -128,6 +144,25 @@ def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
             kept.lerp_(current, 1.0 - decay)
         else:
             kept.copy_(current)
+
+
+def note_phase(state: RunState, recipe: PhotoDenoiseRecipe) -> None:
+    """Record the objective and constant rate this invocation continues with, if they differ from the last
+    phase's; a state from before phases were kept ran the registered recipe's from its start."""
+    if not state.continued:
+        return
+    if not state.phases:
+        registered = PHOTO_DENOISE_RECIPES.get(recipe.name, recipe)
+        state.phases.append(phase(state.origin_patch_passes, registered))
+    now = phase(state.patch_passes, recipe)
+    if {key: now[key] for key in ("loss", "learning_rate")} != {
+        key: state.phases[-1][key] for key in ("loss", "learning_rate")
+    }:
+        state.phases.append(now)
+
+
+def phase(from_patch_passes: int, recipe: PhotoDenoiseRecipe) -> dict[str, Any]:
+    return {"from_patch_passes": from_patch_passes, "loss": recipe.loss, "learning_rate": recipe.continue_learning_rate}
 
 
 def start_state(
@@ -196,6 +231,7 @@ def run(
         recipe, model, average, directory, minutes, steps
     )
     kept = average if state.continued else model  # what is validated and published
+    note_phase(state, recipe)
     state.batch_size = recipe.batch_size
     sampler = PatchSampler(train_images, recipe.patch, generators["data"])
     autocast = precision == "bfloat16"
@@ -211,11 +247,11 @@ def run(
             group["lr"] = rate
         with torch.autocast(target.type, dtype=torch.bfloat16, enabled=autocast):
             output = model(noisy, sigmas.to(target))
-        loss = (output.float() - clean.to(target)).pow(2).mean()
+        loss, mse = patch_loss(output, clean.to(target), recipe.loss)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        return float(loss.detach())
+        return float(mse.detach())  # the curve logs plain MSE whatever the objective, so runs compare
 
     session = {"steps": 0, "seconds": 0.0}
 

@@ -10,6 +10,14 @@ import torch
 
 from models.architectures.ffdnet import FFDNetConfig
 
+# The objectives a denoiser can train on (models.training.photo.denoise.patch_loss computes them).
+PATCH_LOSSES = {
+    # a sigma-75 patch's squared error is ~10x a sigma-15 one's, so high noise dominates the gradient
+    "mse": "mean squared error per pixel (pixels in [0, 1])",
+    # every patch's decibel counted alike: the gradient of a patch scales with 1 / its MSE
+    "psnr": "the mean over patches of 10 log10(MSE + 1e-6), the patch's MSE per pixel (minus its PSNR)",
+}
+
 
 @dataclass(frozen=True)
 class PhotoDenoiseRecipe:
@@ -29,6 +37,7 @@ class PhotoDenoiseRecipe:
     continue_warmup_steps: int = 100
     average_decay: float = 0.999  # per step: the average spans ~1,000 steps
     upload_fraction: float = 0.5  # patches clipped to [0, 255] and rounded to 8 bits
+    loss: str = "mse"  # one of PATCH_LOSSES
     held_out_images: int = 12  # the last images in name order: scored at the end, never trained on
     seed: int = 0
 

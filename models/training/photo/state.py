@@ -47,6 +47,9 @@ class RunState:
     validation: list[dict[str, Any]] = field(default_factory=list)  # see `validation_point`
     paused_s: float = 0.0  # wall time not counted as training (SIGSTOP pauses, validation)
     threads: int = 0  # torch threads of the latest invocation that trained a step (0: none recorded)
+    # continued training's phases, each {"from_patch_passes", "loss", "learning_rate"}: a new one whenever an
+    # invocation changes the objective or the constant rate (models.training.photo.denoise.note_phase)
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def patch_passes(self) -> int:

@@ -244,3 +244,32 @@ def test_evaluation_end_to_end(name: str, photo_data: Path, tmp_path: Path) -> N
     assert any("BM3D" in target["description"] for target in metrics["targets"])
     report = (tmp_path / "docs" / "report.md").read_text()
     assert f"{first} (" in report and "Noise estimation" in report
+
+
+def test_patch_losses_weigh_patches_by_error_or_by_decibel() -> None:
+    clean = torch.zeros(2, 1, 4, 4)
+    errors = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1)  # a low-sigma-like patch and a high-sigma-like one
+    gradients = {}
+    for kind in ffdnet_training.PATCH_LOSSES:
+        output = (clean + errors).requires_grad_()
+        objective, mse = ffdnet_training.patch_loss(output, clean, kind)
+        assert float(mse) == pytest.approx(float(errors.pow(2).mean()))
+        objective.backward()
+        assert output.grad is not None
+        gradients[kind] = output.grad.flatten(1).norm(dim=1)  # (2,): the pull on each patch
+    # mse pulls 10x harder on the patch with 10x the error; psnr pulls harder on the small-error patch
+    assert float(gradients["mse"][1] / gradients["mse"][0]) == pytest.approx(10.0, rel=1e-4)
+    assert float(gradients["psnr"][0] / gradients["psnr"][1]) > 9.0
+    with pytest.raises(ValueError, match="unknown loss"):
+        ffdnet_training.patch_loss(clean, clean, "l3")
+
+
+def test_command_line_overrides_the_loss_and_the_rate() -> None:
+    from models.training.cli import parse_arguments, photo_denoise_recipe
+
+    plain = photo_denoise_recipe(parse_arguments(["photo-denoise-gray", "--data-dir", "x", "--steps", "1"]))
+    assert plain == ffdnet_training.PHOTO_DENOISE_RECIPES["photo-denoise-gray"]
+    argv = ["photo-denoise-color", "--data-dir", "x", "--steps", "1", "--loss", "psnr", "--learning-rate", "2e-5"]
+    changed = photo_denoise_recipe(parse_arguments(argv))
+    assert (changed.loss, changed.learning_rate, changed.continue_learning_rate) == ("psnr", 2e-5, 2e-5)
+    assert changed.config == ffdnet_training.PHOTO_DENOISE_RECIPES["photo-denoise-color"].config

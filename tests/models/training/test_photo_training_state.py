@@ -3,6 +3,7 @@ curve, stopping on SIGTERM, publishing only on a gain, and the background rotati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -255,3 +256,22 @@ def test_the_report_draws_a_continued_cards_learning_curve(served: Path, tmp_pat
     assert "| 20 | 0.2 | 30.50 | 28.25 | 25.50 | 28.08 |" in text
     assert "validation_curve" not in text  # in the table, not repeated as JSON
     assert (tmp_path / "photo-denoise-gray-learning-curve.png").is_file()
+
+
+def test_a_change_of_loss_or_rate_starts_a_phase_the_card_states(
+    photo_data: Path, served: Path, tmp_path: Path
+) -> None:
+    out, state_root = copy_served(served, tmp_path), tmp_path / "s"
+    recipe = small_recipe("photo-denoise-gray")
+    ffdnet_training.run(recipe, photo_data, out, None, 2, **SMALL, state_root=state_root, publish="never")
+    changed = dataclasses.replace(recipe, loss="psnr", continue_learning_rate=1e-5)
+    for _ in range(2):  # the second invocation goes on with the same phase
+        card = ffdnet_training.run(changed, photo_data, out, None, 2, **SMALL, state_root=state_root, publish="always")
+    assert card is not None
+    phases = card.training["continued_training"]["phases"]
+    assert phases == [
+        {"from_patch_passes": 8, "loss": "mse", "learning_rate": recipe.continue_learning_rate},
+        {"from_patch_passes": 8 + 2 * recipe.batch_size, "loss": "psnr", "learning_rate": 1e-5},
+    ]
+    schedule = card.training["continued_training"]["learning_rate_schedule"]
+    assert "from 16 patch passes constant 1e-05, loss the mean over patches" in schedule

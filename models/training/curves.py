@@ -1,16 +1,23 @@
 """Learning curves of the photo models: validation PSNR against cumulative patch passes.
 
     python -m models.training.curves [--state-dir training-state] [--out docs]
+        [--needs photo-denoise-color:sigma_25:0.56 ...]
 
 draws `<out>/<name>-learning-curve.png` for every `<state-dir>/<name>/run.json` and prints a Markdown
 table of its validation points (models.training.photo.validation says what they measure). The model
 report draws the same figure from a served card's `continued_training.validation_curve`.
+
+Where the curve goes: each figure is fitted by least squares as a line against log2(patch passes) over the
+later half of the run (the points from half the latest cumulative patch passes on), which gives the
+decibels one more doubling of patch passes adds; `--needs NAME:KEY:DB` says how many cumulative patch
+passes that line reaches DB dB above the latest point at (an extrapolation: curves usually flatten).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,10 +55,66 @@ def curve_table(points: Sequence[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def doubling_fit(points: Sequence[dict[str, Any]], key: str) -> tuple[float, float] | None:
+    """-> (dB per doubling of patch passes, dB at one patch pass) of the line through the later half of the
+    run in log2(patch passes); None with fewer than 3 such points or a single patch-pass count."""
+    later = [point for point in points if point["patch_passes"] >= points[-1]["patch_passes"] / 2]
+    xs = [math.log2(point["patch_passes"]) for point in later if point["patch_passes"] > 0]
+    ys = [float(point[key]) for point in later if point["patch_passes"] > 0]
+    if len(xs) < 3 or max(xs) == min(xs):
+        return None
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+    return slope, mean_y - slope * mean_x
+
+
+def passes_for_gain(points: Sequence[dict[str, Any]], key: str, gain_db: float) -> int | None:
+    """Cumulative patch passes at which the fitted line stands `gain_db` above the latest point; None where
+    the curve is flat or falling."""
+    fit = doubling_fit(points, key)
+    if fit is None or fit[0] <= 0:
+        return None
+    slope, intercept = fit
+    return round(2 ** ((float(points[-1][key]) + gain_db - intercept) / slope))
+
+
+def extrapolation_lines(points: Sequence[dict[str, Any]], needs: Sequence[tuple[str, float]]) -> list[str]:
+    """What one more doubling adds to each figure, and where each of `needs` (key, dB) would be reached."""
+    slopes = []
+    for key in series_keys(points):
+        fit = doubling_fit(points, key)
+        if fit is not None:
+            slopes.append(f"{key.replace('_', ' ')} {fit[0]:+.3f} dB")
+    lines = [f"Per doubling of patch passes (later half of the run): {', '.join(slopes) or 'too few points'}."]
+    for key, gain in needs:
+        reached = passes_for_gain(points, key, gain)
+        where = f"~{reached:,} patch passes" if reached else "never on this curve (flat or falling)"
+        lines.append(f"+{gain:g} dB of {key.replace('_', ' ')} beyond the latest point: {where}.")
+    return [*lines, ""]
+
+
+def need_argument(text: str) -> tuple[str, str, float]:
+    """`NAME:KEY:DB` -> (name, key, dB)."""
+    try:
+        name, key, gain = text.split(":")
+        return name, key, float(gain)
+    except ValueError:
+        message = f"expected NAME:KEY:DB, e.g. photo-denoise-color:sigma_25:0.56, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.training.curves", description=__doc__.split("\n")[0])
     parser.add_argument("--state-dir", type=Path, default=Path("training-state"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--needs",
+        type=need_argument,
+        action="append",
+        default=[],
+        metavar="NAME:KEY:DB",
+        help="where the fitted curve of NAME's KEY (sigma_25, model, ...) gains DB dB more (repeatable)",
+    )
     arguments = parser.parse_args(argv)
     runs = sorted(arguments.state_dir.glob("*/run.json"))
     if not runs:
@@ -61,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = json.loads(path.read_text())["validation"]
         figure = arguments.out / f"{name}-learning-curve.png"
         draw_learning_curve(name, points, figure)
-        print("\n".join([f"{name} ({figure}):", "", *curve_table(points)]))
+        needs = [(key, gain) for wanted, key, gain in arguments.needs if wanted == name]
+        print("\n".join([f"{name} ({figure}):", "", *curve_table(points), *extrapolation_lines(points, needs)]))
     return 0
 
 

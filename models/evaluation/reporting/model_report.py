@@ -91,7 +91,7 @@ def render_natural_super_resolve(metrics: dict[str, Any]) -> Lines:
             luma = colour["luminance_scores"]
             lines += [
                 f"The same outputs on Y alone: model {luma['model']:.2f} dB, bicubic {luma['bicubic']:.2f} dB, "
-                f"{luma['model'] - luma['bicubic']:+.2f} dB (the rest of the RGB gap is the bicubic colour).",
+                f"{luma['model'] - luma['bicubic']:+.2f} dB.",
                 "",
             ]
     lines += [_speed_line(metrics["speed"]), ""]

@@ -157,6 +157,12 @@ def psnr_y(output_y: torch.Tensor, reference_y: torch.Tensor, scale: int) -> flo
     return psnr_255(quantise(output_y), quantise(reference_y), border=scale)
 
 
+def colour_psnr_y(output_rgb: torch.Tensor, reference_rgb: torch.Tensor, scale: int) -> float:
+    """`psnr_y` of an RGB output (quantised to uint8 levels first, as it would be saved) against an RGB reference."""
+    output_y, reference_y = rgb_to_ycbcr(quantise(output_rgb))[:, :1], rgb_to_ycbcr(reference_rgb)[:, :1]
+    return psnr_y(output_y, reference_y, scale)
+
+
 def awgn(clean: torch.Tensor, sigma_255: float, generator: torch.Generator) -> torch.Tensor:
     """noisy = clean + (sigma / 255) * N(0, 1), not clipped; the caller's generator fixes the draw."""
     noise = torch.randn(clean.shape, generator=generator, dtype=torch.float64).to(clean.dtype)

@@ -23,10 +23,10 @@ from models.checkpoint import load_checkpoint
 from models.data.natural_images import (
     bicubic_downscale,
     bicubic_upscale,
+    colour_psnr_y,
     load_images,
     modcrop,
     psnr_255,
-    psnr_y,
     quantise,
     rgb_to_ycbcr,
     to_tensor,
@@ -34,6 +34,7 @@ from models.data.natural_images import (
 )
 
 COLOUR_SET = "Kodak24"
+SERVED = "served: Y by the network, Cb and Cr bicubic"
 
 
 def each_plane(model: LuminanceSuperResolver, planes: torch.Tensor) -> torch.Tensor:
@@ -50,19 +51,16 @@ def colour_levers(model: LuminanceSuperResolver, folder: Path) -> dict[str, floa
         for image in load_images(folder):
             high = to_tensor(modcrop(image.pixels, scale))  # (1, 3, H, W)
             low = quantise(bicubic_downscale(high, scale))  # the 8-bit upload
-            served = model.super_resolve(low)
             outputs = {
                 "bicubic": bicubic_upscale(low, scale),
-                "served: Y by the network, Cb and Cr bicubic": served,
+                SERVED: model.super_resolve(low),
                 "Y, Cb and Cr by the network": ycbcr_to_rgb(each_plane(model, rgb_to_ycbcr(low))),
                 "R, G and B by the network": each_plane(model, low),
             }
             for method, output in outputs.items():
                 scores.setdefault(method, []).append(psnr_255(quantise(output), high, border=scale))
-            reference = rgb_to_ycbcr(high)[:, :1]
-            for method in ("bicubic", "served: Y by the network, Cb and Cr bicubic"):
-                luma = rgb_to_ycbcr(quantise(outputs[method]))[:, :1]
-                scores.setdefault(f"{method.split(':')[0]}, on Y", []).append(psnr_y(luma, reference, scale))
+            for method, row in (("bicubic", "bicubic, on Y"), (SERVED, "served, on Y")):
+                scores.setdefault(row, []).append(colour_psnr_y(outputs[method], high, scale))
     return {method: sum(values) / len(values) for method, values in scores.items()}
 
 

@@ -26,6 +26,7 @@ from models.data.natural_images import (
     awgn,
     bicubic_downscale,
     bicubic_upscale,
+    colour_psnr_y,
     load_images,
     luminance,
     modcrop,
@@ -33,7 +34,6 @@ from models.data.natural_images import (
     psnr_255,
     psnr_y,
     quantise,
-    rgb_to_ycbcr,
     to_tensor,
 )
 from models.evaluation.context import EvaluationContext, model_method
@@ -241,7 +241,7 @@ def _super_resolve_colour(checkpoint: Checkpoint, context: EvaluationContext, sc
             output = super_resolve(low.to(context.device)).cpu()
         for method, upscaled in (("bicubic", bicubic_upscale(low, scale)), ("model", output)):
             scores[method].append(psnr_255(quantise(upscaled), high, border=scale))
-            luma[method].append(psnr_y(rgb_to_ycbcr(quantise(upscaled))[:, :1], rgb_to_ycbcr(high)[:, :1], scale))
+            luma[method].append(colour_psnr_y(upscaled, high, scale))
     means = {method: _mean(values) for method, values in scores.items()}
     gain = round(means["model"] - means["bicubic"], 3)
     return {

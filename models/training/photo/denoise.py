@@ -154,11 +154,9 @@ def note_phase(state: RunState, recipe: PhotoDenoiseRecipe) -> None:
     if not state.phases:
         registered = PHOTO_DENOISE_RECIPES.get(recipe.name, recipe)
         state.phases.append(phase(state.origin_patch_passes, registered))
-    now = phase(state.patch_passes, recipe)
-    if {key: now[key] for key in ("loss", "learning_rate")} != {
-        key: state.phases[-1][key] for key in ("loss", "learning_rate")
-    }:
-        state.phases.append(now)
+    last = state.phases[-1]
+    if (last["loss"], last["learning_rate"]) != (recipe.loss, recipe.continue_learning_rate):
+        state.phases.append(phase(state.patch_passes, recipe))
 
 
 def phase(from_patch_passes: int, recipe: PhotoDenoiseRecipe) -> dict[str, Any]:

@@ -27,10 +27,18 @@ import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 from PIL import Image
-from shipped import CHECKPOINTS, card_metrics, card_serving, require_data, require_shipped
+from shipped import (
+    CHECKPOINTS,
+    SHIPPED_PHOTO_SUPER_RESOLUTION,
+    card_metrics,
+    card_serving,
+    require_data,
+    require_shipped,
+)
 
 from app.main import create_app
 from app.settings import Settings
+from models.checkpoint import read_card
 from models.data.corruptions import gaussian_noise
 from models.data.mnist import load_mnist
 from models.data.natural_images import (
@@ -172,14 +180,17 @@ def test_the_photo_denoisers_match_their_cards_and_need_the_right_noise_level(
     assert gap >= WRONG_SIGMA_MARGIN_DB, gap
 
 
-def test_t91_sr_x2_on_set5_matches_its_card(served: TestClient) -> None:
-    card = card_metrics("t91-sr-x2")["super-resolve"]["sets"]["Set5"]["scores"]
-    scale = 2
+@pytest.mark.parametrize("name", SHIPPED_PHOTO_SUPER_RESOLUTION)
+def test_the_photo_super_resolution_on_set5_matches_its_card(served: TestClient, name: str) -> None:
+    require_shipped(name)
+    card = card_metrics(name)["super-resolve"]["sets"]["Set5"]["scores"]
+    scale = read_card(CHECKPOINTS / name).scale
+    assert scale is not None
     model_scores, bicubic_scores = [], []
     for image in load_images(require_data("Set5") / "Set5"):
         high = luminance(modcrop(image.pixels, scale))
         low = bicubic_downscale(high, scale)
-        (upscaled,) = serve(served, "/v1/super-resolve", [low[0]], model="t91-sr-x2")
+        (upscaled,) = serve(served, "/v1/super-resolve", [low[0]], model=name)
         model_scores.append(psnr_y(upscaled[None], high, scale))
         bicubic_scores.append(psnr_y(bicubic_upscale(low, scale), high, scale))
     model, bicubic = statistics.fmean(model_scores), statistics.fmean(bicubic_scores)

@@ -22,7 +22,7 @@ DATASETS = Path(os.environ.get("AE_DATASETS_DIR", REPO_ROOT.parent / "shared" / 
 REQUIRE_DATA_VARIABLE = "AE_TESTS_REQUIRE_DATA"
 
 # The super-resolution models of photographs past FSRCNN (docs/photo-training.md), each held to its card.
-SHIPPED_PHOTO_SUPER_RESOLUTION = ("t91-sr-x2", "photo-sr-x2", "photo-sr-x4")
+SHIPPED_PHOTO_SUPER_RESOLUTION = ("t91-sr-x2", "photo-sr-x2", "photo-sr-x3", "photo-sr-x4")
 
 # Every checkpoint the repository ships (docs/api.md lists what each does).
 SHIPPED = (

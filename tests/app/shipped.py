@@ -21,7 +21,8 @@ CHECKPOINTS = Path(os.environ.get("AE_REAL_CHECKPOINTS_DIR", REPO_ROOT / "checkp
 DATASETS = Path(os.environ.get("AE_DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets"))
 REQUIRE_DATA_VARIABLE = "AE_TESTS_REQUIRE_DATA"
 
-# The super-resolution models of photographs past FSRCNN (docs/photo-training.md), each held to its card.
+# The super-resolution models of photographs held to their cards' Set5 figures when served (FSRCNN-style
+# t91-sr-x2 and the residual photo-sr models of docs/photo-training.md).
 SHIPPED_PHOTO_SUPER_RESOLUTION = ("t91-sr-x2", "photo-sr-x2", "photo-sr-x3", "photo-sr-x4")
 
 # Every checkpoint the repository ships (docs/api.md lists what each does).

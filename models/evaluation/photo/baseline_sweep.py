@@ -37,8 +37,8 @@ def sweep(
     shards: int = 1,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Per image of this shard: its index, name order position, and the PSNR of the noisy input, the model
-    (told sigma) and (C)BM3D (told sigma), outputs rounded to 8 bits as in the evaluation."""
+    """Per image of this shard: its index in name order and the PSNR of the noisy input, of the model (told
+    sigma) and of (C)BM3D (told sigma), outputs rounded to 8 bits as in the evaluation."""
     checkpoint = load_checkpoint(model_dir, device="cpu")
     model = checkpoint.model
     if not isinstance(model, FFDNet):
@@ -96,15 +96,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     if arguments.natural_dir is None or arguments.model is None:
         parser.error("--natural-dir and --model are required (or --combine)")
-    shard, shards = (int(part) for part in arguments.shard.split("/"))
+    shard, _, shards = arguments.shard.partition("/")
+    if not (shard.isdigit() and shards.isdigit() and int(shard) < int(shards)):
+        parser.error(f"--shard takes K/N with 0 <= K < N, not {arguments.shard!r}")
     torch.set_num_threads(arguments.threads)
     rows = sweep(
         arguments.model,
         arguments.natural_dir / arguments.set,
         arguments.sigma,
         arguments.protocol,
-        shard,
-        shards,
+        int(shard),
+        int(shards),
         arguments.limit,
     )
     if arguments.out:

@@ -78,3 +78,5 @@ def test_command_line_writes_shards_and_combines_them(
     assert combined["images"] == 3
     with pytest.raises(SystemExit):
         main(["--set", "CBSD68"])  # neither a model nor shards to combine
+    with pytest.raises(SystemExit):
+        main([*common, "--shard", "2/2"])  # no such shard
